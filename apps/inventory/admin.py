@@ -1,0 +1,25 @@
+from django.contrib import admin
+
+from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+
+from .models import DeadLetter, InboxMessage, OutboxMessage, Product, Reservation
+
+
+@admin.register(Product)
+class ProductAdmin(ReadOnlyAdmin):
+    """Read-only here: stock changes go through the staff API so they are published."""
+
+    list_display = ("sku", "name", "price", "on_hand", "reserved", "available", "version", "updated_at")
+    search_fields = ("sku", "name")
+
+
+@admin.register(Reservation)
+class ReservationAdmin(ReadOnlyAdmin):
+    list_display = ("order_id", "status", "reason", "version", "created_at", "updated_at")
+    list_filter = ("status",)
+    search_fields = ("order_id", "reason")
+
+
+admin.site.register(OutboxMessage, OutboxAdmin)
+admin.site.register(InboxMessage, InboxAdmin)
+admin.site.register(DeadLetter, DeadLetterAdmin)

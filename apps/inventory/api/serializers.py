@@ -1,0 +1,31 @@
+from rest_framework import serializers
+
+from ..models import sku_validator
+
+
+class ProductCreateInput(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[sku_validator])
+    name = serializers.CharField(max_length=200)
+    price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+    on_hand = serializers.IntegerField(min_value=0, max_value=1_000_000)
+
+
+class ProductUpdateInput(serializers.Serializer):
+    on_hand = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    name = serializers.CharField(max_length=200, required=False)
+    price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, required=False)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Give at least one of on_hand, name, price.")
+        return attrs
+
+
+class ProductOutput(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    price = serializers.DecimalField(max_digits=10, decimal_places=2)
+    on_hand = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+    available = serializers.IntegerField()
+    version = serializers.IntegerField()

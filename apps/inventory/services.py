@@ -1,0 +1,154 @@
+"""Every change to stock. Each service is one transaction on the inventory database and
+records its messages through the outbox inside it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import F
+
+from waybill.outbox import outbox_record
+
+from . import contracts
+from .models import Product, Reservation
+
+DB = "inventory"
+
+
+class StockError(ValueError):
+    """A stock change the rules refuse; the message is fit to show the caller."""
+
+
+def _product_publish(product: Product) -> None:
+    outbox_record(
+        context="inventory",
+        message=contracts.ProductUpdated(
+            sku=product.sku, name=product.name, price=product.price, on_hand=product.on_hand,
+            reserved=product.reserved, available=product.available,
+        ),
+        aggregate_id=product.sku,
+        aggregate_version=product.version,
+    )
+
+
+def product_create(*, sku: str, name: str, price: Decimal, on_hand: int) -> Product:
+    """Create a product. Emits ``inventory.product_updated`` (state document)."""
+    with transaction.atomic(using=DB):
+        if Product.objects.using(DB).filter(sku=sku).exists():
+            raise StockError(f"A product with SKU {sku} already exists.")
+        product = Product.objects.using(DB).create(sku=sku, name=name, price=price, on_hand=on_hand)
+        _product_publish(product)
+    return product
+
+
+def product_update(
+    *, sku: str, on_hand: int | None = None, name: str | None = None, price: Decimal | None = None
+) -> Product:
+    """Staff change stock, name or price. ``on_hand`` may not drop below what is reserved.
+    Emits ``inventory.product_updated``."""
+    with transaction.atomic(using=DB):
+        product = Product.objects.using(DB).select_for_update().get(sku=sku)
+        if on_hand is not None:
+            if on_hand < product.reserved:
+                raise StockError(
+                    f"on_hand cannot go below the {product.reserved} units reserved for open orders."
+                )
+            product.on_hand = on_hand
+        if name is not None:
+            product.name = name
+        if price is not None:
+            product.price = price
+        product.version += 1
+        product.save(using=DB)
+        _product_publish(product)
+    return product
+
+
+def stock_reserve(*, order_id: UUID, lines: list[contracts.StockLine]) -> Reservation:
+    """Hold every line of an order, or none of them.
+
+    Each line is an atomic conditional UPDATE (``on_hand >= reserved + quantity``), so
+    however many orders race for the last unit, exactly one gets it. Idempotent per
+    order. Emits ``inventory.stock_reserved`` plus ``inventory.product_updated`` per
+    product, or ``inventory.stock_reservation_rejected``."""
+    with transaction.atomic(using=DB):
+        existing = Reservation.objects.using(DB).filter(order_id=order_id).first()
+        if existing is not None:
+            return existing  # already decided, or cancelled before it arrived
+        try:
+            with transaction.atomic(using=DB):  # savepoint: a refused line undoes the others
+                products = _reserve_lines(lines)
+        except StockError as refused:
+            reservation = Reservation.objects.using(DB).create(
+                order_id=order_id, status=Reservation.Status.REJECTED, reason=str(refused),
+            )
+            outbox_record(
+                context="inventory",
+                message=contracts.StockReservationRejected(order_id=order_id, reason=str(refused)),
+                aggregate_id=str(order_id),
+                aggregate_version=reservation.version,
+            )
+            return reservation
+        reservation = Reservation.objects.using(DB).create(
+            order_id=order_id,
+            status=Reservation.Status.RESERVED,
+            lines=[line.model_dump() for line in lines],
+        )
+        outbox_record(
+            context="inventory",
+            message=contracts.StockReserved(order_id=order_id, lines=lines),
+            aggregate_id=str(order_id),
+            aggregate_version=reservation.version,
+        )
+        for product in products:
+            _product_publish(product)
+    return reservation
+
+
+def _reserve_lines(lines: list[contracts.StockLine]) -> list[Product]:
+    # Sorted by SKU so two orders touching the same products lock them in the same
+    # order on PostgreSQL and cannot deadlock.
+    for line in sorted(lines, key=lambda line: line.sku):
+        held = Product.objects.using(DB).filter(
+            sku=line.sku, on_hand__gte=F("reserved") + line.quantity
+        ).update(reserved=F("reserved") + line.quantity, version=F("version") + 1)
+        if not held:
+            product = Product.objects.using(DB).filter(sku=line.sku).first()
+            if product is None:
+                raise StockError(f"Unknown SKU {line.sku}.")
+            raise StockError(
+                f"Not enough stock for {line.sku}: {line.quantity} requested, {product.available} available."
+            )
+    return list(Product.objects.using(DB).filter(sku__in=[line.sku for line in lines]))
+
+
+def stock_release(*, order_id: UUID) -> Reservation:
+    """Give an order's held stock back. Idempotent. If nothing was decided for the order
+    yet, leaves a tombstone so a late order placement reserves nothing. Emits
+    ``inventory.stock_released`` and ``inventory.product_updated`` per product when
+    stock was held."""
+    with transaction.atomic(using=DB):
+        reservation = Reservation.objects.using(DB).select_for_update().filter(order_id=order_id).first()
+        if reservation is None:
+            return Reservation.objects.using(DB).create(order_id=order_id, status=Reservation.Status.CANCELLED)
+        if reservation.status != Reservation.Status.RESERVED:
+            return reservation
+        lines = [contracts.StockLine.model_validate(line) for line in reservation.lines]
+        for line in sorted(lines, key=lambda line: line.sku):
+            Product.objects.using(DB).filter(sku=line.sku).update(
+                reserved=F("reserved") - line.quantity, version=F("version") + 1
+            )
+        reservation.status = Reservation.Status.RELEASED
+        reservation.version += 1
+        reservation.save(using=DB)
+        outbox_record(
+            context="inventory",
+            message=contracts.StockReleased(order_id=order_id, lines=lines),
+            aggregate_id=str(order_id),
+            aggregate_version=reservation.version,
+        )
+        for product in Product.objects.using(DB).filter(sku__in=[line.sku for line in lines]):
+            _product_publish(product)
+    return reservation

@@ -1,0 +1,57 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from .. import selectors
+
+
+class LineInput(serializers.Serializer):
+    sku = serializers.CharField(max_length=64)
+    quantity = serializers.IntegerField(min_value=1, max_value=settings.WAYBILL_ORDER_MAX_QUANTITY)
+
+
+class OrderPlaceInput(serializers.Serializer):
+    lines = LineInput(
+        many=True, allow_empty=False, max_length=settings.WAYBILL_ORDER_MAX_LINES,
+        help_text=(
+            f"1 to {settings.WAYBILL_ORDER_MAX_LINES} lines, one per SKU, each of 1 to "
+            f"{settings.WAYBILL_ORDER_MAX_QUANTITY} units."
+        ),
+    )
+
+    def validate_lines(self, lines):
+        known = selectors.products_by_sku(skus=[line["sku"] for line in lines])
+        errors, seen, failed = [], set(), False
+        for line in lines:
+            error = {}
+            if line["sku"] not in known:
+                error["sku"] = [f"Unknown SKU {line['sku']}."]
+            elif line["sku"] in seen:
+                error["sku"] = [f"SKU {line['sku']} appears twice; give one line per SKU."]
+            seen.add(line["sku"])
+            failed = failed or bool(error)
+            errors.append(error)
+        if failed:
+            raise serializers.ValidationError(errors)
+        return lines
+
+
+class OrderLineOutput(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_price = serializers.DecimalField(max_digits=10, decimal_places=2)
+
+
+class OrderOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    reason = serializers.CharField()
+    version = serializers.IntegerField()
+    total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    lines = OrderLineOutput(many=True, source="lines.all")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    summary_url = serializers.SerializerMethodField(help_text="Where the outcome shows up on the read side.")
+
+    def get_summary_url(self, order) -> str:
+        return f"/api/v1/read/orders/{order.id}/"

@@ -1,0 +1,170 @@
+"""Settings shared by every way of running Waybill.
+
+Everything that differs between machines comes from the environment (twelve-factor),
+read with django-environ. With no variable set, Waybill runs embedded: one SQLite file
+per bounded context under ``WAYBILL_DATA_DIR`` and Kombu's in-memory transport.
+"""
+
+from pathlib import Path
+
+import environ
+
+REPO_DIR = Path(__file__).resolve().parents[3]
+env = environ.Env()
+
+DATA_DIR = Path(env.str("WAYBILL_DATA_DIR", default=str(REPO_DIR / "var")))
+
+DEBUG = False
+SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("WAYBILL_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "waybill",
+    "config",
+    "apps.orders",
+    "apps.inventory",
+    "apps.readmodels",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Databases: one per bounded context, plus ``default`` for auth, sessions and admin.
+def _database(alias: str) -> dict:
+    config = env.db_url(
+        f"WAYBILL_{alias.upper()}_DATABASE_URL",
+        default=f"sqlite:///{DATA_DIR / f'{alias}.sqlite3'}",
+    )
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {
+            # IMMEDIATE takes the write lock at BEGIN, so two writers queue up instead of
+            # one failing with "database is locked" when it upgrades a read lock.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        config["TEST"] = {"NAME": f"file:memorydb_{alias}?mode=memory&cache=shared"}
+    return config
+
+
+WAYBILL_CONTEXTS = ("orders", "inventory", "readmodels")
+DATABASES = {alias: _database(alias) for alias in ("default", *WAYBILL_CONTEXTS)}
+DATABASE_ROUTERS = ["waybill.routers.ContextRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header is what turns "no credentials" into 401.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Waybill API",
+    "DESCRIPTION": (
+        "Orders, inventory and read models of the Waybill shop. Writes answer 202 and "
+        "the outcome arrives on the read side; see README for the message flow."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Messaging
+WAYBILL_PORT = env.int("WAYBILL_PORT", default=8000)
+WAYBILL_BROKER_URL = env.str("WAYBILL_BROKER_URL", default="memory://")
+WAYBILL_BROKER_TRANSPORT_OPTIONS = {
+    # The in-memory transport polls its queues; 1 s (Kombu's default) would add a second
+    # to every hop. RabbitMQ ignores this option.
+    "polling_interval": 0.005,
+    # Publisher confirms: the relay marks a row sent only after the broker has it.
+    "confirm_publish": True,
+}
+# The contexts whose relay and consumers this process runs.
+WAYBILL_RUN_CONTEXTS = tuple(env.list("WAYBILL_CONTEXTS", default=list(WAYBILL_CONTEXTS)))
+WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
+WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
+# Messages a consumer holds unacked at once; small, so a crash redelivers little.
+WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
+WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
+WAYBILL_RETRY_BASE_SECONDS = env.float("WAYBILL_RETRY_BASE_SECONDS", default=0.5)
+WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
+
+# Order size limit, documented in the API schema and README.
+WAYBILL_ORDER_MAX_LINES = 20
+WAYBILL_ORDER_MAX_QUANTITY = 100
+
+WAYBILL_DEMO_ACCOUNTS = False
+WAYBILL_DEMO_PASSWORD = env.str("WAYBILL_DEMO_PASSWORD", default="waybill-demo")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("WAYBILL_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

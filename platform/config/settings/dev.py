@@ -1,0 +1,11 @@
+"""The embedded default: one process, SQLite per context, in-memory broker, demo data."""
+
+from .base import *  # noqa: F403
+from .base import DATA_DIR, env
+
+DEBUG = env.bool("WAYBILL_DEBUG", default=True)
+# A development key, never used by production settings (which demand WAYBILL_SECRET_KEY).
+SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="waybill-embedded-development-key-not-secret")
+WAYBILL_DEMO_ACCOUNTS = True
+
+DATA_DIR.mkdir(parents=True, exist_ok=True)

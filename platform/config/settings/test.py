@@ -1,0 +1,7 @@
+"""In-process tests: the dev settings with fast password hashing and quick retries."""
+
+from .dev import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+WAYBILL_RETRY_BASE_SECONDS = 0.0
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WaybillConfig(AppConfig):
+    name = "waybill"
+    verbose_name = "Waybill kernel"

@@ -1,0 +1,56 @@
+"""The bus topology, the same on every transport.
+
+- ``waybill.events``: one durable topic exchange; routing key = message type, so each
+  context's queue binds exactly the event and document types it handles.
+- ``waybill.commands``: a durable direct exchange; routing key = the owning context, so a
+  command goes point to point to its owner's queue and nobody else's.
+- ``waybill.<context>``: one durable queue per consuming context.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from kombu import Connection, Exchange, Queue, binding
+
+from . import contexts
+from .messages import Kind, spec_for
+
+EVENTS = Exchange("waybill.events", type="topic", durable=True)
+COMMANDS = Exchange("waybill.commands", type="direct", durable=True)
+JSON = "application/json"
+
+
+def connect() -> Connection:
+    return Connection(
+        settings.WAYBILL_BROKER_URL,
+        transport_options=dict(settings.WAYBILL_BROKER_TRANSPORT_OPTIONS),
+    )
+
+
+def queue_name(context_name: str) -> str:
+    return f"waybill.{context_name}"
+
+
+def context_queue(context: contexts.BoundedContext) -> Queue:
+    bindings = [binding(EVENTS, routing_key=t) for t in sorted(context.consumed_types)]
+    bindings.append(binding(COMMANDS, routing_key=context.name))
+    return Queue(queue_name(context.name), bindings=bindings, durable=True)
+
+
+def route(message_type: str, schema_version: int) -> tuple[Exchange, str]:
+    """Where a message goes: events and documents to many, commands to their owner."""
+    spec = spec_for(message_type, schema_version)
+    if spec.kind is Kind.COMMAND:
+        return COMMANDS, spec.owner
+    return EVENTS, message_type
+
+
+def declare(connection: Connection) -> None:
+    """Declare exchanges and every registered context's queue with its bindings.
+
+    Declared before the first publish: a topic exchange drops what no queue is bound to."""
+    channel = connection.default_channel
+    for exchange in (EVENTS, COMMANDS):
+        exchange(channel).declare()
+    for context in contexts.all_contexts():
+        context_queue(context)(channel).declare()

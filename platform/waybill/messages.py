@@ -1,0 +1,137 @@
+"""The published language's grammar: message schemas, the registry and the envelope.
+
+Every message on the bus is a JSON envelope (never pickle) whose ``payload`` validates
+against the schema registered for its ``type`` and ``schema_version``. Anything else is
+refused with a reason (``MessageRefused``) so the consumer can dead-letter it and move on.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Kind(enum.StrEnum):
+    EVENT = "event"  # something that happened, with the values that changed
+    COMMAND = "command"  # a request to one owner, which may refuse it
+    DOCUMENT = "document"  # the whole current state of an entity
+
+
+class Message(BaseModel):
+    """Base of every payload schema. Register subclasses with ``@message(...)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_type: ClassVar[str]
+    schema_version: ClassVar[int]
+    kind: ClassVar[Kind]
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    type: str
+    schema_version: int
+    kind: Kind
+    schema: type[Message]
+
+    @property
+    def owner(self) -> str:
+        """The context that publishes events and documents of this type, or owns the command."""
+        return self.type.split(".", 1)[0]
+
+
+_registry: dict[tuple[str, int], MessageSpec] = {}
+
+
+def message(type: str, *, version: int = 1, kind: Kind = Kind.EVENT) -> Callable:
+    """Class decorator registering a payload schema under ``type`` and ``version``."""
+    if "." not in type:
+        raise ValueError(f"Message type {type!r} must be '<context>.<name>'.")
+
+    def register(cls: type[Message]) -> type[Message]:
+        key = (type, version)
+        existing = _registry.get(key)
+        if existing is not None and existing.schema is not cls:
+            raise ValueError(f"{type} v{version} is already registered to {existing.schema!r}.")
+        cls.message_type, cls.schema_version, cls.kind = type, version, kind
+        _registry[key] = MessageSpec(type=type, schema_version=version, kind=kind, schema=cls)
+        return cls
+
+    return register
+
+
+def spec_for(type: str, version: int) -> MessageSpec:
+    try:
+        return _registry[(type, version)]
+    except KeyError:
+        known = sorted(v for (t, v) in _registry if t == type)
+        if not known:
+            raise MessageRefused(f"unknown message type {type!r}") from None
+        raise MessageRefused(
+            f"unsupported schema version {version} of {type!r} (known: {known})"
+        ) from None
+
+
+class Envelope(BaseModel):
+    """The fields every message carries (see ARCHITECTURE.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: uuid.UUID
+    type: str = Field(min_length=3)
+    schema_version: int = Field(ge=1)
+    aggregate_id: str = Field(min_length=1)
+    aggregate_version: int = Field(ge=0)
+    occurred_at: datetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    traceparent: str | None = None
+    payload: dict[str, Any]
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class MessageRefused(Exception):
+    """A message that can never be processed: malformed, unknown, or invalid."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _first_errors(error: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(p) for p in item["loc"]) or "(root)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse(body: bytes | str) -> tuple[Envelope, Message]:
+    """Decode and validate a message from the wire, or raise ``MessageRefused``."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageRefused(f"malformed JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MessageRefused("malformed envelope: expected a JSON object")
+    try:
+        envelope = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise MessageRefused(f"invalid envelope: {_first_errors(exc)}") from None
+    spec = spec_for(envelope.type, envelope.schema_version)
+    try:
+        payload = spec.schema.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise MessageRefused(
+            f"invalid payload for {envelope.type} v{envelope.schema_version}: {_first_errors(exc)}"
+        ) from None
+    return envelope, payload

@@ -1,0 +1,55 @@
+"""What an operator may do to the messaging tables; the admin calls only these."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models.functions import Now
+
+from . import contexts
+from .inbox import DeadLetterBase, InboxMessageBase
+from .outbox import wakeup_event
+
+
+def outbox_republish(*, context_name: str, row_ids: list[int]) -> int:
+    """Queue sent rows for publishing again. Consumers' inboxes drop what they already applied."""
+    ctx = contexts.get(context_name)
+    with transaction.atomic(using=ctx.database):
+        count = ctx.outbox.objects.using(ctx.database).filter(id__in=row_ids).update(sent_at=None)
+        transaction.on_commit(wakeup_event(context_name).set, using=ctx.database)
+    return count
+
+
+def inbox_retry_now(*, context_name: str, row_ids: list[int]) -> int:
+    """Bring scheduled retries forward to now."""
+    ctx = contexts.get(context_name)
+    return (
+        ctx.inbox.objects.using(ctx.database)
+        .filter(id__in=row_ids, status=InboxMessageBase.Status.RETRYING)
+        .update(next_attempt_at=Now())
+    )
+
+
+def dead_letter_replay(*, dead_letter: DeadLetterBase) -> bool:
+    """Give a dead letter a fresh set of tries through the inbox's retry path.
+
+    Returns False for a message too broken to have an envelope: there is nothing to replay.
+    A message that is still invalid simply dead-letters again, with the current reason."""
+    if not dead_letter.envelope or not dead_letter.message_id:
+        return False
+    ctx = contexts.for_model(type(dead_letter))
+    Status = InboxMessageBase.Status
+    with transaction.atomic(using=ctx.database):
+        ctx.inbox.objects.using(ctx.database).update_or_create(
+            message_id=dead_letter.message_id,
+            defaults={
+                "message_type": dead_letter.message_type,
+                "status": Status.RETRYING,
+                "attempts": 0,
+                "envelope": dead_letter.envelope,
+                "next_attempt_at": Now(),
+                "last_error": f"replayed from dead letter {dead_letter.pk}",
+            },
+        )
+        type(dead_letter).objects.using(ctx.database).filter(pk=dead_letter.pk).update(replayed_at=Now())
+    return True
+

@@ -1,0 +1,116 @@
+"""Transactional outbox: a message is a row written in the same transaction as the
+state change it describes, so both commit or neither does (invariant 1). The relay
+publishes committed rows; see ``relay``."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from . import contexts
+from .messages import Envelope, Message
+
+
+class OutboxMessageBase(models.Model):
+    """A message waiting for, or done with, the relay. Concrete per context, in its database.
+
+    ``id`` gives commit order within an aggregate: the aggregate's row is locked while
+    its messages are written, so a later change of it always gets a larger id."""
+
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(unique=True, editable=False)
+    message_type = models.CharField(max_length=120)
+    kind = models.CharField(max_length=16)
+    aggregate_id = models.CharField(max_length=64)
+    aggregate_version = models.PositiveBigIntegerField()
+    envelope = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    publish_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["id"]
+        indexes = [
+            # The relay's work list: pending rows in commit order.
+            models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
+            models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.aggregate_id} v{self.aggregate_version}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.sent_at is None
+
+
+class OutboxOutsideTransaction(RuntimeError):
+    """Recording a message outside a transaction would let it commit without its change."""
+
+
+# The message being handled right now, so messages it causes inherit its correlation.
+_handling: ContextVar[Envelope | None] = ContextVar("waybill_handling", default=None)
+
+
+@contextlib.contextmanager
+def handling(envelope: Envelope) -> Iterator[None]:
+    token = _handling.set(envelope)
+    try:
+        yield
+    finally:
+        _handling.reset(token)
+
+
+# Relays sleep on these; a commit that wrote outbox rows wakes its context's relay at
+# once, so the happy path has no polling delay.
+_wakeups: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+
+
+def wakeup_event(context_name: str) -> threading.Event:
+    return _wakeups[context_name]
+
+
+def outbox_record(
+    *, context: str, message: Message, aggregate_id: str, aggregate_version: int
+) -> Envelope:
+    """Write ``message`` to ``context``'s outbox inside the caller's transaction.
+
+    Raises ``OutboxOutsideTransaction`` unless a transaction is open on the context's
+    database."""
+    ctx = contexts.get(context)
+    if not transaction.get_connection(ctx.database).in_atomic_block:
+        raise OutboxOutsideTransaction(
+            f"{message.message_type} must be recorded inside transaction.atomic(using={ctx.database!r})."
+        )
+    cause = _handling.get()
+    envelope = Envelope(
+        id=uuid.uuid4(),
+        type=message.message_type,
+        schema_version=message.schema_version,
+        aggregate_id=str(aggregate_id),
+        aggregate_version=aggregate_version,
+        occurred_at=timezone.now(),
+        correlation_id=cause.correlation_id if cause else uuid.uuid4(),
+        causation_id=cause.id if cause else None,
+        traceparent=cause.traceparent if cause else None,
+        payload=message.model_dump(mode="json"),
+    )
+    ctx.outbox.objects.using(ctx.database).create(
+        message_id=envelope.id,
+        message_type=envelope.type,
+        kind=message.kind.value,
+        aggregate_id=envelope.aggregate_id,
+        aggregate_version=aggregate_version,
+        envelope=envelope.model_dump(mode="json"),
+    )
+    transaction.on_commit(_wakeups[context].set, using=ctx.database)
+    return envelope

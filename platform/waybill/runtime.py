@@ -1,0 +1,120 @@
+"""The embedded runtime: every registered context's relay and consumer as threads of
+one process, beside the ASGI server (``manage.py runplatform``).
+
+Kombu's in-memory transport keeps queued messages in this process only. Two things
+make that honest:
+- a clean stop stops the relays first and lets the consumers empty the queues, so
+  whatever is left waits in the outboxes, which are durable;
+- after an unclean stop (kill, crash) the start re-queues every row sent during the run
+  that died: those may have been in the lost queues, and the inboxes drop the ones that
+  were already applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from . import bus, contexts
+from .consumer import ContextConsumer
+from .outbox import wakeup_event
+from .relay import Relay
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, context_names: tuple[str, ...] | list[str]):
+        self.contexts = [contexts.get(name) for name in context_names]
+        self._relays_stop = threading.Event()
+        self._consumers_stop = threading.Event()
+        self._relays: list[threading.Thread] = []
+        self._consumers: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if _in_memory_broker():
+            self._recover_lost_broker_state()
+        for ctx in self.contexts:
+            relay = threading.Thread(
+                target=Relay(ctx).run, args=(self._relays_stop,), name=f"relay-{ctx.name}", daemon=True
+            )
+            relay.start()
+            self._relays.append(relay)
+            if ctx.handlers:
+                consumer = threading.Thread(
+                    target=ContextConsumer(ctx).run,
+                    args=(self._consumers_stop,),
+                    name=f"consumer-{ctx.name}",
+                    daemon=True,
+                )
+                consumer.start()
+                self._consumers.append(consumer)
+        log.info("runtime started: relay and consumers for %s", ", ".join(c.name for c in self.contexts))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._relays_stop.set()
+        for ctx in self.contexts:
+            wakeup_event(ctx.name).set()
+        for thread in self._relays:
+            thread.join(timeout)
+        self._wait_for_empty_queues(deadline=time.monotonic() + timeout)
+        self._consumers_stop.set()
+        for thread in self._consumers:
+            thread.join(timeout)
+        if _in_memory_broker():
+            _write_epoch(started_at=self._started_at, clean=True)
+        log.info("runtime stopped")
+
+    def _wait_for_empty_queues(self, *, deadline: float) -> None:
+        with bus.connect() as connection:
+            channel = connection.default_channel
+            while time.monotonic() < deadline:
+                waiting = sum(
+                    bus.context_queue(ctx)(channel).queue_declare(passive=True).message_count
+                    for ctx in self.contexts
+                    if ctx.handlers
+                )
+                if not waiting:
+                    return
+                time.sleep(0.05)
+            log.warning("stopping with messages still queued; they are re-queued at the next start")
+
+    def _recover_lost_broker_state(self) -> None:
+        previous = _read_epoch()
+        self._started_at = timezone.now()
+        if previous and not previous["clean"]:
+            since = datetime.fromisoformat(previous["started_at"])
+            for ctx in self.contexts:
+                count = ctx.outbox.objects.using(ctx.database).filter(sent_at__gte=since).update(sent_at=None)
+                if count:
+                    log.warning(
+                        "%s: previous run stopped uncleanly; re-queued %d messages sent since %s",
+                        ctx.name, count, since.isoformat(),
+                    )
+        _write_epoch(started_at=self._started_at, clean=False)
+
+
+def _in_memory_broker() -> bool:
+    return settings.WAYBILL_BROKER_URL.startswith("memory://")
+
+
+def _epoch_path() -> Path:
+    return Path(settings.DATA_DIR) / "embedded-broker.json"
+
+
+def _read_epoch() -> dict | None:
+    try:
+        return json.loads(_epoch_path().read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_epoch(*, started_at: datetime, clean: bool) -> None:
+    _epoch_path().write_text(json.dumps({"started_at": started_at.isoformat(), "clean": clean}))
