@@ -34,5 +34,8 @@ class Command(BaseCommand):
             )
         try:
             server.run()  # returns on SIGINT/SIGTERM, after in-flight requests finish
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises Ctrl-C once it has shut down; that is our cue too
         finally:
             runtime.stop()
+            self.stdout.write("Waybill stopped.")

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+WAYBILL_PORT ?= 8000
+export WAYBILL_PORT
+# pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
+TEST_WORKERS ?= 2
+
+.PHONY: venv run test lint clean
+
+$(VENV)/.installed: requirements.txt
+	@python=$$(bin/find-python) || exit 1; \
+	  echo "Using $$python ($$($$python --version))"; \
+	  [ -x $(PY) ] || $$python -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) manage.py migrateall
+	$(PY) manage.py load_demo
+	$(PY) manage.py runplatform --port $(WAYBILL_PORT)
+
+test: venv
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+
+lint: venv
+	PYTHONPATH=platform $(VENV)/bin/lint-imports
+
+clean:
+	rm -rf $(VENV) var

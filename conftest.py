@@ -1,0 +1,67 @@
+"""Shared fixtures: a clean in-memory broker per test, and a synchronous message pump
+that runs the real relay and consumer code step by step (no threads, no sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+from kombu.transport import memory
+
+from waybill import bus, contexts
+from waybill.consumer import ContextConsumer, Outcome
+from waybill.relay import Relay
+
+
+class Pump:
+    """Moves messages like the runtime does, but one deterministic step at a time."""
+
+    def __init__(self):
+        self.connection = bus.connect()
+        bus.declare(self.connection)
+        self.consumers = {ctx.name: ContextConsumer(ctx) for ctx in contexts.all_contexts()}
+
+    def relay(self, context_name: str | None = None) -> int:
+        names = [context_name] if context_name else [c.name for c in contexts.all_contexts()]
+        published = 0
+        for name in names:
+            relay = Relay(contexts.get(name))
+            try:
+                published += relay.drain()
+            finally:
+                relay.close()
+        return published
+
+    def deliver(self, context_name: str) -> list[Outcome]:
+        """Consume everything waiting on the context's queue; returns each outcome."""
+        queue = bus.context_queue(contexts.get(context_name))(self.connection.default_channel)
+        outcomes = []
+        while (message := queue.get(no_ack=False, accept=[bus.JSON])) is not None:
+            outcomes.append(self.consumers[context_name].on_message(message))
+        return outcomes
+
+    def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:
+        """Put a message straight onto a context's queue, as a misbehaving producer would."""
+        producer = self.connection.Producer()
+        producer.publish(body, exchange="", routing_key=bus.queue_name(context_name),
+                         content_type=content_type, content_encoding="utf-8")
+
+    def settle(self, max_rounds: int = 20) -> None:
+        """Relay and deliver until nothing moves any more."""
+        for _ in range(max_rounds):
+            moved = self.relay()
+            for name in self.consumers:
+                moved += len(self.deliver(name))
+            if not moved:
+                return
+        raise AssertionError("messages still moving after %d rounds" % max_rounds)
+
+
+@pytest.fixture
+def pump():
+    """Use with ``@pytest.mark.django_db(transaction=True, databases="__all__")``: outbox
+    wake-ups and the relay need real commits on every context's database."""
+    memory.Channel.queues.clear()
+    memory.Transport.global_state.clear()
+    pump = Pump()
+    yield pump
+    pump.connection.release()
+
