@@ -71,11 +71,14 @@ class Relay:
                     break
                 sent.append(row.id)
             if sent:
-                # Database time, so every relay and the admin agree on ages.
-                rows.filter(id__in=sent).update(sent_at=Now())
+                self._mark_sent(sent)
         if error is not None:
             raise error
         return len(sent)
+
+    def _mark_sent(self, row_ids: list[int]) -> None:
+        # Database time, so every relay and the admin agree on ages.
+        self.context.outbox.objects.using(self.context.database).filter(id__in=row_ids).update(sent_at=Now())
 
     def _in_commit_order(self, claimed: list[OutboxMessageBase]) -> list[OutboxMessageBase]:
         """Drop rows whose aggregate has an earlier unsent row outside this batch."""

@@ -1,0 +1,32 @@
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from apps.readmodels import services
+from apps.readmodels.models import CatalogItem, OrderSummary
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["readmodels"])
+
+
+def _project(order_id, status, version):
+    return services.order_summary_project(
+        order_id=order_id, customer_id=1, status=status, reason="", version=version,
+        lines=[{"sku": "A-1", "name": "A", "quantity": 1, "unit_price": "1.00"}], total=Decimal("1"),
+    )
+
+
+def test_a_stale_or_repeated_message_never_moves_a_summary_backwards():
+    order_id = uuid.uuid4()
+    assert _project(order_id, "PENDING", 1)
+    assert _project(order_id, "CANCELLED", 3)
+    assert not _project(order_id, "CONFIRMED", 2)  # arrived late
+    assert not _project(order_id, "CANCELLED", 3)  # arrived twice
+    summary = OrderSummary.objects.get()
+    assert (summary.status, summary.version) == ("CANCELLED", 3)
+
+
+def test_catalog_keeps_the_newest_state():
+    assert services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), available=4, version=2)
+    assert not services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), available=9, version=1)
+    assert CatalogItem.objects.get().available == 4

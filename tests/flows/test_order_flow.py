@@ -1,0 +1,80 @@
+"""The whole choreography in process, moved step by step by the real relay and consumers."""
+
+from decimal import Decimal
+
+import pytest
+
+from apps.inventory import services as inventory
+from apps.inventory.models import Product
+from apps.orders import services
+from apps.orders.models import Order
+from apps.readmodels.models import CatalogItem, OrderSummary
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture
+def shop(pump):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("20.00"), on_hand=3)
+    pump.settle()
+
+
+def _place(quantity, key=""):
+    order, _ = services.order_place(customer_id=7, lines=[services.LineRequest("LAMP-1", quantity)], idempotency_key=key)
+    return order
+
+
+def test_order_is_confirmed_and_projected(pump, shop):
+    order = _place(2)
+    assert order.total == Decimal("40.00") and order.status == Order.Status.PENDING
+    pump.settle()
+    summary = OrderSummary.objects.get(order_id=order.id)
+    assert (summary.status, summary.version, summary.lines[0]["name"]) == ("CONFIRMED", 2, "Lamp")
+    assert CatalogItem.objects.get(sku="LAMP-1").available == 1
+
+
+def test_over_order_is_rejected_with_the_reason(pump, shop):
+    order = _place(4)
+    pump.settle()
+    order.refresh_from_db()
+    assert order.status == Order.Status.REJECTED
+    assert OrderSummary.objects.get(order_id=order.id).reason == "Not enough stock for LAMP-1: 4 requested, 3 available."
+
+
+def test_cancelling_releases_the_stock(pump, shop):
+    order = _place(2)
+    pump.settle()
+    services.order_cancel(order_id=order.id, customer_id=7)
+    pump.settle()
+    assert Product.objects.get(sku="LAMP-1").reserved == 0
+    assert CatalogItem.objects.get(sku="LAMP-1").available == 3
+    assert OrderSummary.objects.get(order_id=order.id).status == "CANCELLED"
+
+
+def test_cancelling_a_pending_order_before_inventory_saw_it(pump, shop):
+    order = _place(2)
+    services.order_cancel(order_id=order.id, customer_id=7)
+    pump.settle()
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
+    assert Product.objects.get(sku="LAMP-1").reserved == 0
+
+
+def test_another_customer_cannot_cancel(pump, shop):
+    order = _place(1)
+    assert services.order_cancel(order_id=order.id, customer_id=8) is None
+
+
+def test_idempotency_key_returns_the_first_order_and_refuses_other_lines(pump, shop):
+    first = _place(1, key="k-1")
+    assert _place(1, key="k-1").id == first.id
+    with pytest.raises(services.OrderConflict):
+        _place(2, key="k-1")
+    assert Order.objects.count() == 1
+
+
+def test_stale_version_is_refused(pump, shop):
+    order = _place(1)
+    pump.settle()
+    with pytest.raises(services.OrderVersionMismatch):
+        services.order_cancel(order_id=order.id, customer_id=7, expected_version=1)

@@ -1,0 +1,149 @@
+"""Invariants 3 and 8 on the bus: a message applies at most once, and a bad message is
+dead-lettered with its reason while the ones behind it keep flowing."""
+
+import json
+import pickle
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.test import override_settings
+
+from apps.inventory import services as inventory
+from apps.inventory.models import DeadLetter, InboxMessage, Product
+from apps.orders import contracts as orders_contracts
+from waybill import contexts, operations
+from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def _envelope(type="orders.order_placed", version=1, payload=None, **overrides) -> dict:
+    order_id = uuid.uuid4()
+    if payload is None:
+        payload = orders_contracts.OrderPlaced(
+            order_id=order_id, customer_id=1, status="PENDING",
+            lines=[orders_contracts.OrderLine(sku="LAMP-1", name="Lamp", quantity=1, unit_price=Decimal("5"))],
+            total=Decimal("5"),
+        ).model_dump(mode="json")
+    return {
+        "id": str(uuid.uuid4()), "type": type, "schema_version": version, "aggregate_id": str(order_id),
+        "aggregate_version": 1, "occurred_at": datetime.now(UTC).isoformat(),
+        "correlation_id": str(uuid.uuid4()), "causation_id": None, "traceparent": None,
+        "payload": payload, **overrides,
+    }
+
+
+@pytest.fixture
+def lamp(pump):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=10)
+    pump.relay()  # clear the creation's document out of the way
+    for name in ("orders", "readmodels"):
+        pump.deliver(name)
+    return Product.objects.get(sku="LAMP-1")
+
+
+def _reserved() -> int:
+    return Product.objects.get(sku="LAMP-1").reserved
+
+
+def test_duplicate_delivery_has_one_effect(pump, lamp):
+    body = json.dumps(_envelope())
+    pump.publish_raw("inventory", body)
+    pump.publish_raw("inventory", body)
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.DUPLICATE]
+    assert _reserved() == 1
+    assert InboxMessage.objects.get().status == "processed"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        ("{not json", "application/json", "malformed JSON"),
+        ("[1, 2]", "application/json", "expected a JSON object"),
+        (json.dumps(_envelope(type="orders.order_teleported")), "application/json", "unknown message type 'orders.order_teleported'"),
+        (json.dumps(_envelope(version=7)), "application/json", "unsupported schema version 7 of 'orders.order_placed' (known: [1])"),
+        (json.dumps(_envelope(payload={"order_id": "nope"})), "application/json", "invalid payload for orders.order_placed v1"),
+        (json.dumps({**_envelope(), "id": "not-a-uuid"}), "application/json", "invalid envelope: id"),
+        (pickle.dumps({"evil": True}), "application/x-python-serialize", "only application/json is accepted"),
+    ],
+    ids=["malformed-json", "not-an-object", "unknown-type", "bad-version", "invalid-payload", "bad-envelope", "pickle"],
+)
+def test_bad_message_is_dead_lettered_and_the_next_one_still_applies(pump, lamp, body, content_type, reason):
+    pump.publish_raw("inventory", body, content_type=content_type)
+    pump.publish_raw("inventory", json.dumps(_envelope()))
+    assert pump.deliver("inventory") == [Outcome.DEAD_LETTERED, Outcome.APPLIED]
+    letter = DeadLetter.objects.get()
+    assert reason in letter.reason
+    assert letter.attempts == 1 and letter.body  # the original, exactly as it arrived
+    assert _reserved() == 1
+
+
+@override_settings(WAYBILL_RETRY_MAX_ATTEMPTS=3)
+def test_failing_handler_is_retried_with_backoff_then_dead_lettered(pump, lamp, monkeypatch):
+    def outage(**kwargs):
+        raise ConnectionError("inventory database went away")
+
+    monkeypatch.setattr(inventory, "stock_reserve", outage)
+    envelope = _envelope()
+    pump.publish_raw("inventory", json.dumps(envelope))
+    consumer = ContextConsumer(contexts.get("inventory"))
+    assert pump.deliver("inventory") == [Outcome.RETRY_SCHEDULED]
+    row = InboxMessage.objects.get()
+    assert (row.status, row.attempts) == ("retrying", 1) and "went away" in row.last_error
+    assert consumer.retry_due() == 1  # base delay is 0 in test settings
+    assert consumer.retry_due() == 1
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("dead", 3)
+    letter = DeadLetter.objects.get()
+    assert letter.attempts == 3 and "gave up after 3 attempts" in letter.reason
+    assert letter.envelope["id"] == envelope["id"]
+    assert consumer.retry_due() == 0
+
+    # The operator fixes the cause and replays: the message applies exactly once.
+    monkeypatch.undo()
+    assert operations.dead_letter_replay(dead_letter=letter) is True
+    assert consumer.retry_due() == 1
+    assert InboxMessage.objects.get().status == "processed"
+    assert _reserved() == 1
+
+
+def test_retry_recovers_a_transient_failure(pump, lamp, monkeypatch):
+    real, calls = inventory.stock_reserve, []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError("transient")
+        return real(**kwargs)
+
+    monkeypatch.setattr(inventory, "stock_reserve", flaky)
+    pump.publish_raw("inventory", json.dumps(_envelope()))
+    assert pump.deliver("inventory") == [Outcome.RETRY_SCHEDULED]
+    assert ContextConsumer(contexts.get("inventory")).retry_due() == 1
+    assert InboxMessage.objects.get().status == "processed"
+    assert _reserved() == 1
+
+
+def test_permanent_failure_skips_the_retries(pump, lamp, monkeypatch):
+    def refuse(**kwargs):
+        raise PermanentFailure("order references a retired warehouse")
+
+    monkeypatch.setattr(inventory, "stock_reserve", refuse)
+    pump.publish_raw("inventory", json.dumps(_envelope()))
+    assert pump.deliver("inventory") == [Outcome.DEAD_LETTERED]
+    assert "retired warehouse" in DeadLetter.objects.get().reason
+
+
+def test_handler_failure_rolls_back_its_partial_effects(pump, lamp, monkeypatch):
+    from apps.inventory import handlers
+
+    def half_done(envelope, event):
+        inventory.product_update(sku="LAMP-1", on_hand=99)
+        raise RuntimeError("crashed after writing")
+
+    monkeypatch.setitem(handlers.HANDLERS, orders_contracts.OrderPlaced, half_done)
+    pump.publish_raw("inventory", json.dumps(_envelope()))
+    assert pump.deliver("inventory") == [Outcome.RETRY_SCHEDULED]
+    assert Product.objects.get(sku="LAMP-1").on_hand == 10

@@ -1,0 +1,135 @@
+"""Invariants 1 and 2: a change and its messages commit together, and every committed
+message is published at least once, in commit order per aggregate."""
+
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from apps.inventory import services as inventory
+from apps.inventory.models import OutboxMessage as InventoryOutbox
+from apps.inventory.models import Product
+from apps.orders import contracts as orders_contracts
+from waybill import bus, contexts
+from waybill.consumer import Outcome
+from waybill.messages import Kind, Message, message
+from waybill.outbox import OutboxOutsideTransaction, outbox_record
+from waybill.relay import Relay
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@message("inventory.recount_stock", kind=Kind.COMMAND)
+class RecountStock(Message):
+    """A command used only by these tests: commands go point to point to their owner."""
+
+    sku: str
+
+
+def _placed(order_id=None, sku="KETTLE-1", quantity=1) -> orders_contracts.OrderPlaced:
+    return orders_contracts.OrderPlaced(
+        order_id=order_id or uuid.uuid4(), customer_id=1, status="PENDING",
+        lines=[orders_contracts.OrderLine(sku=sku, name="Kettle", quantity=quantity, unit_price=Decimal("1"))],
+        total=Decimal("1"),
+    )
+
+
+def test_recording_outside_a_transaction_is_refused():
+    with pytest.raises(OutboxOutsideTransaction):
+        outbox_record(context="orders", message=_placed(), aggregate_id="x", aggregate_version=1)
+
+
+def test_a_transaction_on_another_database_does_not_count():
+    with transaction.atomic(using="inventory"), pytest.raises(OutboxOutsideTransaction):
+        outbox_record(context="orders", message=_placed(), aggregate_id="x", aggregate_version=1)
+
+
+def test_rolled_back_change_publishes_nothing(pump):
+    with pytest.raises(RuntimeError), transaction.atomic(using="inventory"):
+        inventory.product_create(sku="GHOST-1", name="Ghost", price=Decimal("1"), on_hand=1)
+        raise RuntimeError("the caller fails after the service ran")
+    assert not Product.objects.filter(sku="GHOST-1").exists()
+    assert InventoryOutbox.objects.count() == 0
+    assert pump.relay() == 0
+    assert pump.deliver("readmodels") == []
+
+
+def test_committed_change_is_published_and_marked_sent(pump):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
+    row = InventoryOutbox.objects.get()
+    assert row.sent_at is None and row.message_type == "inventory.product_updated"
+    assert pump.relay("inventory") == 1
+    row.refresh_from_db()
+    assert row.sent_at is not None
+    # The document reached both contexts that bind it, and nobody else.
+    assert pump.deliver("readmodels") == [Outcome.APPLIED]
+    assert pump.deliver("orders") == [Outcome.APPLIED]
+    assert pump.deliver("inventory") == []
+
+
+def test_relay_crash_between_publish_and_mark_republishes_and_consumer_applies_once(pump, monkeypatch):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
+
+    class Crash(BaseException):
+        """Stands in for the process dying: not an Exception, so nothing catches it."""
+
+    def crash(self, row_ids):
+        raise Crash
+
+    monkeypatch.setattr(Relay, "_mark_sent", crash)
+    with pytest.raises(Crash):
+        Relay(contexts.get("inventory")).drain()
+    assert InventoryOutbox.objects.get().sent_at is None  # the mark never committed
+    monkeypatch.undo()
+
+    assert pump.relay("inventory") == 1  # published a second time
+    assert InventoryOutbox.objects.get().sent_at is not None
+    assert pump.deliver("readmodels") == [Outcome.APPLIED, Outcome.DUPLICATE]
+    assert pump.deliver("orders") == [Outcome.APPLIED, Outcome.DUPLICATE]
+
+
+def test_messages_of_one_aggregate_leave_in_commit_order(pump):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
+    for on_hand in (3, 4, 5):
+        inventory.product_update(sku="LAMP-1", on_hand=on_hand)
+    pump.relay("inventory")
+    queue = bus.context_queue(contexts.get("readmodels"))(pump.connection.default_channel)
+    versions = []
+    while (received := queue.get(no_ack=True)) is not None:
+        versions.append(json.loads(received.body)["aggregate_version"])
+    assert versions == [1, 2, 3, 4]
+
+
+def test_relay_skips_rows_whose_aggregate_has_an_earlier_row_held_by_another_relay():
+    for on_hand in (1, 2):
+        with transaction.atomic(using="inventory"):
+            outbox_record(context="inventory", message=RecountStock(sku="A"), aggregate_id="A", aggregate_version=on_hand)
+    with transaction.atomic(using="inventory"):
+        outbox_record(context="inventory", message=RecountStock(sku="B"), aggregate_id="B", aggregate_version=1)
+    a1, a2, b1 = InventoryOutbox.objects.order_by("id")
+    relay = Relay(contexts.get("inventory"))
+    # Another relay holds a1: this one may publish b1 but must not overtake a1 with a2.
+    assert relay._in_commit_order([a2, b1]) == [b1]
+    assert relay._in_commit_order([a1, a2, b1]) == [a1, a2, b1]
+
+
+def test_commands_go_point_to_point_to_their_owner(pump):
+    with transaction.atomic(using="orders"):
+        outbox_record(context="orders", message=RecountStock(sku="A"), aggregate_id="A", aggregate_version=1)
+    assert bus.route("inventory.recount_stock", 1) == (bus.COMMANDS, "inventory")
+    pump.relay("orders")
+    assert pump.deliver("orders") == [] and pump.deliver("readmodels") == []
+    # Inventory got it; it has no handler for this test-only command, so it is dead-lettered.
+    assert pump.deliver("inventory") == [Outcome.DEAD_LETTERED]
+
+
+def test_envelope_carries_correlation_and_causation(pump):
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
+    with transaction.atomic(using="orders"):
+        placed = outbox_record(context="orders", message=_placed(sku="LAMP-1"), aggregate_id="o-1", aggregate_version=1)
+    pump.settle()
+    reserved = InventoryOutbox.objects.get(message_type="inventory.stock_reserved").envelope
+    assert reserved["correlation_id"] == str(placed.correlation_id)
+    assert reserved["causation_id"] == str(placed.id)
