@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import DATABASES, env
 
 
 def _required(name: str) -> str:
@@ -16,6 +16,10 @@ def _required(name: str) -> str:
 SECRET_KEY = _required("WAYBILL_SECRET_KEY")
 ALLOWED_HOSTS = env.list("WAYBILL_ALLOWED_HOSTS", default=[]) or [_required("WAYBILL_ALLOWED_HOSTS")]
 WAYBILL_DEMO_ACCOUNTS = False
+# No silent SQLite or in-memory broker in production: every address must be given.
+for _alias in DATABASES:
+    _required(f"WAYBILL_{_alias.upper()}_DATABASE_URL")
+WAYBILL_BROKER_URL = _required("WAYBILL_BROKER_URL")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("WAYBILL_SSL_REDIRECT", default=True)
