@@ -1,6 +1,12 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class WaybillConfig(AppConfig):
     name = "waybill"
     verbose_name = "Waybill kernel"
+
+    def ready(self) -> None:
+        from . import telemetry
+
+        telemetry.configure(service_name=settings.WAYBILL_SERVICE_NAME, exporter=settings.WAYBILL_OTEL_EXPORTER)

@@ -31,10 +31,31 @@ def queue_name(context_name: str) -> str:
     return f"waybill.{context_name}"
 
 
-def context_queue(context: contexts.BoundedContext) -> Queue:
+DEAD = Exchange("waybill.dead", type="fanout", durable=True)
+DEAD_QUEUE = Queue("waybill.dead", DEAD, durable=True)
+# A message redelivered this often without an ack (its consumer keeps dying on it) is
+# moved to waybill.dead by RabbitMQ instead of crash-looping the consumers.
+DELIVERY_LIMIT = 5
+
+
+def context_queue(context: contexts.BoundedContext, *, declare: bool | None = None) -> Queue:
+    """The context's queue. ``declare`` False makes consumers use it as declared by the
+    topology step (a service's broker user may not declare it); default: the setting."""
     bindings = [binding(EVENTS, routing_key=t) for t in sorted(context.consumed_types)]
     bindings.append(binding(COMMANDS, routing_key=context.name))
-    return Queue(queue_name(context.name), bindings=bindings, durable=True)
+    return Queue(
+        queue_name(context.name),
+        bindings=bindings,
+        durable=True,
+        # Quorum queues replicate and survive broker restarts; transports without
+        # queue arguments (the in-memory one) ignore these.
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD.name,
+        },
+        no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare),
+    )
 
 
 def route(message_type: str, schema_version: int) -> tuple[Exchange, str]:
@@ -50,7 +71,8 @@ def declare(connection: Connection) -> None:
 
     Declared before the first publish: a topic exchange drops what no queue is bound to."""
     channel = connection.default_channel
-    for exchange in (EVENTS, COMMANDS):
+    for exchange in (EVENTS, COMMANDS, DEAD):
         exchange(channel).declare()
+    DEAD_QUEUE(channel).declare()
     for context in contexts.all_contexts():
-        context_queue(context)(channel).declare()
+        context_queue(context, declare=True)(channel).declare()

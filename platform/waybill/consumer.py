@@ -28,6 +28,7 @@ from .contexts import BoundedContext, Handler
 from .inbox import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse
 from .outbox import handling
+from .telemetry import SpanKind, span_for_message
 
 log = logging.getLogger(__name__)
 Status = InboxMessageBase.Status
@@ -85,6 +86,13 @@ class ContextConsumer:
         return self._attempt(envelope, payload, handler)
 
     def _attempt(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
+        with span_for_message(
+            f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
+            **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
+        ):
+            return self._apply_once(envelope, payload, handler)
+
+    def _apply_once(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         db = self.context.database
         try:
             with transaction.atomic(using=db):
@@ -207,7 +215,8 @@ class ContextConsumer:
                 try:
                     with bus.connect() as connection:
                         connection.ensure_connection(max_retries=3)
-                        bus.declare(connection)
+                        if settings.WAYBILL_BROKER_DECLARE:
+                            bus.declare(connection)
                         with connection.Consumer(
                             [bus.context_queue(self.context)],
                             on_message=self.on_message,

@@ -16,7 +16,7 @@ def healthz(request):
 def readyz(request):
     """Ready: this process's databases and the broker answer."""
     checks: dict[str, str] = {}
-    for alias in ("default", *settings.WAYBILL_RUN_CONTEXTS):
+    for alias in ("default", *settings.WAYBILL_CONTEXTS):
         try:
             with connections[alias].cursor() as cursor:
                 cursor.execute("SELECT 1")

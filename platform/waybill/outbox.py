@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from . import contexts
 from .messages import Envelope, Message
+from .telemetry import current_traceparent
 
 
 class OutboxMessageBase(models.Model):
@@ -101,7 +102,7 @@ def outbox_record(
         occurred_at=timezone.now(),
         correlation_id=cause.correlation_id if cause else uuid.uuid4(),
         causation_id=cause.id if cause else None,
-        traceparent=cause.traceparent if cause else None,
+        traceparent=current_traceparent() or (cause.traceparent if cause else None),
         payload=message.model_dump(mode="json"),
     )
     ctx.outbox.objects.using(ctx.database).create(
@@ -112,5 +113,15 @@ def outbox_record(
         aggregate_version=aggregate_version,
         envelope=envelope.model_dump(mode="json"),
     )
+    connection = transaction.get_connection(ctx.database)
+    if connection.vendor == "postgresql":
+        # Transactional: PostgreSQL delivers it on commit (and merges repeats), waking
+        # relays in other processes; see relay.listen_for_commits.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [notify_channel(context)])
     transaction.on_commit(_wakeups[context].set, using=ctx.database)
     return envelope
+
+
+def notify_channel(context_name: str) -> str:
+    return f"waybill_outbox_{context_name}"

@@ -26,7 +26,8 @@ from kombu import Connection, Producer
 from . import bus
 from .backoff import backoff_delay
 from .contexts import BoundedContext
-from .outbox import OutboxMessageBase, wakeup_event
+from .outbox import OutboxMessageBase, notify_channel, wakeup_event
+from .telemetry import SpanKind, span_for_message
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,11 @@ class Relay:
 
     def _publish(self, row: OutboxMessageBase) -> None:
         exchange, routing_key = bus.route(row.message_type, row.envelope["schema_version"])
+        with span_for_message(f"publish {row.message_type}", traceparent=row.envelope.get("traceparent"),
+                              kind=SpanKind.PRODUCER, **{"messaging.message.id": str(row.message_id)}):
+            self._publish_confirmed(row, exchange, routing_key)
+
+    def _publish_confirmed(self, row: OutboxMessageBase, exchange, routing_key: str) -> None:
         self._ensure_producer().publish(
             json.dumps(row.envelope),
             exchange=exchange,
@@ -122,7 +128,8 @@ class Relay:
         if self._producer is None:
             self._connection = bus.connect()
             self._connection.ensure_connection(max_retries=1)
-            bus.declare(self._connection)
+            if settings.WAYBILL_BROKER_DECLARE:
+                bus.declare(self._connection)
             self._producer = Producer(self._connection.default_channel)
         return self._producer
 
@@ -154,3 +161,29 @@ class Relay:
         finally:
             self.close()
             connections.close_all()
+
+
+def listen_for_commits(context: BoundedContext, stop: threading.Event) -> None:
+    """Wake this process's relay when another process commits outbox rows (PostgreSQL
+    LISTEN/NOTIFY). Elsewhere the relay relies on in-process wake-ups and its sweep."""
+    database = connections[context.database]
+    if database.vendor != "postgresql":
+        return
+    import psycopg
+
+    wake = wakeup_event(context.name)
+    failures = 0
+    while not stop.is_set():
+        try:
+            with psycopg.connect(**database.get_connection_params(), autocommit=True) as listener:
+                listener.execute(f"LISTEN {notify_channel(context.name)}")
+                failures = 0
+                wake.set()  # rows may have been committed while we were not listening
+                while not stop.is_set():
+                    for _ in listener.notifies(timeout=1.0):
+                        wake.set()
+        except Exception:
+            failures += 1
+            delay = backoff_delay(failures, base=0.5, cap=30.0)
+            log.exception("outbox listener %s failed; retrying in %.1fs", context.name, delay)
+            stop.wait(delay)

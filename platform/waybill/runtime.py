@@ -1,5 +1,7 @@
-"""The embedded runtime: every registered context's relay and consumer as threads of
-one process, beside the ASGI server (``manage.py runplatform``).
+"""The runtime: relays and consumers of the hosted contexts as threads of one process.
+
+Embedded, ``manage.py runplatform`` runs both beside the ASGI server. In services mode
+``manage.py runrelay`` runs the relays alone (consumers live in the Celery worker).
 
 Kombu's in-memory transport keeps queued messages in this process only. Two things
 make that honest:
@@ -25,14 +27,15 @@ from django.utils import timezone
 from . import bus, contexts
 from .consumer import ContextConsumer
 from .outbox import wakeup_event
-from .relay import Relay
+from .relay import Relay, listen_for_commits
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, context_names: tuple[str, ...] | list[str]):
+    def __init__(self, context_names: tuple[str, ...] | list[str], *, consumers: bool = True):
         self.contexts = [contexts.get(name) for name in context_names]
+        self.run_consumers = consumers
         self._relays_stop = threading.Event()
         self._consumers_stop = threading.Event()
         self._relays: list[threading.Thread] = []
@@ -42,21 +45,18 @@ class Runtime:
         if _in_memory_broker():
             self._recover_lost_broker_state()
         for ctx in self.contexts:
-            relay = threading.Thread(
-                target=Relay(ctx).run, args=(self._relays_stop,), name=f"relay-{ctx.name}", daemon=True
-            )
-            relay.start()
-            self._relays.append(relay)
-            if ctx.handlers:
-                consumer = threading.Thread(
-                    target=ContextConsumer(ctx).run,
-                    args=(self._consumers_stop,),
-                    name=f"consumer-{ctx.name}",
-                    daemon=True,
-                )
-                consumer.start()
-                self._consumers.append(consumer)
-        log.info("runtime started: relay and consumers for %s", ", ".join(c.name for c in self.contexts))
+            self._spawn(self._relays, f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop)
+            self._spawn(self._relays, f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop)
+            if self.run_consumers and ctx.handlers:
+                self._spawn(self._consumers, f"consumer-{ctx.name}", ContextConsumer(ctx).run, self._consumers_stop)
+        log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
+                 "yes" if self.run_consumers else "no")
+
+    @staticmethod
+    def _spawn(group: list[threading.Thread], name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        group.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._relays_stop.set()
@@ -79,7 +79,7 @@ class Runtime:
                 waiting = sum(
                     bus.context_queue(ctx)(channel).queue_declare(passive=True).message_count
                     for ctx in self.contexts
-                    if ctx.handlers
+                    if ctx.handlers and self.run_consumers
                 )
                 if not waiting:
                     return

@@ -8,6 +8,7 @@ per bounded context under ``WAYBILL_DATA_DIR`` and Kombu's in-memory transport.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 REPO_DIR = Path(__file__).resolve().parents[3]
 env = environ.Env()
@@ -17,6 +18,14 @@ DATA_DIR = Path(env.str("WAYBILL_DATA_DIR", default=str(REPO_DIR / "var")))
 DEBUG = False
 SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("WAYBILL_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+# The bounded contexts of the platform, and the ones this process hosts: their apps, URLs,
+# databases, relays and consumers. Embedded runs all; a service runs one
+# (`WAYBILL_CONTEXTS=orders`).
+ALL_CONTEXTS = ("orders", "inventory", "readmodels")
+WAYBILL_CONTEXTS = tuple(env.list("WAYBILL_CONTEXTS", default=list(ALL_CONTEXTS)))
+if unknown := set(WAYBILL_CONTEXTS) - set(ALL_CONTEXTS):
+    raise ImproperlyConfigured(f"WAYBILL_CONTEXTS names unknown contexts: {sorted(unknown)}")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -31,9 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "waybill",
     "config",
-    "apps.orders",
-    "apps.inventory",
-    "apps.readmodels",
+    *(f"apps.{name}" for name in WAYBILL_CONTEXTS),
     "frontend",
 ]
 
@@ -85,7 +92,6 @@ def _database(alias: str) -> dict:
     return config
 
 
-WAYBILL_CONTEXTS = ("orders", "inventory", "readmodels")
 DATABASES = {alias: _database(alias) for alias in ("default", *WAYBILL_CONTEXTS)}
 DATABASE_ROUTERS = ["waybill.routers.ContextRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -143,8 +149,10 @@ WAYBILL_BROKER_TRANSPORT_OPTIONS = {
     # Publisher confirms: the relay marks a row sent only after the broker has it.
     "confirm_publish": True,
 }
-# The contexts whose relay and consumers this process runs.
-WAYBILL_RUN_CONTEXTS = tuple(env.list("WAYBILL_CONTEXTS", default=list(WAYBILL_CONTEXTS)))
+# Embedded mode declares the bus topology itself. In services mode the launcher declares
+# it once with an admin account, and each service's broker user may not configure
+# anything but its own task queue.
+WAYBILL_BROKER_DECLARE = env.bool("WAYBILL_BROKER_DECLARE", default=True)
 WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
 WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
 # Messages a consumer holds unacked at once; small, so a crash redelivers little.
@@ -168,3 +176,46 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("WAYBILL_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
+CELERY_BROKER_URL = WAYBILL_BROKER_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Remote control and task events need broker permissions beyond a service's own queues.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"
+CELERY_BEAT_SCHEDULE = {
+    f"{task}-{context}": {
+        "task": f"waybill.{task}",
+        "schedule": seconds,
+        "args": (context,),
+        "options": {"queue": f"waybill.tasks.{context}", "expires": seconds * 2},
+    }
+    for context in WAYBILL_CONTEXTS
+    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("inbox_retry_sweep", 1.0))
+}
+
+# --- Channels: Redis when configured, so a worker process can push to browsers connected
+# to a web process; in memory (one process) otherwise.
+WAYBILL_REDIS_URL = env.str("WAYBILL_REDIS_URL", default="")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [WAYBILL_REDIS_URL]}}
+        if WAYBILL_REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+# --- OpenTelemetry: "console" in development, "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT) in
+# production, "none" to switch it off.
+WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="none")
+WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".join(WAYBILL_CONTEXTS or ["shell"]))

@@ -8,4 +8,7 @@ DEBUG = env.bool("WAYBILL_DEBUG", default=True)
 SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="waybill-embedded-development-key-not-secret")
 WAYBILL_DEMO_ACCOUNTS = True
 
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Serve static files straight from the apps, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+(DATA_DIR / "static").mkdir(parents=True, exist_ok=True)

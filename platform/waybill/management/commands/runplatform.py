@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.WAYBILL_PORT)
 
     def handle(self, *args, host, port, **options):
-        runtime = Runtime(settings.WAYBILL_RUN_CONTEXTS)
+        runtime = Runtime(settings.WAYBILL_CONTEXTS)
         runtime.start()
         server = uvicorn.Server(
             uvicorn.Config("config.asgi:application", host=host, port=port, lifespan="off",

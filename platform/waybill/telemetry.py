@@ -1,0 +1,67 @@
+"""OpenTelemetry: one order is one trace, from the HTTP request through every consumer.
+
+The trace context travels in the envelope's ``traceparent`` (W3C), written when a message
+is recorded in the outbox, so it crosses the outbox table and the broker: the relay's
+publish span and every consumer's span join the trace of the change that caused them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+__all__ = ["SpanKind", "configure", "current_traceparent", "instrument", "span_for_message"]
+
+tracer = trace.get_tracer("waybill")
+
+
+def configure(*, service_name: str, exporter: str) -> None:
+    """Install a tracer provider and the Django, Celery and psycopg instrumentation.
+
+    ``exporter``: "console", "otlp" (configured by the standard OTEL_EXPORTER_OTLP_*
+    variables) or "none"."""
+    if exporter == "none":
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    if exporter == "console":
+        span_exporter = ConsoleSpanExporter()
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        span_exporter = OTLPSpanExporter()
+    else:
+        raise ValueError(f"WAYBILL_OTEL_EXPORTER must be none, console or otlp, not {exporter!r}")
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    trace.set_tracer_provider(provider)
+    instrument()
+
+
+def instrument() -> None:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    for instrumentor in (DjangoInstrumentor(), CeleryInstrumentor(), PsycopgInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextlib.contextmanager
+def span_for_message(name: str, *, traceparent: str | None, kind: SpanKind, **attributes) -> Iterator[None]:
+    """A span that continues the trace a message carries."""
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes):
+        yield

@@ -1,0 +1,34 @@
+"""The event consumer inside a Celery worker: a consumer bootstep that takes each hosted
+context's queue and hands every message to ``ContextConsumer.on_message``, which acks only
+after the handler's transaction committed. Celery gives it the worker's supervised broker
+connection, reconnects and clean shutdown."""
+
+from celery import Celery, bootsteps
+from django.conf import settings
+from kombu import Consumer
+
+from . import bus, contexts
+from .consumer import ContextConsumer
+
+
+class ContextEventConsumer(bootsteps.ConsumerStep):
+    def get_consumers(self, channel):
+        consumers = []
+        for name in settings.WAYBILL_CONTEXTS:
+            context = contexts.get(name)
+            if not context.handlers:
+                continue
+            consumers.append(
+                Consumer(
+                    channel,
+                    queues=[bus.context_queue(context)],
+                    on_message=ContextConsumer(context).on_message,
+                    accept=[bus.JSON],
+                    prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
+                )
+            )
+        return consumers
+
+
+def install(app: Celery) -> None:
+    app.steps["consumer"].add(ContextEventConsumer)
