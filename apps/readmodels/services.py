@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.db import transaction
 
+from . import live
 from .models import CatalogItem, OrderSummary
 
 DB = "readmodels"
@@ -16,16 +17,20 @@ def order_summary_project(
     total: Decimal, version: int,
 ) -> bool:
     """Apply an order snapshot at ``version``. Returns False (and changes nothing) when the
-    summary already shows that version or a later one."""
+    summary already shows that version or a later one. Pushes the new summary to the
+    customer's browsers once committed."""
     with transaction.atomic(using=DB):
         summary = OrderSummary.objects.using(DB).select_for_update().filter(order_id=order_id).first()
         if summary is not None and summary.version >= version:
             return False
-        OrderSummary.objects.using(DB).update_or_create(
+        summary, _ = OrderSummary.objects.using(DB).update_or_create(
             order_id=order_id,
             defaults={"customer_id": customer_id, "status": status, "reason": reason,
                       "lines": lines, "total": total, "version": version},
         )
+        pushed = {"id": str(order_id), "status": status, "reason": reason, "lines": lines,
+                  "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()}
+        transaction.on_commit(lambda: live.publish_order_summary(customer_id=customer_id, summary=pushed), using=DB)
     return True
 
 
@@ -38,4 +43,6 @@ def catalog_item_project(*, sku: str, name: str, price: Decimal, available: int,
         CatalogItem.objects.using(DB).update_or_create(
             sku=sku, defaults={"name": name, "price": price, "available": available, "version": version},
         )
+        pushed = {"sku": sku, "name": name, "price": str(price), "available": available, "version": version}
+        transaction.on_commit(lambda: live.publish_catalog_item(item=pushed), using=DB)
     return True

@@ -1,9 +1,12 @@
 // The first shop page: catalog, cart, checkout and "my orders", talking to the API only.
-// Outcomes arrive asynchronously (the API answers 202), so open orders are re-read
-// until they settle; the live micro-frontends replace this with pushed updates.
+// Placing an order answers 202; the outcome is pushed over the WebSocket /ws/v1/orders/.
+// Each pushed change carries its read-model version, so an older change never overwrites
+// a newer one, and every (re)connect re-reads the snapshots to catch up on what it missed.
 
 const csrf = () => document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.split("=")[1] ?? "";
 const message = document.getElementById("message");
+const catalog = new Map(); // sku -> item
+const orders = new Map(); // id -> summary
 
 async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -27,31 +30,39 @@ function show(text, isError = false) {
   message.className = isError ? "error" : "";
 }
 
-async function loadCatalog() {
-  const items = await api("/api/v1/read/catalog/");
-  const rows = items.map((item) => {
+function keepNewer(map, key, item) {
+  const known = map.get(key);
+  if (!known || known.version < item.version) map.set(key, item);
+}
+
+function renderCatalog() {
+  const body = document.getElementById("catalog");
+  const quantities = new Map([...body.querySelectorAll("input")].map((i) => [i.dataset.sku, i.value]));
+  const rows = [...catalog.values()].sort((a, b) => a.sku.localeCompare(b.sku)).map((item) => {
     const tr = document.createElement("tr");
-    tr.innerHTML = `<td></td><td></td><td></td><td><input type="number" min="0" max="100" value="0"></td>`;
+    tr.innerHTML = `<td></td><td></td><td class="available"></td><td><input type="number" min="0" max="100"></td>`;
+    tr.dataset.sku = item.sku;
     tr.children[0].textContent = `${item.name} (${item.sku})`;
     tr.children[1].textContent = item.price;
     tr.children[2].textContent = item.available;
     const input = tr.querySelector("input");
     input.dataset.sku = item.sku;
+    input.value = quantities.get(item.sku) ?? "0";
     input.setAttribute("aria-label", `Quantity of ${item.name}`);
     return tr;
   });
-  document.getElementById("catalog").replaceChildren(...rows);
+  body.replaceChildren(...rows);
 }
 
-async function loadOrders() {
-  const orders = await api("/api/v1/read/orders/");
-  const items = orders.map((order) => {
+function renderOrders() {
+  const items = [...orders.values()].sort((a, b) => b.updated_at.localeCompare(a.updated_at)).map((order) => {
     const li = document.createElement("li");
     li.dataset.orderId = order.id;
-    const lines = order.lines.map((l) => `${l.quantity} x ${l.name}`).join(", ");
     li.innerHTML = `<span class="status"></span> <span class="lines"></span> <span class="reason"></span>`;
-    li.querySelector(".status").textContent = order.status;
-    li.querySelector(".status").classList.add(`status-${order.status}`);
+    const status = li.querySelector(".status");
+    status.textContent = order.status;
+    status.classList.add(`status-${order.status}`);
+    const lines = order.lines.map((l) => `${l.quantity} x ${l.name}`).join(", ");
     li.querySelector(".lines").textContent = `${lines} - total ${order.total}`;
     li.querySelector(".reason").textContent = order.status === "REJECTED" ? order.reason : "";
     if (order.status === "PENDING" || order.status === "CONFIRMED") {
@@ -65,27 +76,48 @@ async function loadOrders() {
     return li;
   });
   document.getElementById("orders").replaceChildren(...items);
-  return orders;
+}
+
+async function catchUp() {
+  const [items, summaries] = await Promise.all([api("/api/v1/read/catalog/"), api("/api/v1/read/orders/")]);
+  items.forEach((item) => keepNewer(catalog, item.sku, item));
+  summaries.forEach((summary) => keepNewer(orders, summary.id, summary));
+  renderCatalog();
+  renderOrders();
+}
+
+let retryDelay = 500;
+function connectLive() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/v1/orders/`);
+  socket.addEventListener("open", () => {
+    retryDelay = 500;
+    document.body.dataset.live = "connected";
+    catchUp().catch((error) => show(error.message, true));
+  });
+  socket.addEventListener("message", (event) => {
+    const change = JSON.parse(event.data);
+    if (change.type === "order") {
+      keepNewer(orders, change.data.id, change.data);
+      renderOrders();
+    } else if (change.type === "catalog") {
+      keepNewer(catalog, change.data.sku, change.data);
+      renderCatalog();
+    }
+  });
+  socket.addEventListener("close", () => {
+    document.body.dataset.live = "reconnecting";
+    setTimeout(connectLive, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 10000);
+  });
 }
 
 async function cancelOrder(id) {
   try {
     await api(`/api/v1/orders/${id}/cancel/`, { method: "POST" });
     show("Cancellation accepted.");
-    await watch();
   } catch (error) {
     show(error.message, true);
-  }
-}
-
-let watching = null;
-async function watch() {
-  // Re-read while any order is still on its way to a final status.
-  clearTimeout(watching);
-  const orders = await loadOrders();
-  await loadCatalog();
-  if (orders.some((o) => o.status === "PENDING") || orders.length === 0) {
-    watching = setTimeout(() => watch().catch((e) => show(e.message, true)), 500);
   }
 }
 
@@ -101,11 +133,10 @@ document.getElementById("order-form").addEventListener("submit", async (event) =
       headers: { "Idempotency-Key": crypto.randomUUID() },
     });
     show(`Order placed (${order.status}); waiting for stock...`);
-    event.target.reset();
-    await watch();
+    event.target.querySelectorAll("input").forEach((input) => (input.value = "0"));
   } catch (error) {
     show(error.message, true);
   }
 });
 
-watch().catch((error) => show(error.message, true));
+connectLive();

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "channels",
     "waybill",
     "config",
     *(f"apps.{name}" for name in WAYBILL_CONTEXTS),
