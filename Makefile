@@ -7,7 +7,7 @@ export WAYBILL_PORT
 # pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
 TEST_WORKERS ?= 2
 
-.PHONY: venv run test lint clean
+.PHONY: venv run up test lint clean
 
 $(VENV)/.installed: requirements.txt
 	@python=$$(bin/find-python) || exit 1; \
@@ -23,6 +23,10 @@ run: venv
 	$(PY) manage.py migrateall
 	$(PY) manage.py load_demo
 	$(PY) manage.py runplatform --port $(WAYBILL_PORT)
+
+up: venv
+	bin/ensure-servers
+	PYTHONPATH=platform $(PY) -m launcher.up
 
 test: venv
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile

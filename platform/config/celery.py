@@ -2,8 +2,8 @@
 (``waybill.tasks.<context>``) and, through a consumer bootstep, its event queue: a slow
 context cannot starve another's workers (bulkheads).
 
-    WAYBILL_CONTEXTS=orders celery -A config worker -Q waybill.tasks.orders
-    WAYBILL_CONTEXTS=orders celery -A config beat
+    WAYBILL_CONTEXTS=orders celery -A config.celery:app worker -Q waybill.tasks.orders
+    WAYBILL_CONTEXTS=orders celery -A config.celery:app beat
 """
 
 import os

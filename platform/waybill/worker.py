@@ -8,11 +8,12 @@ from django.conf import settings
 from kombu import Consumer
 
 from . import bus, contexts
-from .consumer import ContextConsumer
 
 
 class ContextEventConsumer(bootsteps.ConsumerStep):
     def get_consumers(self, channel):
+        from .consumer import ContextConsumer  # models: only once Django is set up
+
         consumers = []
         for name in settings.WAYBILL_CONTEXTS:
             context = contexts.get(name)

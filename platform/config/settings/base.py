@@ -8,6 +8,7 @@ per bounded context under ``WAYBILL_DATA_DIR`` and Kombu's in-memory transport.
 from pathlib import Path
 
 import environ
+from kombu import Exchange, Queue
 from django.core.exceptions import ImproperlyConfigured
 
 REPO_DIR = Path(__file__).resolve().parents[3]
@@ -193,6 +194,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Remote control and task events need broker permissions beyond a service's own queues.
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Each context's task queue has an exchange of the same name, so its broker user needs
+# rights on its own names only (never the shared default exchange).
+CELERY_TASK_QUEUES = [
+    Queue(f"waybill.tasks.{context}", Exchange(f"waybill.tasks.{context}", type="direct"),
+          routing_key=f"waybill.tasks.{context}", durable=True)
+    for context in WAYBILL_CONTEXTS
+]
 CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"
 CELERY_BEAT_SCHEDULE = {
     f"{task}-{context}": {

@@ -1,0 +1,86 @@
+"""The services deployment, described once: which processes run, with which command and
+which environment variables. ``make up`` (``launcher.up``) starts exactly these, and a
+test holds ``docker-compose.yml`` to the same commands and variables.
+
+Per context: ``web`` (its API, uvicorn), ``worker`` (Celery: its event consumer bootstep
+and its task queue), ``beat`` (its periodic sweeps) and ``relay`` (its outbox relay,
+woken by LISTEN/NOTIFY). Besides them: ``shell-web`` (the shell page, sign-in, admin, API
+docs: every context's models, each through its own database role) and the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CONTEXTS = ("orders", "inventory", "readmodels")
+
+# Where the gateway sends each path prefix; anything else goes to the shell.
+ROUTES = {
+    "/api/v1/orders/": "orders",
+    "/api/v1/inventory/": "inventory",
+    "/api/v1/read/": "readmodels",
+    "/ws/": "readmodels",
+}
+
+# The environment every Waybill process reads (see config/settings); a service gets
+# its own values of these.
+COMMON_VARIABLES = (
+    "DJANGO_SETTINGS_MODULE",
+    "PYTHONPATH",
+    "WAYBILL_SECRET_KEY",
+    "WAYBILL_ALLOWED_HOSTS",
+    "WAYBILL_CONTEXTS",
+    "WAYBILL_DEFAULT_DATABASE_URL",
+    "WAYBILL_BROKER_URL",
+    "WAYBILL_BROKER_DECLARE",
+    "WAYBILL_REDIS_URL",
+    "WAYBILL_SERVICE_NAME",
+    "WAYBILL_OTEL_EXPORTER",
+)
+
+
+def database_variable(alias: str) -> str:
+    return f"WAYBILL_{alias.upper()}_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    context: str | None  # None: the shell, which hosts every context's models but runs no worker
+    kind: str  # web | worker | beat | relay
+    command: tuple[str, ...]
+    variables: tuple[str, ...] = field(default=())
+
+    @property
+    def is_web(self) -> bool:
+        return self.kind == "web"
+
+
+def web_command(host: str, port: str) -> tuple[str, ...]:
+    return ("python", "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port,
+            "--no-access-log", "--proxy-headers", "--forwarded-allow-ips", "*")
+
+
+def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None) -> list[Process]:
+    """Every process of the deployment. ``port_of`` maps a web process's name to its port
+    (the launcher picks free ports on loopback; compose uses 8000 in every container)."""
+    port_of = port_of or {}
+    result = []
+    for context in CONTEXTS:
+        variables = (*COMMON_VARIABLES, database_variable(context))
+        name = f"{context}-web"
+        result += [
+            Process(name, context, "web", web_command(host, port_of.get(name, "8000")), variables),
+            Process(f"{context}-worker", context, "worker", (
+                "celery", "-A", "config.celery:app", "worker", "-Q", f"waybill.tasks.{context}", "-n", f"{context}@%h",
+                "--pool", "threads", "--concurrency", "4", "--without-mingle", "--without-gossip",
+                "--without-heartbeat", "--loglevel", "INFO",
+            ), variables),
+            Process(f"{context}-beat", context, "beat", (
+                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--schedule", f"/tmp/waybill-beat-{context}",
+            ), variables),
+            Process(f"{context}-relay", context, "relay", ("python", "manage.py", "runrelay"), variables),
+        ]
+    shell_variables = (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS))
+    result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")), shell_variables))
+    return result

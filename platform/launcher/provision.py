@@ -1,0 +1,111 @@
+"""Databases, roles, vhosts and users for Waybill's bounded contexts, least privilege.
+
+One PostgreSQL database and login role per context, plus the identity database (auth,
+sessions, admin) that Django knows as the "default" alias; one RabbitMQ user per
+context in the `waybill` vhost. Every call makes fresh random passwords and sets them on
+roles and users that already exist, so provisioning twice is harmless and the URLs it
+returns are the ones that work.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from typing import Iterable
+
+from psycopg import connect, sql
+from psycopg.conninfo import make_conninfo
+
+from .servers import PostgresServer, RabbitMQServer
+
+CONTEXTS = ("orders", "inventory", "readmodels")
+
+
+def _password() -> str:
+    return secrets.token_hex(16)  # hex: needs no quoting in URLs
+
+
+def provision_postgres(server: PostgresServer, *, contexts: Iterable[str] = CONTEXTS,
+                       identity: str = "default") -> dict[str, str]:
+    """Create ``waybill_<name>`` database + role for the identity store and each context.
+
+    Returns ``{"default": url, "<context>": url, ...}``. A role owns its database and the
+    public schema in it, and can connect to nothing else: CONNECT is revoked from PUBLIC
+    on every database, the maintenance ones (postgres, template1) included. Roles cannot
+    create databases or roles either, so Django's test runner cannot make ``test_*``
+    databases with them: tests use the provisioned databases themselves.
+    """
+    names = {"default": f"waybill_{identity}"} | {ctx: f"waybill_{ctx}" for ctx in contexts}
+    urls = {}
+    with connect(server.superuser_url, autocommit=True) as admin:  # DDL outside a tx
+        for maintenance_db in ("postgres", "template1"):
+            admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC")
+                          .format(sql.Identifier(maintenance_db)))
+        for alias, name in names.items():
+            password = _password()
+            role = sql.Identifier(name)
+            exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
+            # Utility statements take no bind parameters: the password goes in as a literal.
+            admin.execute(
+                sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                    sql.SQL("ALTER" if exists else "CREATE"), role, sql.Literal(password)))
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(role, role))
+            admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(role))
+            admin.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(role, role))
+            urls[alias] = server.url(name, password, name)
+
+    for name in names.values():  # schema rights live inside each database
+        with connect(make_conninfo(server.superuser_url, dbname=name), autocommit=True) as admin:
+            role = sql.Identifier(name)
+            admin.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(role))
+            admin.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+    return urls
+
+
+def _rabbit_password_hash(password: str) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONTEXTS,
+                       vhost: str = "waybill") -> dict[str, str]:
+    """Create the vhost, give the admin user all of it, and one user per context.
+
+    Returns ``{"admin": url, "<context>": url, ...}`` (all on `vhost`); the admin URL is
+    for declaring the topology and for beat. A context user may publish to the shared
+    exchanges and its own task queue, consume its own queues, and declare only its task
+    queue: everything else is ACCESS_REFUSED.
+
+    One ``rabbitmqctl import_definitions`` instead of a rabbitmqctl call per user and
+    permission: each call starts an Erlang VM (~0.7 s).
+    """
+    urls = {"admin": server.url(server.admin_user, server.admin_password, vhost)}
+    users, permissions = [], [
+        {"user": server.admin_user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    ]
+    for ctx in contexts:
+        user, password = f"waybill_{ctx}", _password()
+        users.append({"name": user, "password_hash": _rabbit_password_hash(password),
+                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []})
+        permissions.append({
+            "user": user, "vhost": vhost,
+            "configure": rf"^waybill\.tasks\.{ctx}$",
+            "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
+            "read": rf"^(waybill\.{ctx}|waybill\.tasks\.{ctx})$",
+        })
+        urls[ctx] = server.url(user, password, vhost)
+
+    definitions = {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
+    path = server.data_dir / "definitions.json"  # password hashes: private, and removed
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(definitions, f)
+    try:
+        server.rabbitmqctl("import_definitions", str(path))
+    finally:
+        path.unlink()
+    return urls

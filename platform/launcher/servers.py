@@ -1,0 +1,516 @@
+"""Private PostgreSQL, RabbitMQ and Redis servers: on 127.0.0.1, on free ports, in a folder.
+
+Each server is a plain child process of the caller, never a system service: nothing is
+shared with (or breaks because of) a server the machine already runs, and any number of
+them can run side by side (one per test session, say)::
+
+    with PostgresServer(tmp / "pg") as pg, RabbitMQServer(tmp / "mq") as mq:
+        print(pg.superuser_url, mq.admin_url, pg.startup_seconds)
+
+``start()`` blocks until the server accepts connections (or raises ServerError with the
+tail of the server's log); ``stop()`` shuts it down gracefully, then kills whatever is left
+of its process group. Every server runs in a session of its own (a Ctrl-C in the
+launcher's terminal reaches the launcher, which stops the servers in order, not the
+servers themselves) with a parent-death signal, so even a caller killed with SIGKILL
+takes its servers down with it. Linux delivers that signal when the *thread* that
+started the server exits: call start() from a thread that outlives the server (the main
+thread, as the launcher and pytest fixtures do), never from a short-lived worker thread.
+
+Secrets (the PostgreSQL superuser's and the RabbitMQ admin's passwords, the Erlang
+cookie) are random, kept in files of mode 0600/0400 inside the folder, and reused when a
+folder is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Self
+
+HOST = "127.0.0.1"
+
+# Debian puts daemons in sbin folders that a non-root PATH often lacks.
+_SEARCH_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
+)
+# The plain scripts, not the /usr/sbin wrappers: those `su` to the rabbitmq user and use
+# /var/lib/rabbitmq as HOME, so they would neither see our folder nor our Erlang cookie.
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+class ServerError(RuntimeError):
+    """A server could not be prepared, started or driven."""
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (the OS picks it).
+
+    Another process could take it before the server binds it; start() then fails with
+    the server's own "address in use" in its log tail. Good enough on a dev/CI machine.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=_SEARCH_PATH)
+
+
+def postgres_bindir() -> Path | None:
+    """The newest /usr/lib/postgresql/<major>/bin (Debian), else wherever `postgres` is."""
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    if versions:
+        return versions[-1].parent
+    found = _which("postgres")
+    return Path(found).parent if found else None
+
+
+# Debian package -> "is its server binary here?"
+_PACKAGES = {
+    "postgresql": lambda: postgres_bindir() is not None,
+    "rabbitmq-server": lambda: (RABBITMQ_BIN / "rabbitmq-server").exists(),
+    "redis-server": lambda: _which("redis-server") is not None,
+    "nginx": lambda: _which("nginx") is not None,
+}
+
+
+def missing_packages(packages: Iterable[str] = tuple(_PACKAGES)) -> list[str]:
+    """Debian package names (of `packages`, default all four) whose binaries are absent."""
+    return [name for name in packages if not _PACKAGES[name]()]
+
+
+def _secret(path: Path, *, mode: int = 0o600) -> str:
+    """Read a secret from `path`, creating it (random hex: safe in URLs and config
+    files, and a valid Erlang cookie) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    os.chmod(path, mode)
+    return value
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left in the group
+
+
+class _Server:
+    """One server process: spawn, wait until ready, stop. Subclasses fill in the hooks."""
+
+    name = "server"
+    # Sent to the process (through the parent-death signal too) for a graceful stop.
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, data_dir: Path | str, port: int | None = None):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.startup_seconds: float | None = None  # how long the last start() took
+        self._proc: subprocess.Popen | None = None
+
+    # -- hooks ---------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Create files the server needs (runs before every start)."""
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None  # inherit the caller's environment
+
+    def _check_ready(self) -> None:
+        """Raise unless the server accepts connections."""
+        raise NotImplementedError
+
+    def _graceful_stop(self, timeout: float) -> None:
+        self._proc.send_signal(self.stop_signal)
+
+    def _after_stop(self) -> None:
+        """Clean up helpers (RabbitMQ's epmd)."""
+
+    def _log_files(self) -> list[Path]:
+        return [self.log_path]
+
+    # -- public ----------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr."""
+        return self.data_dir / f"{self.name.lower()}.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = [f"--- {p} ---\n{_tail(p, lines)}" for p in self._log_files() if p.exists()]
+        return "\n".join(parts) or "(no log written)"
+
+    def start(self, timeout: float = 60.0) -> Self:
+        """Start the server and return self once it accepts connections."""
+        if self.running:
+            return self
+        began = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare()
+            with open(self.log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    env=self._env(),
+                    cwd=self.data_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: killpg reaches every child
+                )
+            self._wait_ready(began + timeout, timeout)
+        except BaseException:
+            self.stop()  # even on Ctrl-C: never leave a half-started server behind
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def _wait_ready(self, deadline: float, timeout: float) -> None:
+        last_error: Exception | None = None
+        while True:
+            if self._proc.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with code {self._proc.returncode} while starting "
+                    f"on port {self.port}.\n{self.log_tail()}"
+                )
+            try:
+                self._check_ready()
+                return
+            except Exception as exc:  # not up yet: refused, starting up, ...
+                last_error = exc
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{self.name} did not accept connections on {HOST}:{self.port} within "
+                    f"{timeout:.0f}s (last error: {last_error!r}).\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop gracefully within `timeout` seconds, then kill. Safe to call twice."""
+        proc = self._proc
+        deadline = time.monotonic() + timeout
+        try:
+            if proc is not None:
+                if proc.poll() is None:
+                    try:
+                        self._graceful_stop(timeout)
+                        proc.wait(max(0.1, deadline - time.monotonic()))
+                    except Exception:  # hook failed or timed out: no more manners
+                        pass
+                # Kill what is left of the group (leader and any child it orphaned).
+                _kill_group(proc.pid)
+                proc.wait()
+        finally:
+            self._proc = None
+            self._after_stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} port={self.port} dir={self.data_dir}>"
+
+
+def _setpriv(pdeathsig: signal.Signals | None, user: str | None = None) -> list[str]:
+    """Command prefix (util-linux setpriv, which execs: the pid stays the server's) that
+    delivers `pdeathsig` to the server when its parent dies, and runs it as `user`.
+
+    One setpriv for both: the kernel clears the parent-death signal when the uid changes.
+    """
+    options = []
+    if pdeathsig is not None:
+        options.append(f"--pdeathsig={pdeathsig.name.removeprefix('SIG')}")
+    if user is not None:
+        options += [f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    if _which("setpriv") is None:
+        if user is not None:
+            raise ServerError("setpriv (util-linux) is needed to run a server as " + user)
+        return []  # elsewhere we only lose the parent-death safety net
+    return ["setpriv", *options, "--"]
+
+
+def _grant_traverse(path: Path) -> None:
+    """Let other users (the postgres user) pass through every folder above `path`.
+
+    Adds only the search bit (o+x): they can reach a known path but not list anything.
+    Needed because temp roots such as /tmp/pytest-of-root are mode 0700.
+    """
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(folder, stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+class PostgresServer(_Server):
+    """A PostgreSQL cluster in ``data_dir/pgdata``, listening on 127.0.0.1 only.
+
+    Authentication: scram-sha-256 passwords on TCP (the superuser `postgres` too, with a
+    random password), so a role's URL is its only key; the Unix socket (inside pgdata,
+    mode 0700) allows `peer` only. As root, the cluster is owned by and run as the
+    `postgres` OS user, since PostgreSQL refuses to run as root.
+
+    fast=True (tests) turns off fsync, synchronous_commit and full_page_writes: a crash
+    can lose or corrupt data, which a throw-away test cluster does not mind. `settings`
+    adds or overrides server settings (``{"max_connections": "300"}``).
+    """
+
+    name = "PostgreSQL"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, then exit cleanly
+
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, fast: bool = True,
+                 settings: dict[str, str] | None = None):
+        super().__init__(data_dir, port)
+        self.fast = fast
+        self.settings = dict(settings or {})
+        self.pgdata = self.data_dir / "pgdata"
+        self._bindir = postgres_bindir()
+
+    @property
+    def superuser_password(self) -> str:
+        return _secret(self.data_dir / "superuser.password")
+
+    @property
+    def superuser_url(self) -> str:
+        return f"postgresql://postgres:{self.superuser_password}@{HOST}:{self.port}/postgres"
+
+    def url(self, user: str, password: str, database: str) -> str:
+        return f"postgresql://{user}:{password}@{HOST}:{self.port}/{database}"
+
+    def _as_postgres(self, pdeathsig: signal.Signals | None = None) -> list[str]:
+        """Prefix that drops root to the postgres OS user (PostgreSQL refuses root)."""
+        return _setpriv(pdeathsig, user="postgres" if os.geteuid() == 0 else None)
+
+    def _prepare(self) -> None:
+        if self._bindir is None:
+            raise ServerError("PostgreSQL is not installed: apt-get install -y postgresql")
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.pgdata, owner.pw_uid, owner.pw_gid)
+            _grant_traverse(self.data_dir)
+        if (self.pgdata / "PG_VERSION").exists():
+            return  # an existing cluster: keep its data and its superuser password
+        # initdb reads the password from a file that the postgres user can open (as
+        # another uid it cannot reopen our stdin pipe through /dev/stdin).
+        pwfile = self.data_dir / "initdb.pwfile"
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(self.superuser_password)
+        if os.geteuid() == 0:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        try:
+            result = subprocess.run(
+                self._as_postgres() + [
+                    str(self._bindir / "initdb"), "-D", str(self.pgdata),
+                    "--username=postgres", f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256", "--auth-local=peer",
+                    "--encoding=UTF8", "--locale=C", "--no-instructions",
+                ] + (["--no-sync"] if self.fast else []),
+                capture_output=True, text=True, cwd="/",
+            )
+        finally:
+            pwfile.unlink()
+        if result.returncode != 0:
+            raise ServerError(f"initdb failed:\n{result.stdout}{result.stderr}")
+
+    def _command(self) -> list[str]:
+        settings = {
+            "listen_addresses": HOST,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.pgdata),
+        }
+        if self.fast:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= self.settings
+        args = [f"--{key}={value}" for key, value in settings.items()]
+        return self._as_postgres(self.stop_signal) + [
+            str(self._bindir / "postgres"), "-D", str(self.pgdata), *args]
+
+    def _check_ready(self) -> None:
+        import psycopg
+
+        psycopg.connect(self.superuser_url, connect_timeout=2).close()
+
+
+class RedisServer(_Server):
+    """A Redis that keeps nothing on disk (no RDB snapshots, no AOF)."""
+
+    name = "Redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        binary = _which("redis-server")
+        if binary is None:
+            raise ServerError("Redis is not installed: apt-get install -y redis-server")
+        return _setpriv(self.stop_signal) + [
+            binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir),
+            "--save", "", "--appendonly", "no", "--daemonize", "no"]
+
+    def _check_ready(self) -> None:
+        # A bare PING: redis-py would retry with back-off, hiding an early exit.
+        with socket.create_connection((HOST, self.port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            if not conn.recv(16).startswith(b"+PONG"):
+                raise ServerError("no PONG")
+
+
+class RabbitMQServer(_Server):
+    """A single RabbitMQ node whose every file (and Erlang's own epmd) is private.
+
+    Node name ``waybill-<port>@localhost``; AMQP on 127.0.0.1:<port>; Erlang distribution
+    and epmd on other free loopback ports, so it coexists with any other node or epmd.
+    HOME is ``data_dir`` because that is where Erlang looks for the cookie that
+    rabbitmqctl must share with the node. Runs as the calling user (root is fine for
+    Erlang). `plugins` lists plugins to enable; ``rabbitmq_stomp`` also gets a free port
+    (``.stomp_port``). The admin user (``.admin_url``, vhost "/") is created on first boot
+    from the config file (``default_user``), which saves slow rabbitmqctl calls.
+    """
+
+    name = "RabbitMQ"
+    admin_user = "waybill_admin"
+
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, plugins: Iterable[str] = ()):
+        super().__init__(data_dir, port)
+        self.plugins = list(plugins)
+        self.node = f"waybill-{self.port}@localhost"
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.stomp_port = free_port() if "rabbitmq_stomp" in self.plugins else None
+        self._epmd: subprocess.Popen | None = None
+
+    @property
+    def admin_password(self) -> str:
+        return _secret(self.data_dir / "admin.password")
+
+    @property
+    def admin_url(self) -> str:
+        return self.url(self.admin_user, self.admin_password, vhost="")
+
+    def url(self, user: str, password: str, vhost: str) -> str:
+        """amqp URL; vhost "" is the default vhost "/"."""
+        return f"amqp://{user}:{password}@{HOST}:{self.port}/{vhost}"
+
+    def _env(self) -> dict[str, str]:
+        d = self.data_dir
+        # Drop the caller's RabbitMQ/Erlang settings: they would point at the system node.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        return env | {
+            "HOME": str(d),
+            "LANG": env.get("LANG") or "C.UTF-8",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": HOST,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),  # need not exist
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),  # not /etc/rabbitmq's
+            # Distribution on loopback only (RABBITMQ_DIST_PORT fixes just the port); epmd
+            # is ours (below), so the node must not spawn a daemonized one of its own.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false",
+        }
+
+    def _prepare(self) -> None:
+        if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+            raise ServerError("RabbitMQ is not installed: apt-get install -y rabbitmq-server")
+        d = self.data_dir
+        _secret(d / ".erlang.cookie", mode=0o400)  # Erlang insists on 0400
+        (d / "rabbitmq-env.conf").touch()
+        (d / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+        config = [
+            f"listeners.tcp.1 = {HOST}:{self.port}",
+            f"default_user = {self.admin_user}",
+            f"default_pass = {self.admin_password}",
+            "default_user_tags.administrator = true",
+            "log.file.level = info",
+        ]
+        if self.stomp_port:
+            config.append(f"stomp.listeners.tcp.1 = {HOST}:{self.stomp_port}")
+        (d / "rabbitmq.conf").write_text("\n".join(config) + "\n")
+        os.chmod(d / "rabbitmq.conf", 0o600)  # it holds the admin password
+        # Our own epmd, in the foreground, as our child: we know which one to stop, and
+        # it listens on loopback only.
+        self._epmd = subprocess.Popen(
+            _setpriv(signal.SIGTERM) + [
+                _which("epmd") or "epmd", "-port", str(self.epmd_port), "-address", HOST],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=d, start_new_session=True,
+        )
+
+    def _command(self) -> list[str]:
+        # The script stays in the foreground and turns SIGTERM into a graceful stop.
+        return _setpriv(self.stop_signal) + [str(RABBITMQ_BIN / "rabbitmq-server")]
+
+    def _check_ready(self) -> None:
+        from kombu import Connection
+
+        # A plain TCP probe first: it fails at once, while a failed kombu connect()
+        # sleeps 2 s before its own retry. The AMQP listener opens late in the boot.
+        for port in filter(None, (self.port, self.stomp_port)):
+            socket.create_connection((HOST, port), timeout=1).close()
+        with Connection(self.admin_url, connect_timeout=2) as conn:
+            conn.connect()  # the broker answers AMQP and the admin user exists
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run rabbitmqctl against this node; return its stdout, raise on failure."""
+        result = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args],
+            env=self._env(), cwd=self.data_dir, capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise ServerError(
+                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def _graceful_stop(self, timeout: float) -> None:
+        self.rabbitmqctl("stop", timeout=timeout)
+
+    def _after_stop(self) -> None:
+        epmd, self._epmd = self._epmd, None
+        if epmd is not None:
+            epmd.kill()  # epmd holds no state worth a graceful stop
+            epmd.wait()
+
+    def _log_files(self) -> list[Path]:
+        return [self.log_path, self.data_dir / "log" / f"{self.node}.log"]

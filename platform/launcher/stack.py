@@ -1,0 +1,78 @@
+"""A provisioned services deployment: the environment of each process, and the one-off
+steps before the processes start (migrations per database, the bus topology, demo data).
+Used by ``make up`` and by the services test suite, so both run the same thing."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .deployment import CONTEXTS, Process, database_variable
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    database_urls: dict[str, str]  # alias ("default" and each context) -> URL with that alias's own role
+    broker_urls: dict[str, str]  # "admin" and each context -> URL with that context's own broker user
+    redis_url: str
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(50))
+    settings_module: str = "config.settings.dev"  # dev: demo accounts, as `make run`
+    otel_exporter: str = "none"
+
+    def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
+        """The environment of a process hosting ``contexts``, talking to the broker as ``broker``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
+        env.update({
+            "DJANGO_SETTINGS_MODULE": self.settings_module,
+            "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}",
+            "WAYBILL_SECRET_KEY": self.secret_key,
+            "WAYBILL_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "WAYBILL_CONTEXTS": ",".join(contexts),
+            "WAYBILL_DEFAULT_DATABASE_URL": self.database_urls["default"],
+            "WAYBILL_BROKER_URL": self.broker_urls[broker],
+            "WAYBILL_BROKER_DECLARE": "false",
+            "WAYBILL_REDIS_URL": self.redis_url,
+            "WAYBILL_SERVICE_NAME": f"waybill-{service_name}",
+            "WAYBILL_OTEL_EXPORTER": self.otel_exporter,
+            "WAYBILL_DATA_DIR": str(self.workdir / service_name),
+        })
+        for context in contexts:
+            env[database_variable(context)] = self.database_urls[context]
+        return env
+
+    def process_env(self, process: Process) -> dict[str, str]:
+        if process.context is None:  # the shell: every context's models, no broker user of its own
+            return self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
+        return self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
+
+    @staticmethod
+    def argv(process: Process) -> list[str]:
+        """The command with this virtualenv's interpreter and Celery."""
+        head, *rest = process.command
+        return [sys.executable if head == "python" else str(BIN / head), *rest]
+
+    def manage(self, *args: str, env: dict[str, str]) -> None:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+
+    def prepare(self, *, demo: bool = True) -> None:
+        """Migrate each database with its own role, declare the topology with the admin
+        account, and (dev) load the same demo data as `make run`."""
+        for context in CONTEXTS:
+            self.manage("migrate", "--database", context, "--no-input",
+                        env=self.env(contexts=(context,), broker=context, service_name=f"migrate-{context}"))
+        everything = self.env(contexts=CONTEXTS, broker="admin", service_name="setup")
+        self.manage("migrate", "--database", "default", "--no-input", env=everything)
+        self.manage("declare_topology", env=everything)
+        if demo:
+            self.manage("load_demo", env=self.env(contexts=("inventory",), broker="inventory", service_name="demo"))

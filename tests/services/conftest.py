@@ -1,0 +1,66 @@
+"""Real servers for the services suite: private PostgreSQL, RabbitMQ and Redis instances.
+
+Each fixture starts its server once per test session (per xdist worker) on free
+127.0.0.1 ports in a pytest temp folder, and stops it at the end. A missing server is a
+failure, not a skip, so a machine without them cannot look green; set
+WAYBILL_SKIP_SERVICES=1 to skip instead (e.g. on a laptop without the packages).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from launcher.provision import provision_postgres, provision_rabbitmq
+from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
+
+# What these fixtures run (nginx, which missing_packages() also knows, is not needed here).
+SERVICE_PACKAGES = ("postgresql", "rabbitmq-server", "redis-server")
+
+
+def _require_servers() -> None:
+    missing = missing_packages(SERVICE_PACKAGES)
+    if not missing:
+        return
+    message = (
+        f"services suite: missing Debian packages {', '.join(missing)}. Install them with "
+        f"`sudo apt-get install -y {' '.join(missing)}` (or run bin/ensure-servers), or "
+        "set WAYBILL_SKIP_SERVICES=1 to skip these tests."
+    )
+    if os.environ.get("WAYBILL_SKIP_SERVICES") == "1":
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    _require_servers()
+    with PostgresServer(tmp_path_factory.mktemp("postgres"), fast=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory):
+    _require_servers()
+    with RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory):
+    _require_servers()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_urls(postgres) -> dict[str, str]:
+    """{"default", "orders", "inventory", "readmodels"} -> postgresql:// URL of its own role."""
+    return provision_postgres(postgres)
+
+
+@pytest.fixture(scope="session")
+def broker_urls(rabbitmq) -> dict[str, str]:
+    """{"admin", "orders", "inventory", "readmodels"} -> amqp:// URL on the waybill vhost."""
+    return provision_rabbitmq(rabbitmq)
