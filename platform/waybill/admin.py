@@ -59,7 +59,7 @@ class OutboxAdmin(ReadOnlyAdmin):
 
 class InboxAdmin(ReadOnlyAdmin):
     list_display = ("message_type", "message_id", "status", "attempts", "received_at",
-                    "processed_at", "next_attempt_at", "last_error")
+                    "processed_at", "processed_by", "next_attempt_at", "last_error")
     list_filter = ("status", "message_type")
     search_fields = ("message_id", "message_type", "last_error")
     actions = ("retry_now",)

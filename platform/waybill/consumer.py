@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -110,6 +111,7 @@ class ContextConsumer:
                 row.status = Status.PROCESSED
                 row.attempts += 1
                 row.processed_at = timezone.now()
+                row.processed_by = f"{socket.gethostname()}:{os.getpid()}"
                 row.next_attempt_at = None
                 row.last_error = ""
                 row.save(using=db)

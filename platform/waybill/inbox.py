@@ -24,6 +24,8 @@ class InboxMessageBase(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # host:pid of the process that applied it: shows competing workers sharing the load.
+    processed_by = models.CharField(max_length=200, blank=True)
 
     class Meta:
         abstract = True
