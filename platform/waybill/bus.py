@@ -36,6 +36,13 @@ DEAD_QUEUE = Queue("waybill.dead", DEAD, durable=True)
 # A message redelivered this often without an ack (its consumer keeps dying on it) is
 # moved to waybill.dead by RabbitMQ instead of crash-looping the consumers.
 DELIVERY_LIMIT = 5
+# Quorum queues replicate and survive broker restarts; transports without queue
+# arguments (the in-memory one) ignore these.
+QUEUE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": DELIVERY_LIMIT,
+    "x-dead-letter-exchange": DEAD.name,
+}
 
 
 def context_queue(context: contexts.BoundedContext, *, declare: bool | None = None) -> Queue:
@@ -47,13 +54,7 @@ def context_queue(context: contexts.BoundedContext, *, declare: bool | None = No
         queue_name(context.name),
         bindings=bindings,
         durable=True,
-        # Quorum queues replicate and survive broker restarts; transports without
-        # queue arguments (the in-memory one) ignore these.
-        queue_arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": DEAD.name,
-        },
+        queue_arguments=QUEUE_ARGUMENTS,
         no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare),
     )
 

@@ -6,26 +6,26 @@ import psycopg
 import pytest
 import redis as redis_py
 from amqp.exceptions import AccessRefused
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Queue
 from psycopg.conninfo import make_conninfo
 
-EVENTS = Exchange("waybill.events", type="topic", durable=True)
+from waybill.bus import EVENTS, QUEUE_ARGUMENTS
 
 
 def _quorum_queue(name: str) -> Queue:
-    return Queue(name, EVENTS, routing_key="#", durable=True,
-                 queue_arguments={"x-queue-type": "quorum"})
+    # The same arguments as the real topology: the deployment may have declared it already.
+    return Queue(name, EVENTS, routing_key="#", durable=True, queue_arguments=QUEUE_ARGUMENTS)
 
 
 def test_postgres_role_reaches_only_its_own_database(pg_urls):
     with psycopg.connect(pg_urls["inventory"]) as conn:
-        conn.execute("CREATE TABLE stock (sku text PRIMARY KEY, on_hand int)")
-        conn.execute("INSERT INTO stock VALUES ('KETTLE-1', 5)")
+        conn.execute("CREATE TABLE isolation_probe_stock (sku text PRIMARY KEY, on_hand int)")
+        conn.execute("INSERT INTO isolation_probe_stock VALUES ('KETTLE-1', 5)")
 
     with psycopg.connect(pg_urls["orders"]) as conn:  # its own database: full use
-        conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
-        conn.execute("INSERT INTO orders VALUES (1)")
-        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+        conn.execute("CREATE TABLE isolation_probe_orders (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO isolation_probe_orders VALUES (1)")
+        assert conn.execute("SELECT count(*) FROM isolation_probe_orders").fetchone() == (1,)
 
     # The orders role cannot even connect to another context's database (nor to the
     # maintenance database), so it cannot read the stock table there.

@@ -1,0 +1,127 @@
+"""The services deployment under test: every process of ``launcher.deployment`` as its
+own OS process (log file each), behind the nginx gateway, on the private servers of
+``conftest.py``. Tests can kill, restart or add processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from launcher.deployment import Process, processes
+from launcher.gateway import Gateway
+from launcher.servers import free_port
+from launcher.stack import REPO, Stack
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    interval = 0.05
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+class ServicesDeployment:
+    def __init__(self, stack: Stack, workdir: Path):
+        self.stack = stack
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.port_of = {p.name: str(free_port()) for p in processes() if p.is_web}
+        self.specs = {p.name: p for p in processes(port_of=self.port_of)}
+        self.running: dict[str, subprocess.Popen] = {}
+        self.gateway = Gateway(workdir / "gateway", port=free_port(), upstreams={
+            (p.context or "shell"): f"127.0.0.1:{self.port_of[p.name]}" for p in self.specs.values() if p.is_web
+        })
+
+    # --- the whole deployment --------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return self.gateway.url
+
+    def start(self) -> ServicesDeployment:
+        for name in self.specs:
+            self.start_process(name)
+        for name in self.port_of:
+            self.wait_ready(name)
+        self.gateway.start()
+        return self
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM everything (the way an orchestrator stops it); returns the exit codes."""
+        self.gateway.stop()
+        for proc in self.running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.running.items():
+            try:
+                codes[name] = proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self.running.clear()
+        return codes
+
+    # --- single processes ------------------------------------------------------------------
+    def start_process(self, name: str, *, as_name: str | None = None,
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start process ``name`` (again); ``as_name`` runs one more instance of it, e.g. a
+        second worker competing for the same queue; ``env`` adds variables."""
+        spec: Process = self.specs[name]
+        label = as_name or name
+        argv = self.stack.argv(spec)
+        if as_name and spec.kind == "worker":
+            argv[argv.index("-n") + 1] = f"{label}@%h"
+        log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(argv, cwd=REPO, env={**self.stack.process_env(spec), **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.running[label] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        proc = self.running.pop(name)
+        proc.send_signal(sig)
+        return proc.wait(STOP_TIMEOUT)
+
+    def restart(self, name: str) -> None:
+        self.kill(name, signal.SIGKILL)
+        self.start_process(name)
+        if name in self.port_of:
+            self.wait_ready(name)
+
+    def wait_ready(self, name: str) -> None:
+        url = f"http://127.0.0.1:{self.port_of[name]}/readyz"
+
+        def ready() -> bool:
+            if self.running[name].poll() is not None:
+                raise AssertionError(f"{name} exited {self.running[name].returncode}:\n{self.log_tail(name)}")
+            return _answers(url)
+
+        _wait(ready, READY_TIMEOUT, f"{name} to be ready")
+
+    def log_tail(self, name: str | None = None, lines: int = 40) -> str:
+        names = [name] if name else sorted(self.running)
+        parts = []
+        for label in names:
+            path = self.logs / f"{label}.log"
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            parts.append(f"--- {label} ---\n" + "\n".join(text))
+        return "\n".join(parts)
