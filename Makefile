@@ -29,6 +29,7 @@ up: venv
 	PYTHONPATH=platform $(PY) -m launcher.up
 
 test: venv
+	bin/ensure-servers
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: venv
