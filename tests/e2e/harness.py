@@ -39,11 +39,12 @@ T = TypeVar("T")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.02,
-             ignore: tuple[type[BaseException], ...] = ()) -> T:
+             ignore: tuple[type[BaseException], ...] = (), describe: Callable[[], str] | None = None) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that.
 
-    Fails with ``what`` and the last value (or exception) seen after ``timeout`` seconds.
-    Exceptions of the ``ignore`` types count as "not yet"; any other propagates at once."""
+    Fails with ``what`` and the last value (or exception) seen after ``timeout`` seconds,
+    or what ``describe()`` says of the state then. Exceptions of the ``ignore`` types
+    count as "not yet"; any other propagates at once."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -56,7 +57,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, *, interval:
                 return result
             last = result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last seen: {last!r}")
+            state = describe() if describe else repr(last)
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last seen: {state}")
         time.sleep(interval)
         interval = min(interval * 1.5, 0.2)
 
@@ -72,7 +74,7 @@ def unique_sku(prefix: str = "E2E") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10].upper()}"
 
 
-def subprocess_env(data_dir: Path) -> dict[str, str]:
+def subprocess_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of an embedded platform on ``data_dir``.
 
     Drops everything pytest set (DJANGO_SETTINGS_MODULE=config.settings.test) and every
@@ -89,6 +91,7 @@ def subprocess_env(data_dir: Path) -> dict[str, str]:
         WAYBILL_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra or {})
     return env
 
 
@@ -143,8 +146,9 @@ class Platform:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, *, port: int | None = None, attempts: int = 3) -> Platform:
-        """Start runplatform and wait until /readyz answers 200.
+    def start(self, *, port: int | None = None, env: dict[str, str] | None = None, attempts: int = 3) -> Platform:
+        """Start runplatform and wait until /readyz answers 200; ``env`` adds variables
+        (e.g. WAYBILL_CONTEXTS) for this run only.
 
         ``free_port`` can lose a race with another process between its probe and our
         bind; then the server exits at once and we try another port."""
@@ -157,7 +161,7 @@ class Platform:
                 log.flush()
                 self.proc = subprocess.Popen(
                     [PYTHON, str(MANAGE), "runplatform", "--host", "127.0.0.1", "--port", str(self.port)],
-                    cwd=REPO_DIR, env=subprocess_env(self.data_dir), stdout=log, stderr=subprocess.STDOUT,
+                    cwd=REPO_DIR, env=subprocess_env(self.data_dir, env), stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     # Its own session: a Ctrl-C in the terminal running pytest must not reach it;
                     # the fixtures decide when and how it stops.
@@ -284,10 +288,14 @@ class Shop:
         return {item["sku"]: item for item in response.json()}
 
     def wait_available(self, sku: str, available: int, timeout: float = SETTLE_TIMEOUT) -> dict:
-        return wait_for(
-            lambda: (item := self.catalog().get(sku)) is not None and item["available"] == available and item,
-            timeout, f"the catalog to show {sku} with {available} available",
-        )
+        seen: list[dict | None] = [None]
+
+        def shown() -> dict | None:
+            item = seen[0] = self.catalog().get(sku)
+            return item if item is not None and item["available"] == available else None
+
+        return wait_for(shown, timeout, f"the catalog to show {sku} with {available} available",
+                        describe=lambda: f"catalog item {seen[0]!r}")
 
     def stock(self, sku: str) -> dict:
         """The staff view of a product: on_hand, reserved, available, version."""
@@ -348,12 +356,15 @@ class Shop:
         not a slow one."""
         wanted = {status} if isinstance(status, str) else status
 
+        seen: list[dict | None] = [None]
+
         def reached() -> dict | None:
-            summary = self.summary(client, order_id)
+            summary = seen[0] = self.summary(client, order_id)
             if summary is None:
                 return None
             if summary["status"] in FINAL and summary["status"] not in wanted:
                 raise AssertionError(f"order {order_id} settled as {summary['status']}, expected {wanted}: {summary}")
             return summary if summary["status"] in wanted else None
 
-        return wait_for(reached, timeout, f"order {order_id} to show {'/'.join(sorted(wanted))} on the read side")
+        return wait_for(reached, timeout, f"order {order_id} to show {'/'.join(sorted(wanted))} on the read side",
+                        describe=lambda: f"summary {seen[0]!r}" if seen[0] else "no summary (404)")

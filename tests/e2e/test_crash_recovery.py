@@ -93,7 +93,7 @@ def test_orders_placed_just_before_a_sigkill_settle_exactly_once_after_restart(p
     platform = platform_factory("crashing")
     placed = _place_all(Shop(platform))
 
-    assert platform.kill() == -9  # at once: most of these orders are still moving
+    assert platform.kill() == -9  # at once; the test below makes "still moving" certain
     first_run = len(platform.log_text())
 
     platform.start()
@@ -102,6 +102,32 @@ def test_orders_placed_just_before_a_sigkill_settle_exactly_once_after_restart(p
     restart_log = platform.log_text()[first_run:]
     assert "stopped uncleanly" in restart_log, "the restart did not recover the killed run's messages"
 
+    assert platform.stop() == 0, platform.log_tail()
+    _assert_durable_state(platform, placed)
+
+
+def test_messages_published_but_not_consumed_when_killed_are_recovered(platform_factory):
+    """The deterministic version of the test above: the first run has no inventory
+    consumer (WAYBILL_CONTEXTS), so every order is certainly still PENDING, its
+    ``order_placed`` message published and waiting in the in-memory queue, when the
+    process dies. Only the restart's recovery can bring those messages back."""
+    platform = platform_factory("half-running")
+    # A full run first, so orders learns the demo products from inventory's messages.
+    for sku in _expected_reserved():
+        Shop(platform).wait_orderable(sku)
+    assert platform.stop() == 0, platform.log_tail()
+    platform.start(env={"WAYBILL_CONTEXTS": "orders,readmodels"})
+    shop = Shop(platform)
+    placed = _place_all(shop)
+    for order_id, user in placed.items():
+        assert shop.wait_summary(shop.client(user), order_id, "PENDING")["version"] == 1
+
+    assert platform.kill() == -9
+    first_run = len(platform.log_text())
+
+    platform.start()
+    _assert_each_order_applied_once(Shop(platform), placed)
+    assert "stopped uncleanly" in platform.log_text()[first_run:]
     assert platform.stop() == 0, platform.log_tail()
     _assert_durable_state(platform, placed)
 

@@ -143,7 +143,7 @@ def test_retry_with_the_same_idempotency_key_returns_the_same_single_order(shop)
     order_id = first.json()["id"]
     shop.wait_summary(shop.alice, order_id, "CONFIRMED")
     wait_for(lambda: shop.stock(sku)["reserved"] == 2, SETTLE_TIMEOUT, f"{sku} reserved 2")
-    mine = [s for s in shop.alice.get("/api/v1/read/orders/").json() if any(l["sku"] == sku for l in s["lines"])]
+    mine = [s for s in shop.alice.get("/api/v1/read/orders/").json() if any(line["sku"] == sku for line in s["lines"])]
     assert [s["id"] for s in mine] == [order_id], "exactly one order for the key"
     shop.wait_available(sku, 8)
 
