@@ -30,7 +30,7 @@ up: venv
 
 test: venv
 	bin/ensure-servers
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: venv
 	PYTHONPATH=platform $(VENV)/bin/lint-imports

@@ -72,6 +72,36 @@ def _rabbit_password_hash(password: str) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
+def broker_user(context: str) -> str:
+    return f"waybill_{context}"
+
+
+def rabbitmq_user(name: str, password: str, *, tags: Iterable[str] = ()) -> dict:
+    """A user of a definitions file: RabbitMQ takes only the salted hash of its password."""
+    return {"name": name, "password_hash": _rabbit_password_hash(password),
+            "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": list(tags)}
+
+
+def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: str = "waybill") -> dict:
+    """The vhost, one user per context (``passwords``: context -> password) and everyone's
+    permissions in it, as a RabbitMQ definitions document. The admin user itself is not
+    in it (the caller has one already, or adds it). Shared by provision_rabbitmq() and the
+    docker-compose deployment (launcher.compose), so both grant exactly the same."""
+    users, permissions = [], [
+        {"user": admin_user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    ]
+    for ctx, password in passwords.items():
+        user = broker_user(ctx)
+        users.append(rabbitmq_user(user, password))
+        permissions.append({
+            "user": user, "vhost": vhost,
+            "configure": rf"^waybill\.tasks\.{ctx}$",
+            "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
+            "read": rf"^(waybill\.{ctx}|waybill\.tasks\.{ctx})$",
+        })
+    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
+
+
 def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONTEXTS,
                        vhost: str = "waybill") -> dict[str, str]:
     """Create the vhost, give the admin user all of it, and one user per context.
@@ -84,23 +114,11 @@ def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONT
     One ``rabbitmqctl import_definitions`` instead of a rabbitmqctl call per user and
     permission: each call starts an Erlang VM (~0.7 s).
     """
+    passwords = {ctx: _password() for ctx in contexts}
     urls = {"admin": server.url(server.admin_user, server.admin_password, vhost)}
-    users, permissions = [], [
-        {"user": server.admin_user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
-    ]
-    for ctx in contexts:
-        user, password = f"waybill_{ctx}", _password()
-        users.append({"name": user, "password_hash": _rabbit_password_hash(password),
-                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []})
-        permissions.append({
-            "user": user, "vhost": vhost,
-            "configure": rf"^waybill\.tasks\.{ctx}$",
-            "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
-            "read": rf"^(waybill\.{ctx}|waybill\.tasks\.{ctx})$",
-        })
-        urls[ctx] = server.url(user, password, vhost)
+    urls |= {ctx: server.url(broker_user(ctx), password, vhost) for ctx, password in passwords.items()}
 
-    definitions = {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
+    definitions = rabbitmq_definitions(admin_user=server.admin_user, passwords=passwords, vhost=vhost)
     path = server.data_dir / "definitions.json"  # password hashes: private, and removed
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(definitions, f)

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -64,15 +64,18 @@ class Runtime:
             wakeup_event(ctx.name).set()
         for thread in self._relays:
             thread.join(timeout)
-        self._wait_for_empty_queues(deadline=time.monotonic() + timeout)
+        drained = self._wait_for_empty_queues(deadline=time.monotonic() + timeout)
         self._consumers_stop.set()
         for thread in self._consumers:
             thread.join(timeout)
         if _in_memory_broker():
-            _write_epoch(started_at=self._started_at, clean=True)
+            # Clean only if nothing can have been lost: every context ran here (otherwise
+            # messages for the others had no queue in this process) and the queues are empty.
+            everything = {c.name for c in self.contexts} == {c.name for c in contexts.all_contexts()}
+            _write_epoch(started_at=self._started_at, clean=drained and everything and self.run_consumers)
         log.info("runtime stopped")
 
-    def _wait_for_empty_queues(self, *, deadline: float) -> None:
+    def _wait_for_empty_queues(self, *, deadline: float) -> bool:
         with bus.connect() as connection:
             channel = connection.default_channel
             while time.monotonic() < deadline:
@@ -82,15 +85,18 @@ class Runtime:
                     if ctx.handlers and self.run_consumers
                 )
                 if not waiting:
-                    return
+                    return True
                 time.sleep(0.05)
             log.warning("stopping with messages still queued; they are re-queued at the next start")
+            return False
 
     def _recover_lost_broker_state(self) -> None:
         previous = _read_epoch()
         self._started_at = timezone.now()
         if previous and not previous["clean"]:
-            since = datetime.fromisoformat(previous["started_at"])
+            # A second early: sent_at is the database's clock, at millisecond precision.
+            # Re-queuing a few extra is harmless, the inboxes drop what they already applied.
+            since = datetime.fromisoformat(previous["started_at"]) - timedelta(seconds=1)
             for ctx in self.contexts:
                 count = ctx.outbox.objects.using(ctx.database).filter(sent_at__gte=since).update(sent_at=None)
                 if count:

@@ -1,7 +1,8 @@
 """Fixtures that run the platform for real.
 
-- ``e2e_platform``: one ``runplatform`` shared by the whole session (the main suite);
-  tests keep out of each other's way by creating their own products (unique SKUs).
+- ``e2e_platform``: one platform shared by the whole session (the main suite), once
+  embedded (``runplatform``) and once in services mode; tests keep out of each other's
+  way by creating their own products (unique SKUs).
 - ``platform_factory``: private platforms for tests that kill or restart them.
 - ``shop``: the API helpers (see ``harness.Shop``) on the shared platform.
 
@@ -78,12 +79,25 @@ def _start_shared(template: Path, data_dir: Path) -> Platform:
     return platform
 
 
-@pytest.fixture(scope="session")
-def e2e_platform(demo_data_template, tmp_path_factory) -> Iterator[Platform]:
-    """The shared platform: ``base_url``, ``token(user)``, ``client(user)``, ``log_path``.
+@pytest.fixture(scope="session", params=[
+    pytest.param("embedded", marks=pytest.mark.xdist_group("embedded")),
+    pytest.param("services", marks=pytest.mark.xdist_group("services")),
+])
+def e2e_platform(request, tmp_path_factory) -> Iterator[Platform]:
+    """The shared platform, in each mode: ``base_url``, ``token(user)``, ``client(user)``.
 
-    Stopped with SIGINT at the end of the session; anything but exit code 0 fails."""
-    platform = _start_shared(demo_data_template, tmp_path_factory.mktemp("waybill-shared") / "data")
+    embedded: one ``runplatform``, stopped with SIGINT at the end of the session (anything
+    but exit code 0 fails). services: every context as its own processes on PostgreSQL,
+    RabbitMQ and Redis behind the gateway (``services_deployment`` in tests/conftest.py)."""
+    if request.param == "services":
+        deployment = request.getfixturevalue("services_deployment")
+        wait_for(lambda: DEMO_SKUS <= Shop(deployment).catalog().keys(), READY_TIMEOUT,
+                 f"the catalog to list the demo products {sorted(DEMO_SKUS)}")
+        yield deployment
+        deployment.close_clients()
+        return
+    template = request.getfixturevalue("demo_data_template")
+    platform = _start_shared(template, tmp_path_factory.mktemp("waybill-shared") / "data")
     yield platform
     code = platform.stop()
     assert code == 0, f"the shared platform exited {code} on SIGINT\n{platform.log_tail()}"

@@ -17,6 +17,7 @@ from launcher.servers import free_port
 from launcher.stack import REPO, Stack
 
 READY_TIMEOUT = 60.0
+DEMO_PASSWORD = "waybill-demo"
 STOP_TIMEOUT = 20.0
 
 
@@ -38,8 +39,12 @@ def _answers(url: str) -> bool:
 
 
 class ServicesDeployment:
+    name = "services"
+
     def __init__(self, stack: Stack, workdir: Path):
         self.stack = stack
+        self._tokens: dict[str, str] = {}
+        self._clients: list[httpx.Client] = []
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -116,6 +121,30 @@ class ServicesDeployment:
             return _answers(url)
 
         _wait(ready, READY_TIMEOUT, f"{name} to be ready")
+
+    # --- the same HTTP face as the embedded platform (tests/e2e/harness.Platform) --------
+    @property
+    def log_path(self) -> Path:
+        return self.logs
+
+    def token(self, username: str) -> str:
+        if username not in self._tokens:
+            response = httpx.post(f"{self.base_url}/api/v1/auth/token/",
+                                  json={"username": username, "password": DEMO_PASSWORD}, timeout=10)
+            assert response.status_code == 200, f"login of {username}: {response.status_code} {response.text}"
+            self._tokens[username] = response.json()["token"]
+        return self._tokens[username]
+
+    def client(self, username: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Token {self.token(username)}"} if username else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
 
     def log_tail(self, name: str | None = None, lines: int = 40) -> str:
         names = [name] if name else sorted(self.running)

@@ -12,21 +12,15 @@ import httpx
 import psycopg
 import pytest
 
-from launcher.stack import Stack
+from .deployment import _wait
 
-from .deployment import ServicesDeployment, _wait
-
+pytestmark = pytest.mark.xdist_group("services")
 FLOW_TIMEOUT = 90.0
 
 
 @pytest.fixture(scope="module")
-def deployment(pg_urls, broker_urls, redis, tmp_path_factory):
-    stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
-                  broker_urls=broker_urls, redis_url=redis.url)
-    stack.prepare()
-    services = ServicesDeployment(stack, stack.workdir).start()
-    yield services
-    services.stop()
+def deployment(services_deployment):
+    return services_deployment
 
 
 @pytest.fixture(scope="module")

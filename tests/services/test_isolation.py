@@ -11,6 +11,8 @@ from psycopg.conninfo import make_conninfo
 
 from waybill.bus import EVENTS, QUEUE_ARGUMENTS
 
+pytestmark = pytest.mark.xdist_group("services")
+
 
 def _quorum_queue(name: str) -> Queue:
     # The same arguments as the real topology: the deployment may have declared it already.

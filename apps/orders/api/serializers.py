@@ -20,17 +20,15 @@ class OrderPlaceInput(serializers.Serializer):
 
     def validate_lines(self, lines):
         known = selectors.products_by_sku(skus=[line["sku"] for line in lines])
-        errors, seen, failed = [], set(), False
-        for line in lines:
-            error = {}
+        # Keyed by line index, the shape DRF uses for the lines' own field errors.
+        errors, seen = {}, set()
+        for index, line in enumerate(lines):
             if line["sku"] not in known:
-                error["sku"] = [f"Unknown SKU {line['sku']}."]
+                errors[index] = {"sku": [f"Unknown SKU {line['sku']}."]}
             elif line["sku"] in seen:
-                error["sku"] = [f"SKU {line['sku']} appears twice; give one line per SKU."]
+                errors[index] = {"sku": [f"SKU {line['sku']} appears twice; give one line per SKU."]}
             seen.add(line["sku"])
-            failed = failed or bool(error)
-            errors.append(error)
-        if failed:
+        if errors:
             raise serializers.ValidationError(errors)
         return lines
 

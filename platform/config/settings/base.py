@@ -90,7 +90,10 @@ def _database(alias: str) -> dict:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
-        config["TEST"] = {"NAME": f"file:memorydb_{alias}?mode=memory&cache=shared"}
+    if alias != "default":
+        # A context's tests may use its database alone; Django would otherwise make every
+        # alias wait for "default" and refuse a test that does not ask for it.
+        config["TEST"] = {"DEPENDENCIES": []}
     return config
 
 
@@ -176,7 +179,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("WAYBILL_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own console handler would print every request warning a second time.
+        "django": {"handlers": [], "propagate": True},
+    },
 }
 
 # --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.

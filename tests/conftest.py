@@ -1,9 +1,13 @@
-"""Real servers for the services suite: private PostgreSQL, RabbitMQ and Redis instances.
+"""Real servers for the services suite: private PostgreSQL, RabbitMQ and Redis instances,
+and the services deployment on them.
 
 Each fixture starts its server once per test session (per xdist worker) on free
 127.0.0.1 ports in a pytest temp folder, and stops it at the end. A missing server is a
 failure, not a skip, so a machine without them cannot look green; set
 WAYBILL_SKIP_SERVICES=1 to skip instead (e.g. on a laptop without the packages).
+
+Tests that use them carry ``xdist_group("services")`` so that one worker runs them all on
+one set of servers and one deployment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import pytest
 
 from launcher.provision import provision_postgres, provision_rabbitmq
 from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
+from launcher.stack import Stack
+
+from tests.services.deployment import ServicesDeployment
 
 # What these fixtures run (nginx, which missing_packages() also knows, is not needed here).
 SERVICE_PACKAGES = ("postgresql", "rabbitmq-server", "redis-server")
@@ -64,3 +71,15 @@ def pg_urls(postgres) -> dict[str, str]:
 def broker_urls(rabbitmq) -> dict[str, str]:
     """{"admin", "orders", "inventory", "readmodels"} -> amqp:// URL on the waybill vhost."""
     return provision_rabbitmq(rabbitmq)
+
+
+@pytest.fixture(scope="session")
+def services_deployment(pg_urls, broker_urls, redis, tmp_path_factory):
+    """Every context as its own processes, on its own database and broker user, behind
+    the nginx gateway (``base_url``). Tests that kill a process start it again."""
+    stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
+                  broker_urls=broker_urls, redis_url=redis.url)
+    stack.prepare()
+    deployment = ServicesDeployment(stack, stack.workdir).start()
+    yield deployment
+    deployment.stop()

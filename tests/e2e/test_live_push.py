@@ -1,0 +1,75 @@
+"""Read-model changes are pushed to the customer's browser over /ws/v1/orders/: in services
+mode the readmodels worker's push crosses the Redis channel layer to the web process that
+holds the socket, through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from .harness import DEMO_PASSWORD, SETTLE_TIMEOUT, Shop
+
+pytestmark = pytest.mark.e2e
+
+
+def _session_cookie(base_url: str, username: str) -> str:
+    """Sign in through the browser's login form; returns the Cookie header it ends with."""
+    with httpx.Client(base_url=base_url, timeout=15) as browser:
+        browser.get("/accounts/login/")
+        response = browser.post("/accounts/login/", data={
+            "username": username, "password": DEMO_PASSWORD,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        }, headers={"Referer": f"{base_url}/accounts/login/"})
+        assert response.status_code == 302, response.text
+        return "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+
+
+async def _changes_until(socket, order_id: str, status: str) -> list[dict]:
+    seen = []
+    while True:
+        change = json.loads(await socket.recv())
+        if change["type"] == "order" and change["data"]["id"] == order_id:
+            seen.append(change["data"])
+            if change["data"]["status"] == status:
+                return seen
+
+
+def test_the_customer_sees_the_order_settle_live(e2e_platform):
+    shop = Shop(e2e_platform)
+    sku = shop.create_product(on_hand=5)
+    base = e2e_platform.base_url
+    url = base.replace("http://", "ws://") + "/ws/v1/orders/"
+
+    async def scenario():
+        headers = {"Cookie": _session_cookie(base, "alice"), "Origin": base}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            response = await asyncio.to_thread(
+                shop.alice.post, "/api/v1/orders/", json={"lines": [{"sku": sku, "quantity": 2}]})
+            assert response.status_code == 202, response.text
+            order_id = response.json()["id"]
+            return await asyncio.wait_for(_changes_until(socket, order_id, "CONFIRMED"), SETTLE_TIMEOUT)
+
+    changes = asyncio.run(scenario())
+    assert [c["version"] for c in changes] == sorted(c["version"] for c in changes)
+    assert changes[-1]["version"] == 2 and changes[-1]["lines"][0]["sku"] == sku
+
+
+@pytest.mark.parametrize("origin", [None, "http://evil.example"])
+def test_the_socket_refuses_strangers(e2e_platform, origin):
+    base = e2e_platform.base_url
+    url = base.replace("http://", "ws://") + "/ws/v1/orders/"
+    headers = {"Origin": base}
+    if origin:  # signed in, but from another site's page
+        headers = {"Origin": origin, "Cookie": _session_cookie(base, "alice")}
+
+    async def connect():
+        async with websockets.connect(url, additional_headers=headers):
+            pass
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(connect())
+    assert refused.value.response.status_code == 403
