@@ -9,4 +9,8 @@ class WaybillConfig(AppConfig):
     def ready(self) -> None:
         from . import telemetry
 
-        telemetry.configure(service_name=settings.WAYBILL_SERVICE_NAME, exporter=settings.WAYBILL_OTEL_EXPORTER)
+        telemetry.configure(
+            service_name=settings.WAYBILL_SERVICE_NAME,
+            exporter=settings.WAYBILL_OTEL_EXPORTER,
+            console_path=settings.WAYBILL_OTEL_CONSOLE_FILE,
+        )

@@ -18,11 +18,11 @@ __all__ = ["SpanKind", "configure", "current_traceparent", "instrument", "span_f
 tracer = trace.get_tracer("waybill")
 
 
-def configure(*, service_name: str, exporter: str) -> None:
+def configure(*, service_name: str, exporter: str, console_path: str = "") -> None:
     """Install a tracer provider and the Django, Celery and psycopg instrumentation.
 
-    ``exporter``: "console", "otlp" (configured by the standard OTEL_EXPORTER_OTLP_*
-    variables) or "none"."""
+    ``exporter``: "console" (to ``console_path`` if given, else standard output), "otlp"
+    (configured by the standard OTEL_EXPORTER_OTLP_* variables) or "none"."""
     if exporter == "none":
         return
     from opentelemetry.sdk.resources import Resource
@@ -30,7 +30,9 @@ def configure(*, service_name: str, exporter: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     if exporter == "console":
-        span_exporter = ConsoleSpanExporter()
+        # Line-buffered, and kept open for the life of the process, like stdout.
+        out = open(console_path, "a", buffering=1) if console_path else None  # noqa: SIM115
+        span_exporter = ConsoleSpanExporter(out=out) if out else ConsoleSpanExporter()
     elif exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

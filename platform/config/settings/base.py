@@ -231,7 +231,8 @@ CHANNEL_LAYERS = {
     )
 }
 
-# --- OpenTelemetry: "console" in development, "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT) in
-# production, "none" to switch it off.
+# --- OpenTelemetry: "console" in development (dev.py), "otlp" (OTEL_EXPORTER_OTLP_*
+# variables) in production, "none" to switch it off.
 WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="none")
+WAYBILL_OTEL_CONSOLE_FILE = env.str("WAYBILL_OTEL_CONSOLE_FILE", default="")
 WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".join(WAYBILL_CONTEXTS or ["shell"]))

@@ -7,6 +7,9 @@ DEBUG = env.bool("WAYBILL_DEBUG", default=True)
 # A development key, never used by production settings (which demand WAYBILL_SECRET_KEY).
 SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="waybill-embedded-development-key-not-secret")
 WAYBILL_DEMO_ACCOUNTS = True
+# Traces go to a file rather than the terminal, where they would bury the logs.
+WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="console")
+WAYBILL_OTEL_CONSOLE_FILE = env.str("WAYBILL_OTEL_CONSOLE_FILE", default=str(DATA_DIR / "traces.log"))
 
 # Serve static files straight from the apps, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True

@@ -5,3 +5,4 @@ from .dev import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WAYBILL_RETRY_BASE_SECONDS = 0.0
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+WAYBILL_OTEL_EXPORTER = "none"  # tests install their own in-memory exporter
