@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import shutil
 import socket
 import subprocess
@@ -52,7 +53,7 @@ def test_every_process_is_a_service_with_its_command_and_variables(process):
     assert service["image"] == compose.APP_IMAGE
     assert service["command"] == list(process.command)
     environment = service["environment"]
-    missing = [name for name in process.variables if not isinstance(environment.get(name), str) or not environment[name]]
+    missing = [name for name in process.variables if not (isinstance(environment.get(name), str) and environment[name])]
     assert not missing, f"{process.name} does not define {missing}"
 
 
@@ -104,7 +105,8 @@ def test_no_dollar_sign_escapes_compose_interpolation():
 
 # --- (c) the gateway routes as launcher.gateway --------------------------------------------------
 def test_gateway_routes_every_prefix_to_its_service():
-    routes = dict(re.findall(r"location (\S+) \{\s*set \$service ([\w-]+):8000;\s*proxy_pass http://\$service;", NGINX_TEXT))
+    location = r"location (\S+) \{\s*set \$service ([\w-]+):8000;\s*proxy_pass http://\$service;"
+    routes = dict(re.findall(location, NGINX_TEXT))
     expected = {prefix: f"{context}-web" for prefix, context in ROUTES.items()} | {"/": "shell-web"}
     assert routes == expected
     assert set(routes.values()) <= set(SERVICES)
@@ -137,11 +139,7 @@ def test_every_service_has_a_health_check_or_is_one_shot():
 
 
 def test_connection_health_check_sees_an_established_connection():
-    sys.path.insert(0, str(REPO / "deploy"))
-    try:
-        from healthcheck import connected
-    finally:
-        sys.path.remove(str(REPO / "deploy"))
+    connected = runpy.run_path(str(REPO / "deploy" / "healthcheck.py"))["connected"]
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         assert not connected(port)
@@ -192,8 +190,9 @@ def compose_rabbitmq(tmp_path_factory):
     server = RabbitMQWithDefinitions(tmp_path_factory.mktemp("rabbitmq"))
     server.data_dir.mkdir(parents=True, exist_ok=True)
     env = service_env("rabbitmq-definitions", WAYBILL_ADMIN_BROKER_PASSWORD=server.admin_password)
-    subprocess.run([sys.executable, "-m", "launcher.compose", "rabbitmq-definitions", str(server.data_dir / "definitions.json")],
-                   check=True, cwd=REPO, env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'platform'}:{REPO}"})
+    definitions = str(server.data_dir / "definitions.json")
+    subprocess.run([sys.executable, "-m", "launcher.compose", "rabbitmq-definitions", definitions], check=True,
+                   cwd=REPO, env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'platform'}:{REPO}"})
     with server:
         yield server
 
@@ -236,8 +235,8 @@ def test_rabbitmq_boots_with_the_definitions(compose_rabbitmq):
 
 
 def test_setup_migrates_and_declares_the_topology(compose_postgres, compose_rabbitmq):
-    env = {k: _local(v, compose_postgres, compose_rabbitmq) for k, v in
-           service_env("setup", WAYBILL_SECRET_KEY="test", WAYBILL_ADMIN_BROKER_PASSWORD=compose_rabbitmq.admin_password).items()}
+    given = {"WAYBILL_SECRET_KEY": "test", "WAYBILL_ADMIN_BROKER_PASSWORD": compose_rabbitmq.admin_password}
+    env = {k: _local(v, compose_postgres, compose_rabbitmq) for k, v in service_env("setup", **given).items()}
     env["PYTHONPATH"] = f"{REPO / 'platform'}:{REPO}"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
     result = subprocess.run([sys.executable, "-m", "launcher.compose", "setup"], cwd=REPO, env=clean | env,

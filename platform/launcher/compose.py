@@ -91,7 +91,7 @@ def stack() -> Stack:
     """The launcher's Stack with compose's addresses: it decides which database URLs and
     which broker user each process gets, for compose exactly as for ``make up``."""
     return Stack(
-        workdir=Path("/tmp"),
+        workdir=Path("/tmp"),  # only for WAYBILL_DATA_DIR, which compose leaves to the image
         database_urls=database_urls(),
         broker_urls=broker_urls(),
         redis_url="redis://redis:6379/0",
@@ -142,8 +142,8 @@ def _app(command: tuple[str, ...], environment: dict[str, str], **more) -> dict:
 def _process_health(process: Process) -> dict:
     if process.is_web:
         # With X-Forwarded-Proto: https (uvicorn trusts it), an HTTPS redirect cannot fail the check.
-        return _health(("python", "-c", "import urllib.request as u; u.urlopen(u.Request("
-                        f'"http://127.0.0.1:{WEB_PORT}/healthz", headers={{"X-Forwarded-Proto": "https"}}), timeout=4)'))
+        request = f'u.Request("http://127.0.0.1:{WEB_PORT}/healthz", headers={{"X-Forwarded-Proto": "https"}})'
+        return _health(("python", "-c", f"import urllib.request as u; u.urlopen({request}, timeout=4)"))
     # No HTTP to ask: alive while holding its connection (worker and beat: the broker;
     # the relay: its LISTEN connection to PostgreSQL; it connects to the broker lazily).
     port = "5432" if process.kind == "relay" else "5672"

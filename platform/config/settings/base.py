@@ -214,7 +214,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": f"waybill.{task}",
         "schedule": seconds,
         "args": (context,),
-        "options": {"queue": f"waybill.tasks.{context}", "expires": seconds * 2},
+        # Exchange and routing key spelled out: given a queue alone, Celery would publish
+        # through the default exchange, which no context's broker user may write to.
+        "options": {"queue": f"waybill.tasks.{context}", "exchange": f"waybill.tasks.{context}",
+                    "routing_key": f"waybill.tasks.{context}", "expires": seconds * 2},
     }
     for context in WAYBILL_CONTEXTS
     for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("inbox_retry_sweep", 1.0))
