@@ -20,7 +20,7 @@ class Pump:
         self.consumers = {ctx.name: ContextConsumer(ctx) for ctx in contexts.all_contexts()}
 
     def relay(self, context_name: str | None = None) -> int:
-        names = [context_name] if context_name else [c.name for c in contexts.all_contexts()]
+        names = [context_name] if context_name else [c.name for c in contexts.all_contexts() if c.relay]
         published = 0
         for name in names:
             relay = Relay(contexts.get(name))
@@ -55,10 +55,24 @@ class Pump:
         raise AssertionError("messages still moving after %d rounds" % max_rounds)
 
 
+@pytest.fixture(scope="session")
+def payment_sandbox(tmp_path_factory):
+    """The payment provider's sandbox, as a real HTTP process (see paymentsandbox)."""
+    from paymentsandbox.process import SandboxProcess
+
+    with SandboxProcess(tmp_path_factory.mktemp("payment-sandbox")) as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def pump():
+def pump(payment_sandbox, settings):
     """Use with ``@pytest.mark.django_db(transaction=True, databases="__all__")``: outbox
     wake-ups and the relay need real commits on every context's database."""
+    from apps.orders import payments
+
+    settings.WAYBILL_PAYMENT_GATEWAY_URL = payment_sandbox.url
+    payment_sandbox.configure(latency_ms=0, failure_rate=0.0, outage=False)
+    payments.breaker.cache_clear()  # a fresh, closed circuit per test
     memory.Channel.queues.clear()
     memory.Transport.global_state.clear()
     pump = Pump()

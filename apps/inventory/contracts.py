@@ -26,6 +26,23 @@ class ProductUpdated(Message):
     available: int = Field(ge=0)
 
 
+@message("inventory.reserve_stock", kind=Kind.COMMAND)
+class ReserveStock(Message):
+    """Hold every line for the order, or none; answered by ``stock_reserved`` or
+    ``stock_reservation_rejected``. Idempotent per order."""
+
+    order_id: UUID
+    lines: list[StockLine] = Field(min_length=1)
+
+
+@message("inventory.release_stock", kind=Kind.COMMAND)
+class ReleaseStock(Message):
+    """Give back whatever is held for the order (nothing, if nothing is), and make sure a
+    late ``reserve_stock`` for it holds nothing. Always answered by ``stock_released``."""
+
+    order_id: UUID
+
+
 @message("inventory.stock_reserved")
 class StockReserved(Message):
     """Every line of the order is held for it (all or nothing)."""
@@ -44,7 +61,7 @@ class StockReservationRejected(Message):
 
 @message("inventory.stock_released")
 class StockReleased(Message):
-    """A held reservation was given back to stock."""
+    """Whatever was held for the order is back in stock (``lines`` empty if nothing was)."""
 
     order_id: UUID
     lines: list[StockLine]

@@ -1,4 +1,5 @@
-"""Inventory's reactions to other contexts' events: thin calls into services."""
+"""Inventory's reactions: commands from orders' saga, and the cancellation event
+(choreography: nobody orchestrates giving back a cancelled order's stock)."""
 
 from apps.orders import contracts as orders
 from waybill.messages import Envelope
@@ -6,11 +7,12 @@ from waybill.messages import Envelope
 from . import contracts, services
 
 
-def on_order_placed(envelope: Envelope, event: orders.OrderPlaced) -> None:
-    services.stock_reserve(
-        order_id=event.order_id,
-        lines=[contracts.StockLine(sku=line.sku, quantity=line.quantity) for line in event.lines],
-    )
+def on_reserve_stock(envelope: Envelope, command: contracts.ReserveStock) -> None:
+    services.stock_reserve(order_id=command.order_id, lines=command.lines)
+
+
+def on_release_stock(envelope: Envelope, command: contracts.ReleaseStock) -> None:
+    services.stock_release(order_id=command.order_id)
 
 
 def on_order_cancelled(envelope: Envelope, event: orders.OrderCancelled) -> None:
@@ -18,6 +20,7 @@ def on_order_cancelled(envelope: Envelope, event: orders.OrderCancelled) -> None
 
 
 HANDLERS = {
-    orders.OrderPlaced: on_order_placed,
+    contracts.ReserveStock: on_reserve_stock,
+    contracts.ReleaseStock: on_release_stock,
     orders.OrderCancelled: on_order_cancelled,
 }

@@ -126,21 +126,21 @@ def _reserve_lines(lines: list[contracts.StockLine]) -> list[Product]:
 
 def stock_release(*, order_id: UUID) -> Reservation:
     """Give an order's held stock back. Idempotent. If nothing was decided for the order
-    yet, leaves a tombstone so a late order placement reserves nothing. Emits
-    ``inventory.stock_released`` and ``inventory.product_updated`` per product when
-    stock was held."""
+    yet, leaves a tombstone so a late reservation holds nothing. Always emits
+    ``inventory.stock_released`` (with the lines given back, empty if none: whoever asked
+    gets an answer), plus ``inventory.product_updated`` per product given back to."""
     with transaction.atomic(using=DB):
         reservation = Reservation.objects.using(DB).select_for_update().filter(order_id=order_id).first()
+        lines: list[contracts.StockLine] = []
         if reservation is None:
-            return Reservation.objects.using(DB).create(order_id=order_id, status=Reservation.Status.CANCELLED)
-        if reservation.status != Reservation.Status.RESERVED:
-            return reservation
-        lines = [contracts.StockLine.model_validate(line) for line in reservation.lines]
-        for line in sorted(lines, key=lambda line: line.sku):
-            Product.objects.using(DB).filter(sku=line.sku).update(
-                reserved=F("reserved") - line.quantity, version=F("version") + 1
-            )
-        reservation.status = Reservation.Status.RELEASED
+            reservation = Reservation.objects.using(DB).create(order_id=order_id, status=Reservation.Status.CANCELLED)
+        elif reservation.status == Reservation.Status.RESERVED:
+            lines = [contracts.StockLine.model_validate(line) for line in reservation.lines]
+            for line in sorted(lines, key=lambda line: line.sku):
+                Product.objects.using(DB).filter(sku=line.sku).update(
+                    reserved=F("reserved") - line.quantity, version=F("version") + 1
+                )
+            reservation.status = Reservation.Status.RELEASED
         reservation.version += 1
         reservation.save(using=DB)
         outbox_record(

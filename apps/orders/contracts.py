@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from waybill.messages import Message, message
+from waybill.messages import Kind, Message, message
 
 
 class OrderLine(Message):
@@ -43,3 +43,43 @@ class OrderRejected(OrderSnapshot):
 @message("orders.order_cancelled")
 class OrderCancelled(OrderSnapshot):
     """The customer cancelled; any stock held for it is to be released (status CANCELLED)."""
+
+
+# --- payments: commands to orders' own payments consumer (a bulkhead with its own queue
+# and workers) and the events it answers with. Internal to orders, but on the bus so that
+# a slow payment provider never holds up anything else.
+
+
+@message("orders.charge_payment", kind=Kind.COMMAND, consumer="payments")
+class ChargePayment(Message):
+    order_id: UUID
+    amount: Decimal
+    currency: str = Field(min_length=3, max_length=3)
+
+
+@message("orders.refund_payment", kind=Kind.COMMAND, consumer="payments")
+class RefundPayment(Message):
+    order_id: UUID
+    reason: str
+
+
+@message("orders.payment_charged")
+class PaymentCharged(Message):
+    order_id: UUID
+    charge_id: str
+    amount: Decimal
+
+
+@message("orders.payment_declined")
+class PaymentDeclined(Message):
+    """The provider refused the charge: a business answer, never retried."""
+
+    order_id: UUID
+    reason: str
+
+
+@message("orders.payment_refunded")
+class PaymentRefunded(Message):
+    order_id: UUID
+    refund_id: str
+    refunded: bool  # False: there was no successful charge to give back

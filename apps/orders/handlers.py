@@ -1,17 +1,30 @@
-"""Orders' reactions to inventory's messages: thin calls into services."""
+"""Orders' reactions: the saga's answers from inventory and from the payments consumer,
+and inventory's product documents. Thin calls into the saga and services."""
 
 from apps.inventory import contracts as inventory
 from waybill.messages import Envelope
 
-from . import services
+from . import contracts, saga, services
 
 
 def on_stock_reserved(envelope: Envelope, event: inventory.StockReserved) -> None:
-    services.order_confirm(order_id=event.order_id)
+    saga.saga_on_stock_reserved(order_id=event.order_id)
 
 
 def on_stock_reservation_rejected(envelope: Envelope, event: inventory.StockReservationRejected) -> None:
-    services.order_reject(order_id=event.order_id, reason=event.reason)
+    saga.saga_on_stock_reservation_rejected(order_id=event.order_id, reason=event.reason)
+
+
+def on_stock_released(envelope: Envelope, event: inventory.StockReleased) -> None:
+    saga.saga_on_stock_released(order_id=event.order_id)
+
+
+def on_payment_charged(envelope: Envelope, event: contracts.PaymentCharged) -> None:
+    saga.saga_on_payment_charged(order_id=event.order_id, charge_id=event.charge_id)
+
+
+def on_payment_declined(envelope: Envelope, event: contracts.PaymentDeclined) -> None:
+    saga.saga_on_payment_declined(order_id=event.order_id, reason=event.reason)
 
 
 def on_product_updated(envelope: Envelope, document: inventory.ProductUpdated) -> None:
@@ -23,5 +36,8 @@ def on_product_updated(envelope: Envelope, document: inventory.ProductUpdated) -
 HANDLERS = {
     inventory.StockReserved: on_stock_reserved,
     inventory.StockReservationRejected: on_stock_reservation_rejected,
+    inventory.StockReleased: on_stock_released,
+    contracts.PaymentCharged: on_payment_charged,
+    contracts.PaymentDeclined: on_payment_declined,
     inventory.ProductUpdated: on_product_updated,
 }

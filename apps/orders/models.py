@@ -2,6 +2,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from waybill.inbox import DeadLetterBase, InboxMessageBase
 from waybill.outbox import OutboxMessageBase
@@ -71,6 +72,86 @@ class ProductCopy(models.Model):
         return self.sku
 
 
+class OrderSaga(models.Model):
+    """The order's long-running process: reserve stock -> charge payment -> confirm, and
+    in reverse when a step fails or misses its deadline. One per order; ``version`` grows
+    with every change, and every change happens under a row lock, so two messages for one
+    saga never interleave."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        COMPENSATING = "compensating"
+        COMPLETED = "completed"
+        COMPENSATED = "compensated"
+
+    class Step(models.TextChoices):
+        RESERVE_STOCK = "reserve_stock"
+        CHARGE_PAYMENT = "charge_payment"
+        RELEASE_STOCK = "release_stock"  # compensation
+        DONE = "done"
+
+    TERMINAL = (State.COMPLETED, State.COMPENSATED)
+
+    order_id = models.UUIDField(primary_key=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    step = models.CharField(max_length=32, choices=Step.choices)
+    # Database time, so a restart of any process or a skewed clock cannot move it.
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=1, help_text="Tries of the current step.")
+    # Why the order will be rejected, once the compensation has run.
+    outcome_reason = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+    version = models.PositiveBigIntegerField(default=1)
+    started_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["updated_at"]
+        indexes = [models.Index(fields=["state", "deadline_at"], name="orders_saga_due")]
+
+    def __str__(self) -> str:
+        return f"saga {self.order_id} ({self.state}, {self.step})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+class SagaStep(models.Model):
+    """The saga's timeline: what each step did, when and why, and the message it sent."""
+
+    class Event(models.TextChoices):
+        STARTED = "started"
+        FINISHED = "finished"
+        FAILED = "failed"
+        TIMED_OUT = "timed_out"
+        COMPENSATED = "compensated"
+
+    saga = models.ForeignKey(OrderSaga, related_name="timeline", on_delete=models.CASCADE)
+    step = models.CharField(max_length=32)
+    event = models.CharField(max_length=16, choices=Event.choices)
+    at = models.DateTimeField(db_default=Now())
+    reason = models.TextField(blank=True)
+    message_id = models.UUIDField(null=True, blank=True)
+    message_type = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class CircuitState(models.Model):
+    """The payment provider's circuit breaker as last seen by any process, for operators."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    state = models.CharField(max_length=16)
+    failures = models.PositiveIntegerField(default=0)
+    changed_at = models.DateTimeField(db_default=Now())
+    process = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "circuit breaker"
+
+
 class OutboxMessage(OutboxMessageBase):
     pass
 
@@ -80,4 +161,12 @@ class InboxMessage(InboxMessageBase):
 
 
 class DeadLetter(DeadLetterBase):
+    pass
+
+
+class PaymentInboxMessage(InboxMessageBase):
+    """The payments consumer's own inbox: it is a bulkhead with its own queue."""
+
+
+class PaymentDeadLetter(DeadLetterBase):
     pass

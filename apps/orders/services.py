@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 
 from waybill.outbox import outbox_record
 
-from . import contracts
+from . import contracts, saga
 from .models import Order, OrderLine, ProductCopy
 
 DB = "orders"
@@ -72,7 +72,8 @@ def _fingerprint(lines: list[LineRequest]) -> str:
 def order_place(
     *, customer_id: int, lines: list[LineRequest], idempotency_key: str = ""
 ) -> tuple[Order, bool]:
-    """Store a PENDING order priced from our copy of the catalog; emits ``orders.order_placed``.
+    """Store a PENDING order priced from our copy of the catalog and start its saga; emits
+    ``orders.order_placed`` and the saga's first command, ``inventory.reserve_stock``.
 
     Returns ``(order, created)``. With an ``idempotency_key``, a retry of the same request
     returns the first order (``created`` False); the same key with other lines is refused."""
@@ -99,6 +100,7 @@ def order_place(
                 for line in lines
             )
             _record(order, contracts.OrderPlaced)
+            saga.saga_start(order=order)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -134,18 +136,27 @@ def _transition(order_id: UUID, *, to: str, allowed_from: set[str], reason: str 
         order.version += 1
         order.save(using=DB)
         _record(order, schema)
+        if to == Order.Status.CANCELLED:
+            saga.saga_on_order_cancelled(order_id=order.id)
     return order
 
 
+def order_get_locked(*, order_id: UUID) -> Order:
+    """The order, locked for the caller's transaction (the saga moves it on)."""
+    return Order.objects.using(DB).select_for_update().get(id=order_id)
+
+
 def order_confirm(*, order_id: UUID) -> Order | None:
-    """Stock is held: PENDING -> CONFIRMED; emits ``orders.order_confirmed``.
-    An order cancelled meanwhile stays cancelled (inventory releases the stock)."""
+    """Stock is held and paid for: PENDING -> CONFIRMED; emits ``orders.order_confirmed``.
+    Called by the saga. An order cancelled meanwhile stays cancelled."""
     S = Order.Status
     return _transition(order_id, to=S.CONFIRMED, allowed_from={S.PENDING}, schema=contracts.OrderConfirmed)
 
 
 def order_reject(*, order_id: UUID, reason: str) -> Order | None:
-    """The order cannot be filled: PENDING -> REJECTED with the reason; emits ``orders.order_rejected``."""
+    """The order cannot be filled (no stock, payment declined or timed out): PENDING ->
+    REJECTED with a reason the customer sees; emits ``orders.order_rejected``. Called by
+    the saga once whatever was held has been given back."""
     S = Order.Status
     return _transition(order_id, to=S.REJECTED, allowed_from={S.PENDING}, reason=reason,
                        schema=contracts.OrderRejected)
@@ -153,7 +164,8 @@ def order_reject(*, order_id: UUID, reason: str) -> Order | None:
 
 def order_cancel(*, order_id: UUID, customer_id: int, expected_version: int | None = None) -> Order | None:
     """The customer cancels a PENDING or CONFIRMED order; emits ``orders.order_cancelled``,
-    on which inventory releases the stock. Returns None if the customer has no such order;
+    on which inventory releases the stock and the payments consumer refunds the charge
+    (choreography), and the saga stops waiting. Returns None if the customer has no such order;
     raises ``OrderVersionMismatch`` if ``expected_version`` is stale and ``OrderConflict``
     if the order is already settled."""
     S = Order.Status

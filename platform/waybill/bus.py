@@ -63,7 +63,7 @@ def route(message_type: str, schema_version: int) -> tuple[Exchange, str]:
     """Where a message goes: events and documents to many, commands to their owner."""
     spec = spec_for(message_type, schema_version)
     if spec.kind is Kind.COMMAND:
-        return COMMANDS, spec.owner
+        return COMMANDS, spec.consumer or spec.owner
     return EVENTS, message_type
 
 

@@ -25,7 +25,7 @@ from kombu.message import Message as KombuMessage
 
 from . import bus
 from .backoff import backoff_delay
-from .contexts import BoundedContext, Handler
+from .contexts import BoundedContext, ExternalCall, Handler
 from .inbox import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse
 from .outbox import handling
@@ -96,6 +96,14 @@ class ContextConsumer:
     def _apply_once(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         db = self.context.database
         try:
+            if isinstance(handler, ExternalCall):
+                if self._inbox.filter(message_id=envelope.id).exclude(status=Status.RETRYING).exists():
+                    return Outcome.DUPLICATE
+                with handling(envelope):
+                    result = handler.call(envelope, payload)  # outside any transaction
+                apply = lambda: handler.record(envelope, payload, result)  # noqa: E731
+            else:
+                apply = lambda: handler(envelope, payload)  # noqa: E731
             with transaction.atomic(using=db):
                 row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
                 if row is not None and row.status != Status.RETRYING:
@@ -107,7 +115,7 @@ class ContextConsumer:
                         envelope=envelope.model_dump(mode="json"),
                     )
                 with handling(envelope):
-                    handler(envelope, payload)
+                    apply()
                 row.status = Status.PROCESSED
                 row.attempts += 1
                 row.processed_at = timezone.now()
@@ -138,7 +146,8 @@ class ContextConsumer:
                 )
             row.attempts += 1
             row.last_error = error[:4000]
-            if permanent or row.attempts >= settings.WAYBILL_RETRY_MAX_ATTEMPTS:
+            max_attempts = self.context.retry_max_attempts or settings.WAYBILL_RETRY_MAX_ATTEMPTS
+            if permanent or row.attempts >= max_attempts:
                 row.status = Status.DEAD
                 row.next_attempt_at = None
                 row.save(using=db)
@@ -154,7 +163,7 @@ class ContextConsumer:
             delay = backoff_delay(
                 row.attempts,
                 base=settings.WAYBILL_RETRY_BASE_SECONDS,
-                cap=settings.WAYBILL_RETRY_MAX_SECONDS,
+                cap=self.context.retry_max_seconds or settings.WAYBILL_RETRY_MAX_SECONDS,
             )
             row.status = Status.RETRYING
             row.next_attempt_at = timezone.now() + timedelta(seconds=delay)
@@ -203,11 +212,20 @@ class ContextConsumer:
             self._attempt(envelope, payload, handler)
         return len(due)
 
-    def _maybe_retry_due(self) -> None:
+    def _maybe_sweep(self) -> None:
         now = time.monotonic()
         if now >= self._next_retry_sweep:
             self._next_retry_sweep = now + self.retry_sweep_seconds
-            self.retry_due()
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Due retries, then the context's periodic work (e.g. overdue saga steps)."""
+        self.retry_due()
+        for job in self.context.periodic:
+            try:
+                job()
+            except Exception:
+                log.exception("%s: periodic %s failed", self.context.name, getattr(job, "__name__", job))
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -232,7 +250,7 @@ class ContextConsumer:
                                     connection.drain_events(timeout=0.25)
                                 except socket.timeout:
                                     pass
-                                self._maybe_retry_due()
+                                self._maybe_sweep()
                 except Exception:
                     failures += 1
                     delay = backoff_delay(failures, base=0.5, cap=30.0)

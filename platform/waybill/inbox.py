@@ -31,7 +31,7 @@ class InboxMessageBase(models.Model):
         abstract = True
         ordering = ["-received_at"]
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="%(app_label)s_inbox_due"),
+            models.Index(fields=["status", "next_attempt_at"], name="%(app_label)s_%(class)s_due"),
         ]
 
     def __str__(self) -> str:

@@ -40,6 +40,9 @@ class MessageSpec:
     schema_version: int
     kind: Kind
     schema: type[Message]
+    # For a command: the consumer that carries it out, when not the owner's main one
+    # (e.g. orders' payments consumer, a bulkhead of its own).
+    consumer: str | None = None
 
     @property
     def owner(self) -> str:
@@ -50,10 +53,12 @@ class MessageSpec:
 _registry: dict[tuple[str, int], MessageSpec] = {}
 
 
-def message(type: str, *, version: int = 1, kind: Kind = Kind.EVENT) -> Callable:
+def message(type: str, *, version: int = 1, kind: Kind = Kind.EVENT, consumer: str | None = None) -> Callable:
     """Class decorator registering a payload schema under ``type`` and ``version``."""
     if "." not in type:
         raise ValueError(f"Message type {type!r} must be '<context>.<name>'.")
+    if consumer and kind is not Kind.COMMAND:
+        raise ValueError("Only a command goes to one consumer; events and documents go to all that bind them.")
 
     def register(cls: type[Message]) -> type[Message]:
         key = (type, version)
@@ -61,7 +66,7 @@ def message(type: str, *, version: int = 1, kind: Kind = Kind.EVENT) -> Callable
         if existing is not None and existing.schema is not cls:
             raise ValueError(f"{type} v{version} is already registered to {existing.schema!r}.")
         cls.message_type, cls.schema_version, cls.kind = type, version, kind
-        _registry[key] = MessageSpec(type=type, schema_version=version, kind=kind, schema=cls)
+        _registry[key] = MessageSpec(type=type, schema_version=version, kind=kind, schema=cls, consumer=consumer)
         return cls
 
     return register

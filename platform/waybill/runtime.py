@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, context_names: tuple[str, ...] | list[str], *, consumers: bool = True):
-        self.contexts = [contexts.get(name) for name in context_names]
+    def __init__(self, registrations: list[contexts.BoundedContext], *, consumers: bool = True):
+        self.contexts = registrations
         self.run_consumers = consumers
         self._relays_stop = threading.Event()
         self._consumers_stop = threading.Event()
@@ -45,9 +45,11 @@ class Runtime:
         if _in_memory_broker():
             self._recover_lost_broker_state()
         for ctx in self.contexts:
-            self._spawn(self._relays, f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop)
-            self._spawn(self._relays, f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop)
+            if ctx.relay:
+                self._spawn(self._relays, f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop)
+                self._spawn(self._relays, f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop)
             if self.run_consumers and ctx.handlers:
+                # One thread per consumer: a slow one (payments) cannot hold up the others.
                 self._spawn(self._consumers, f"consumer-{ctx.name}", ContextConsumer(ctx).run, self._consumers_stop)
         log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
                  "yes" if self.run_consumers else "no")
@@ -61,7 +63,8 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         self._relays_stop.set()
         for ctx in self.contexts:
-            wakeup_event(ctx.name).set()
+            if ctx.relay:
+                wakeup_event(ctx.name).set()
         for thread in self._relays:
             thread.join(timeout)
         drained = self._wait_for_empty_queues(deadline=time.monotonic() + timeout)
@@ -98,6 +101,8 @@ class Runtime:
             # Re-queuing a few extra is harmless, the inboxes drop what they already applied.
             since = datetime.fromisoformat(previous["started_at"]) - timedelta(seconds=1)
             for ctx in self.contexts:
+                if not ctx.relay:
+                    continue  # shares the outbox of a registration that does relay
                 count = ctx.outbox.objects.using(ctx.database).filter(sent_at__gte=since).update(sent_at=None)
                 if count:
                     log.warning(

@@ -19,10 +19,12 @@ def relay_sweep(context_name: str) -> int:
         relay.close()
 
 
-@shared_task(name="waybill.inbox_retry_sweep", ignore_result=True)
-def inbox_retry_sweep(context_name: str) -> int:
-    """Run the inbox retries whose time has come."""
-    return ContextConsumer(contexts.get(context_name)).retry_due()
+@shared_task(name="waybill.context_sweep", ignore_result=True)
+def context_sweep(context_name: str) -> None:
+    """Due inbox retries and periodic work (overdue saga steps) of every consumer that
+    lives in the context's database."""
+    for registration in contexts.hosted_by(context_name):
+        ContextConsumer(registration).sweep()
 
 
 def task_queue_name(context_name: str) -> str:

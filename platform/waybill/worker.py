@@ -15,10 +15,11 @@ class ContextEventConsumer(bootsteps.ConsumerStep):
         from .consumer import ContextConsumer  # models: only once Django is set up
 
         consumers = []
-        for name in settings.WAYBILL_CONTEXTS:
-            context = contexts.get(name)
+        for context in contexts.all_contexts():
             if not context.handlers:
                 continue
+            if settings.WAYBILL_CONSUMERS and context.name not in settings.WAYBILL_CONSUMERS:
+                continue  # another worker process (a bulkhead) consumes this one
             consumers.append(
                 Consumer(
                     channel,

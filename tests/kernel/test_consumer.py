@@ -12,20 +12,18 @@ from django.test import override_settings
 
 from apps.inventory import services as inventory
 from apps.inventory.models import DeadLetter, InboxMessage, Product
-from apps.orders import contracts as orders_contracts
+from apps.inventory import contracts as inventory_contracts
 from waybill import contexts, operations
 from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def _envelope(type="orders.order_placed", version=1, payload=None, **overrides) -> dict:
+def _envelope(type="inventory.reserve_stock", version=1, payload=None, **overrides) -> dict:
     order_id = uuid.uuid4()
     if payload is None:
-        payload = orders_contracts.OrderPlaced(
-            order_id=order_id, customer_id=1, status="PENDING",
-            lines=[orders_contracts.OrderLine(sku="LAMP-1", name="Lamp", quantity=1, unit_price=Decimal("5"))],
-            total=Decimal("5"),
+        payload = inventory_contracts.ReserveStock(
+            order_id=order_id, lines=[inventory_contracts.StockLine(sku="LAMP-1", quantity=1)],
         ).model_dump(mode="json")
     return {
         "id": str(uuid.uuid4()), "type": type, "schema_version": version, "aggregate_id": str(order_id),
@@ -39,8 +37,7 @@ def _envelope(type="orders.order_placed", version=1, payload=None, **overrides) 
 def lamp(pump):
     inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=10)
     pump.relay()  # clear the creation's document out of the way
-    for name in ("orders", "readmodels"):
-        pump.deliver(name)
+    pump.settle()
     return Product.objects.get(sku="LAMP-1")
 
 
@@ -62,9 +59,9 @@ def test_duplicate_delivery_has_one_effect(pump, lamp):
     [
         ("{not json", "application/json", "malformed JSON"),
         ("[1, 2]", "application/json", "expected a JSON object"),
-        (json.dumps(_envelope(type="orders.order_teleported")), "application/json", "unknown message type 'orders.order_teleported'"),
-        (json.dumps(_envelope(version=7)), "application/json", "unsupported schema version 7 of 'orders.order_placed' (known: [1])"),
-        (json.dumps(_envelope(payload={"order_id": "nope"})), "application/json", "invalid payload for orders.order_placed v1"),
+        (json.dumps(_envelope(type="inventory.teleport_stock")), "application/json", "unknown message type 'inventory.teleport_stock'"),
+        (json.dumps(_envelope(version=7)), "application/json", "unsupported schema version 7 of 'inventory.reserve_stock' (known: [1])"),
+        (json.dumps(_envelope(payload={"order_id": "nope"})), "application/json", "invalid payload for inventory.reserve_stock v1"),
         (json.dumps({**_envelope(), "id": "not-a-uuid"}), "application/json", "invalid envelope: id"),
         (pickle.dumps({"evil": True}), "application/x-python-serialize", "only application/json is accepted"),
     ],
@@ -143,7 +140,7 @@ def test_handler_failure_rolls_back_its_partial_effects(pump, lamp, monkeypatch)
         inventory.product_update(sku="LAMP-1", on_hand=99)
         raise RuntimeError("crashed after writing")
 
-    monkeypatch.setitem(handlers.HANDLERS, orders_contracts.OrderPlaced, half_done)
+    monkeypatch.setitem(handlers.HANDLERS, inventory_contracts.ReserveStock, half_done)
     pump.publish_raw("inventory", json.dumps(_envelope()))
     assert pump.deliver("inventory") == [Outcome.RETRY_SCHEDULED]
     assert Product.objects.get(sku="LAMP-1").on_hand == 10

@@ -126,10 +126,16 @@ def test_commands_go_point_to_point_to_their_owner(pump):
 
 
 def test_envelope_carries_correlation_and_causation(pump):
+    from apps.inventory import contracts as inventory_contracts
+
     inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
-    with transaction.atomic(using="orders"):
-        placed = outbox_record(context="orders", message=_placed(sku="LAMP-1"), aggregate_id="o-1", aggregate_version=1)
     pump.settle()
+    command = inventory_contracts.ReserveStock(order_id=uuid.uuid4(),
+                                               lines=[inventory_contracts.StockLine(sku="LAMP-1", quantity=1)])
+    with transaction.atomic(using="orders"):
+        sent = outbox_record(context="orders", message=command, aggregate_id="o-1", aggregate_version=1)
+    pump.relay("orders")
+    pump.deliver("inventory")
     reserved = InventoryOutbox.objects.get(message_type="inventory.stock_reserved").envelope
-    assert reserved["correlation_id"] == str(placed.correlation_id)
-    assert reserved["causation_id"] == str(placed.id)
+    assert reserved["correlation_id"] == str(sent.correlation_id)
+    assert reserved["causation_id"] == str(sent.id)

@@ -154,6 +154,9 @@ WAYBILL_BROKER_TRANSPORT_OPTIONS = {
     # Publisher confirms: the relay marks a row sent only after the broker has it.
     "confirm_publish": True,
 }
+# The consumers a Celery worker runs (empty: all of its contexts'); a bulkhead worker
+# runs one, e.g. WAYBILL_CONSUMERS=payments.
+WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
 # Embedded mode declares the bus topology itself. In services mode the launcher declares
 # it once with an admin account, and each service's broker user may not configure
 # anything but its own task queue.
@@ -169,6 +172,19 @@ WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
 # Order size limit, documented in the API schema and README.
 WAYBILL_ORDER_MAX_LINES = 20
 WAYBILL_ORDER_MAX_QUANTITY = 100
+
+# --- The order saga: how long each step may wait (database time) before it is compensated.
+WAYBILL_SAGA_RESERVE_SECONDS = env.float("WAYBILL_SAGA_RESERVE_SECONDS", default=30.0)
+WAYBILL_SAGA_PAYMENT_SECONDS = env.float("WAYBILL_SAGA_PAYMENT_SECONDS", default=60.0)
+WAYBILL_SAGA_RELEASE_SECONDS = env.float("WAYBILL_SAGA_RELEASE_SECONDS", default=30.0)
+WAYBILL_CURRENCY = "EUR"
+
+# --- The payment provider (the sandbox that runplatform and make up start, by default).
+WAYBILL_PAYMENT_GATEWAY_URL = env.str("WAYBILL_PAYMENT_GATEWAY_URL", default="")
+WAYBILL_PAYMENT_API_KEY = env.str("WAYBILL_PAYMENT_API_KEY", default="")
+WAYBILL_PAYMENT_TIMEOUT_SECONDS = env.float("WAYBILL_PAYMENT_TIMEOUT_SECONDS", default=2.0)
+WAYBILL_PAYMENT_BREAKER_FAILURES = env.int("WAYBILL_PAYMENT_BREAKER_FAILURES", default=5)
+WAYBILL_PAYMENT_BREAKER_RESET_SECONDS = env.float("WAYBILL_PAYMENT_BREAKER_RESET_SECONDS", default=10.0)
 
 WAYBILL_DEMO_ACCOUNTS = False
 WAYBILL_DEMO_PASSWORD = env.str("WAYBILL_DEMO_PASSWORD", default="waybill-demo")
@@ -220,7 +236,7 @@ CELERY_BEAT_SCHEDULE = {
                     "routing_key": f"waybill.tasks.{context}", "expires": seconds * 2},
     }
     for context in WAYBILL_CONTEXTS
-    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("inbox_retry_sweep", 1.0))
+    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("context_sweep", 1.0))
 }
 
 # --- Channels: Redis when configured, so a worker process can push to browsers connected

@@ -4,6 +4,7 @@ import threading
 from django.conf import settings
 from django.core.management import BaseCommand
 
+from waybill import contexts
 from waybill.runtime import Runtime
 
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
-        runtime = Runtime(settings.WAYBILL_CONTEXTS, consumers=False)
+        runtime = Runtime(contexts.all_contexts(), consumers=False)
         runtime.start()
         self.stdout.write(f"relay running for {', '.join(settings.WAYBILL_CONTEXTS)}")
         stopping.wait()

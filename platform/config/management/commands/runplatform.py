@@ -1,9 +1,12 @@
 import logging
+import os
 
 import uvicorn
 from django.conf import settings
 from django.core.management import BaseCommand
 
+from paymentsandbox.process import SandboxProcess
+from waybill import contexts
 from waybill.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -12,7 +15,8 @@ log = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "Run Waybill in one process: the ASGI server plus the relay and consumers of every "
-        "context in WAYBILL_CONTEXTS. Stops cleanly on Ctrl-C."
+        "hosted context, and the payment sandbox unless WAYBILL_PAYMENT_GATEWAY_URL names a "
+        "provider. Stops cleanly on Ctrl-C."
     )
 
     def add_arguments(self, parser):
@@ -20,7 +24,17 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.WAYBILL_PORT)
 
     def handle(self, *args, host, port, **options):
-        runtime = Runtime(settings.WAYBILL_CONTEXTS)
+        sandbox = None
+        if not settings.WAYBILL_PAYMENT_GATEWAY_URL:
+            port_setting = os.environ.get("WAYBILL_PAYMENT_SANDBOX_PORT")
+            sandbox = SandboxProcess(
+                settings.DATA_DIR / "payment-sandbox",
+                port=int(port_setting) if port_setting else None,
+                api_key=settings.WAYBILL_PAYMENT_API_KEY or None,
+            ).start()
+            settings.WAYBILL_PAYMENT_GATEWAY_URL = sandbox.url
+            self.stdout.write(f"Payment sandbox on {sandbox.url} (declines totals from 2000.00 to 2999.99)")
+        runtime = Runtime(contexts.all_contexts())
         runtime.start()
         server = uvicorn.Server(
             uvicorn.Config("config.asgi:application", host=host, port=port, lifespan="off",
@@ -38,4 +52,6 @@ class Command(BaseCommand):
             pass  # uvicorn re-raises Ctrl-C once it has shut down; that is our cue too
         finally:
             runtime.stop()
+            if sandbox is not None:
+                sandbox.stop()
             self.stdout.write("Waybill stopped.")
