@@ -50,7 +50,8 @@ Errors: 400 ``{"error": "invalid_request", "field": "...", "message": "..."}`` f
 missing or malformed field (unknown fields included), missing Idempotency-Key (field
 "Idempotency-Key") or a body that is not a JSON object (field "body"); 401
 ``{"error": "unauthorized"}`` when a key is configured and ``Authorization: Bearer <key>``
-is missing or wrong; 404/405 for unknown paths/methods.
+is missing or wrong; 404/405 for unknown paths/methods; 500 ``{"error": "internal"}`` for
+a bug (the traceback goes to the log).
 
 Simulated trouble, for resilience tests, applies to ``/v1/...`` only and happens before
 authentication and before any state change, in this order: sleep ``latency_ms``; if

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    loop = threading.Thread(target=server.serve_forever, name="serve", daemon=True)
+    # A short poll interval: shutdown() waits up to one interval for the loop to notice.
+    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="serve", daemon=True)
     loop.start()
     host, port = server.server_address[:2]
     print(f"payment sandbox listening on http://{host}:{port}", flush=True)

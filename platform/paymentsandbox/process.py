@@ -23,6 +23,7 @@ Standard library only (urllib, with proxies disabled: this is always loopback).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -51,11 +52,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
-    import ctypes
+# Looked up here, in the parent: between fork and exec the child should only call it
+# (importing there could deadlock on an import lock another thread held at fork time).
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+def _set_parent_death_signal() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class SandboxProcess:
@@ -94,7 +98,7 @@ class SandboxProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+                preexec_fn=_set_parent_death_signal if _libc else None,
             )
         deadline = time.monotonic() + timeout
         while True:

@@ -13,6 +13,7 @@ import random
 import re
 import threading
 import time
+import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +24,14 @@ MAX_BODY = 64 * 1024
 AMOUNT = re.compile(r"\d{1,8}(\.\d{1,2})?")  # up to 99,999,999.99; no sign, no exponent
 CURRENCY = re.compile(r"[A-Z]{3}")
 MAX_TEXT = 255  # reference and Idempotency-Key
+
+
+# bool is an int subclass in Python, hence type() and not isinstance(): True is no latency.
+SETTINGS = {
+    "latency_ms": (lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "failure_rate": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number from 0 to 1"),
+    "outage": (lambda v: type(v) is bool, "true or false"),
+}
 
 
 class SandboxConfig:
@@ -40,19 +49,13 @@ class SandboxConfig:
     def update(self, changes: object) -> dict:
         if not isinstance(changes, dict):
             raise InvalidRequest("body", "expected a JSON object")
-        clean = {}
         for name, value in changes.items():
-            # bool is an int subclass in Python; neither a latency nor a rate is a bool.
-            if name == "latency_ms" and type(value) is int and value >= 0:
-                clean[name] = value
-            elif name == "failure_rate" and type(value) in (int, float) and 0 <= value <= 1:
-                clean[name] = float(value)
-            elif name == "outage" and type(value) is bool:
-                clean[name] = value
-            elif name in ("latency_ms", "failure_rate", "outage"):
-                raise InvalidRequest(name, "latency_ms: int >= 0, failure_rate: number 0..1, outage: bool")
-            else:
-                raise InvalidRequest(name, "unknown setting")
+            if name not in SETTINGS:
+                raise InvalidRequest(name, f"unknown setting (known: {', '.join(SETTINGS)})")
+            valid, expected = SETTINGS[name]
+            if not valid(value):
+                raise InvalidRequest(name, f"must be {expected}")
+        clean = {name: float(v) if name == "failure_rate" else v for name, v in changes.items()}
         with self._lock:
             self._values.update(clean)
             return dict(self._values)
@@ -125,6 +128,18 @@ class SandboxServer(ThreadingHTTPServer):
             return self._lock.wait_for(lambda: self.active == 0, timeout)
 
 
+# path -> method -> Handler method. Anything under /v1/ goes through the trouble gate and auth.
+ROUTES = {
+    "/healthz": {"GET": "health"},
+    "/_sandbox/config": {"GET": "get_config", "POST": "set_config"},
+    "/_sandbox/stats": {"GET": "stats"},
+    "/v1/charges": {"GET": "list_charges", "POST": "create_charge"},
+    "/v1/refunds": {"POST": "create_refund"},
+}
+
+Reply = tuple[int, dict | str, dict]  # status, payload (or stored JSON text), extra headers
+
+
 class Handler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"  # keep-alive, so a client's connection pool is exercised
@@ -140,43 +155,34 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self.server.track(+1)
         try:
-            url = urlsplit(self.path)
-            # Read the body whatever happens next: on a keep-alive connection, unread bytes
-            # would be parsed as the next request.
-            raw = self._read_body()
-            if url.path.startswith("/v1/"):
-                self._v1(method, url.path, parse_qs(url.query), raw)
-            else:
-                self._control(method, url.path, raw)
-        except InvalidRequest as error:
-            self._send(400, {"error": "invalid_request", "field": error.field, "message": error.message})
+            try:
+                url = urlsplit(self.path)
+                # Read the body whatever happens next: on a keep-alive connection, unread
+                # bytes would be parsed as the next request.
+                raw = self._read_body()
+                status, payload, headers = self._handle(method, url.path, parse_qs(url.query), raw)
+            except InvalidRequest as error:
+                status, payload, headers = 400, {"error": "invalid_request", "field": error.field,
+                                                 "message": error.message}, {}
+            except Exception:  # a bug or a locked database: answer, so the client is not left hanging
+                self.log_error("unexpected error:\n%s", traceback.format_exc())
+                status, payload, headers = 500, {"error": "internal"}, {}
+            self._send(status, payload, headers)
         finally:
             self.server.track(-1)
 
-    def _read_body(self) -> bytes | None:
-        length = self.headers.get("Content-Length") or "0"
-        if not length.isdigit() or int(length) > MAX_BODY:
-            self.close_connection = True  # we will not read it, so the connection is unusable
-            raise InvalidRequest("body", f"Content-Length must be a number of at most {MAX_BODY} bytes")
-        return self.rfile.read(int(length)) if int(length) else None
+    def _handle(self, method: str, path: str, query: dict, raw: bytes | None) -> Reply:
+        if path.startswith("/v1/"):
+            if refusal := self._gate():
+                return refusal
+        methods = ROUTES.get(path)
+        if methods is None:
+            return 404, {"error": "not_found"}, {}
+        if method not in methods:
+            return 405, {"error": "method_not_allowed"}, {"Allow": ", ".join(methods)}
+        return getattr(self, methods[method])(query, raw)
 
-    @staticmethod
-    def _json(raw: bytes | None) -> object:
-        try:
-            return json.loads(raw or b"")
-        except ValueError:
-            raise InvalidRequest("body", "not valid JSON") from None
-
-    def _control(self, method: str, path: str, raw: bytes | None) -> None:
-        routes = {
-            ("GET", "/healthz"): lambda: {"status": "ok"},
-            ("GET", "/_sandbox/config"): self.server.config.snapshot,
-            ("POST", "/_sandbox/config"): lambda: self.server.config.update(self._json(raw)),
-            ("GET", "/_sandbox/stats"): lambda: {**self.server.store.counts(), "unavailable": self.server.unavailable},
-        }
-        self._route(routes, method, path)
-
-    def _v1(self, method: str, path: str, query: dict, raw: bytes | None) -> None:
+    def _gate(self) -> Reply | None:
         # Trouble first: a provider that is down answers before it looks at who you are,
         # and nothing may change state when the answer is a 503.
         config = self.server.config.snapshot()
@@ -184,56 +190,73 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(config["latency_ms"] / 1000)
         if config["outage"] or random.random() < config["failure_rate"]:
             self.server.count_unavailable()
-            return self._send(503, {"error": "unavailable"})
-        if self.server.api_key and not hmac.compare_digest(
-            self.headers.get("Authorization", "").encode(), f"Bearer {self.server.api_key}".encode()
-        ):
-            return self._send(401, {"error": "unauthorized"})
-        routes = {
-            ("POST", "/v1/charges"): lambda: self._idempotent(
-                method, path, raw, parse_charge, lambda db, fields: (201, self.server.store.create_charge(db, **fields))
-            ),
-            ("POST", "/v1/refunds"): lambda: self._idempotent(
-                method, path, raw, parse_refund, lambda db, fields: (201, self.server.store.create_refund(db, **fields))
-            ),
-            ("GET", "/v1/charges"): lambda: {"data": self.server.store.charges(self._reference(query))},
-        }
-        self._route(routes, method, path)
+            return 503, {"error": "unavailable"}, {}
+        expected = f"Bearer {self.server.api_key}".encode()
+        if self.server.api_key and not hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected):
+            return 401, {"error": "unauthorized"}, {}
+        return None
 
-    @staticmethod
-    def _reference(query: dict) -> str:
-        values = query.get("reference") or [""]
-        if not values[0]:
+    # Control endpoints
+
+    def health(self, query, raw) -> Reply:
+        return 200, {"status": "ok"}, {}
+
+    def get_config(self, query, raw) -> Reply:
+        return 200, self.server.config.snapshot(), {}
+
+    def set_config(self, query, raw) -> Reply:
+        return 200, self.server.config.update(_json(raw)), {}
+
+    def stats(self, query, raw) -> Reply:
+        return 200, {**self.server.store.counts(), "unavailable": self.server.unavailable}, {}
+
+    # The payment API
+
+    def list_charges(self, query, raw) -> Reply:
+        reference = (query.get("reference") or [""])[0]
+        if not reference:
             raise InvalidRequest("reference", "required query parameter")
-        return values[0]
+        return 200, {"data": self.server.store.charges(reference)}, {}
 
-    def _route(self, routes: dict, method: str, path: str) -> None:
-        handler = routes.get((method, path))
-        if handler is None:
-            if any(p == path for _, p in routes):
-                return self._send(405, {"error": "method_not_allowed"})
-            return self._send(404, {"error": "not_found"})
-        result = handler()
-        if result is not None:  # the idempotent handlers send their own (stored) response
-            self._send(200, result)
+    def create_charge(self, query, raw) -> Reply:
+        return self._idempotent(raw, parse_charge, self.server.store.create_charge)
 
-    def _idempotent(self, method, path, raw, parse, execute) -> None:
+    def create_refund(self, query, raw) -> Reply:
+        return self._idempotent(raw, parse_refund, self.server.store.create_refund)
+
+    def _idempotent(self, raw: bytes | None, parse, create) -> Reply:
         key = self.headers.get("Idempotency-Key", "")
         if not key.strip() or len(key) > MAX_TEXT:
             raise InvalidRequest("Idempotency-Key", f"required header: a non-empty string of at most {MAX_TEXT} characters")
-        body = self._json(raw)
+        body = _json(raw)
         fields = parse(body)  # validation errors are answered, never stored (as Stripe does)
         # "Same request" means same method, path and JSON content, whatever the key order.
-        fingerprint = hashlib.sha256(f"{method} {path} {json.dumps(body, sort_keys=True)}".encode()).hexdigest()
-        status, text, replayed = self.server.store.idempotent(key, fingerprint, lambda db: execute(db, fields))
-        self._send(status, text, {"Idempotent-Replayed": "true"} if replayed else {})
+        fingerprint = hashlib.sha256(f"{self.command} {self.path} {json.dumps(body, sort_keys=True)}".encode())
+        status, text, replayed = self.server.store.idempotent(
+            key, fingerprint.hexdigest(), lambda db: (201, create(db, **fields))
+        )
+        return status, text, {"Idempotent-Replayed": "true"} if replayed else {}
 
-    def _send(self, status: int, payload: dict | str, headers: dict | None = None) -> None:
+    def _read_body(self) -> bytes | None:
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self.close_connection = True  # we will not read the body, so the connection is unusable
+            raise InvalidRequest("body", f"Content-Length must be a number of at most {MAX_BODY} bytes")
+        return self.rfile.read(int(length)) if int(length) else None
+
+    def _send(self, status: int, payload: dict | str, headers: dict) -> None:
         data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _json(raw: bytes | None) -> object:
+    try:
+        return json.loads(raw or b"")
+    except ValueError:
+        raise InvalidRequest("body", "not valid JSON") from None
