@@ -64,7 +64,17 @@ def test_no_other_app_service_runs_for_long():
     assert app - one_shot == {p.name for p in DEPLOYMENT}
 
 
-@pytest.mark.parametrize("process", DEPLOYMENT, ids=lambda p: p.name)
+WAYBILL_PROCESSES = [p for p in DEPLOYMENT if p.kind != "sandbox"]  # the sandbox is no Waybill process
+
+
+def test_the_payment_sandbox_needs_nothing_but_its_key():
+    service = SERVICES["payment-sandbox"]
+    assert "depends_on" not in service
+    assert service["environment"]["WAYBILL_PAYMENT_API_KEY"]
+    assert service_env("orders-payments-worker", WAYBILL_SECRET_KEY="x")["WAYBILL_PAYMENT_GATEWAY_URL"] == "http://payment-sandbox:8000"
+
+
+@pytest.mark.parametrize("process", WAYBILL_PROCESSES, ids=lambda p: p.name)
 def test_each_process_talks_as_its_own_context(process):
     env = service_env(process.name, WAYBILL_SECRET_KEY="x")
     hosted = CONTEXTS if process.context is None else (process.context,)
@@ -83,7 +93,7 @@ def test_each_process_talks_as_its_own_context(process):
 
 
 def test_app_processes_wait_for_setup_and_healthy_servers():
-    for process in DEPLOYMENT:
+    for process in WAYBILL_PROCESSES:
         depends = dict(SERVICES[process.name]["depends_on"])
         assert depends.pop("setup") == {"condition": "service_completed_successfully"}
         assert depends == {name: {"condition": "service_healthy"} for name in ("postgres", "rabbitmq", "redis")}

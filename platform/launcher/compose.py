@@ -95,6 +95,8 @@ def stack() -> Stack:
         database_urls=database_urls(),
         broker_urls=broker_urls(),
         redis_url="redis://redis:6379/0",
+        payment_gateway_url=f"http://payment-sandbox:{WEB_PORT}",
+        payment_api_key=_variable("WAYBILL_PAYMENT_API_KEY", "local-only-payment-key"),
         secret_key="${WAYBILL_SECRET_KEY:?set WAYBILL_SECRET_KEY in .env, see the top of docker-compose.yml}",
         settings_module=SETTINGS,
         otel_exporter=_variable("WAYBILL_OTEL_EXPORTER", "none"),
@@ -140,6 +142,8 @@ def _app(command: tuple[str, ...], environment: dict[str, str], **more) -> dict:
 
 
 def _process_health(process: Process) -> dict:
+    if process.kind == "sandbox":
+        return _health(("python", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{WEB_PORT}/healthz', timeout=4)"))
     if process.is_web:
         # With X-Forwarded-Proto: https (uvicorn trusts it), an HTTPS redirect cannot fail the check.
         request = f'u.Request("http://127.0.0.1:{WEB_PORT}/healthz", headers={{"X-Forwarded-Proto": "https"}})'
@@ -151,6 +155,9 @@ def _process_health(process: Process) -> dict:
 
 
 def _process_service(process: Process) -> dict:
+    if process.kind == "sandbox":  # the payment provider's stand-in: no database, no broker
+        return _app(process.command, process_environment(process), healthcheck=_process_health(process),
+                    volumes=["payment-sandbox-data:/app/var/payment-sandbox"], restart="unless-stopped")
     return _app(
         process.command, process_environment(process),
         depends_on={"setup": {"condition": "service_completed_successfully"},
@@ -235,7 +242,7 @@ def compose() -> dict:
     return {
         "name": "waybill",
         "services": services(),
-        "volumes": {"postgres-data": {}, "rabbitmq-data": {}, "rabbitmq-definitions": {}},
+        "volumes": {"postgres-data": {}, "rabbitmq-data": {}, "rabbitmq-definitions": {}, "payment-sandbox-data": {}},
     }
 
 

@@ -4,8 +4,11 @@ test holds ``docker-compose.yml`` to the same commands and variables.
 
 Per context: ``web`` (its API, uvicorn), ``worker`` (Celery: its event consumer bootstep
 and its task queue), ``beat`` (its periodic sweeps) and ``relay`` (its outbox relay,
-woken by LISTEN/NOTIFY). Besides them: ``shell-web`` (the shell page, sign-in, admin, API
-docs: every context's models, each through its own database role) and the gateway.
+woken by LISTEN/NOTIFY). Orders has a second worker, ``orders-payments-worker``: the
+payments consumer, a bulkhead whose slow provider calls cannot starve the rest. Besides
+them: ``shell-web`` (the shell page, sign-in, admin, API docs: every context's models,
+each through its own database role), ``payment-sandbox`` (the external payment provider
+stand-in, no context's) and the gateway.
 """
 
 from __future__ import annotations
@@ -43,17 +46,30 @@ def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
 
+PAYMENT_VARIABLES = ("WAYBILL_PAYMENT_GATEWAY_URL", "WAYBILL_PAYMENT_API_KEY")
+
+
 @dataclass(frozen=True)
 class Process:
     name: str
-    context: str | None  # None: the shell, which hosts every context's models but runs no worker
-    kind: str  # web | worker | beat | relay
+    context: str | None  # None: the shell or the sandbox, which belong to no one context
+    kind: str  # web | worker | beat | relay | sandbox
     command: tuple[str, ...]
     variables: tuple[str, ...] = field(default=())
+    # Variables whose value is part of the process's identity, the same everywhere.
+    fixed: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def is_web(self) -> bool:
         return self.kind == "web"
+
+    @property
+    def listens(self) -> bool:
+        return self.kind in ("web", "sandbox")
+
+    @property
+    def ready_path(self) -> str:
+        return "/readyz" if self.is_web else "/healthz"
 
 
 def web_command(host: str, port: str) -> tuple[str, ...]:
@@ -61,26 +77,38 @@ def web_command(host: str, port: str) -> tuple[str, ...]:
             "--no-access-log", "--proxy-headers", "--forwarded-allow-ips", "*")
 
 
+def worker_command(context: str, node: str) -> tuple[str, ...]:
+    return ("celery", "-A", "config.celery:app", "worker", "-Q", f"waybill.tasks.{context}", "-n", f"{node}@%h",
+            "--pool", "threads", "--concurrency", "4", "--without-mingle", "--without-gossip",
+            "--without-heartbeat", "--loglevel", "INFO")
+
+
 def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None) -> list[Process]:
-    """Every process of the deployment. ``port_of`` maps a web process's name to its port
-    (the launcher picks free ports on loopback; compose uses 8000 in every container)."""
+    """Every process of the deployment. ``port_of`` maps a listening process's name to its
+    port (the launcher picks free ports on loopback; compose uses 8000 in every container)."""
     port_of = port_of or {}
     result = []
     for context in CONTEXTS:
         variables = (*COMMON_VARIABLES, database_variable(context))
+        if context == "orders":
+            variables += PAYMENT_VARIABLES
         name = f"{context}-web"
         result += [
             Process(name, context, "web", web_command(host, port_of.get(name, "8000")), variables),
-            Process(f"{context}-worker", context, "worker", (
-                "celery", "-A", "config.celery:app", "worker", "-Q", f"waybill.tasks.{context}", "-n", f"{context}@%h",
-                "--pool", "threads", "--concurrency", "4", "--without-mingle", "--without-gossip",
-                "--without-heartbeat", "--loglevel", "INFO",
-            ), variables),
+            Process(f"{context}-worker", context, "worker", worker_command(context, context),
+                    (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
             Process(f"{context}-beat", context, "beat", (
                 "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--schedule", f"/tmp/waybill-beat-{context}",
             ), variables),
             Process(f"{context}-relay", context, "relay", ("python", "manage.py", "runrelay"), variables),
         ]
+        if context == "orders":
+            result.append(Process("orders-payments-worker", context, "worker", worker_command(context, "payments"),
+                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "payments"),)))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS))
     result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")), shell_variables))
+    result.append(Process("payment-sandbox", None, "sandbox", (
+        "python", "-m", "paymentsandbox", "--host", host, "--port", port_of.get("payment-sandbox", "8000"),
+        "--data-dir", "var/payment-sandbox",
+    ), ("PYTHONPATH", "WAYBILL_PAYMENT_API_KEY")))
     return result

@@ -22,6 +22,8 @@ from psycopg.conninfo import make_conninfo
 from .servers import PostgresServer, RabbitMQServer
 
 CONTEXTS = ("orders", "inventory", "readmodels")
+# The consumers (event queues) each context runs: see each app's AppConfig.ready().
+CONSUMERS = {"orders": ("orders", "payments"), "inventory": ("inventory",), "readmodels": ("readmodels",)}
 
 
 def _password() -> str:
@@ -97,7 +99,9 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
             "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
-            "read": rf"^(waybill\.{ctx}|waybill\.tasks\.{ctx})$",
+            # Its own event queues: the context's, and those of its extra consumers
+            # (orders' payments bulkhead), plus its task queue.
+            "read": rf"^({'|'.join(rf'waybill\.{queue}' for queue in CONSUMERS[ctx])}|waybill\.tasks\.{ctx})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
 

@@ -24,8 +24,11 @@ class Stack:
     broker_urls: dict[str, str]  # "admin" and each context -> URL with that context's own broker user
     redis_url: str
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(50))
+    payment_gateway_url: str = ""  # the sandbox's, as the launcher started it
+    payment_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     settings_module: str = "config.settings.dev"  # dev: demo accounts, as `make run`
     otel_exporter: str = "none"
+    extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
     def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
         """The environment of a process hosting ``contexts``, talking to the broker as ``broker``."""
@@ -46,12 +49,21 @@ class Stack:
         })
         for context in contexts:
             env[database_variable(context)] = self.database_urls[context]
+        if "orders" in contexts:
+            env["WAYBILL_PAYMENT_GATEWAY_URL"] = self.payment_gateway_url
+            env["WAYBILL_PAYMENT_API_KEY"] = self.payment_api_key
+        env.update(self.extra)
         return env
 
     def process_env(self, process: Process) -> dict[str, str]:
+        if process.kind == "sandbox":  # not Waybill: only what it reads
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
+            return {**base, "PYTHONPATH": str(REPO / "platform"), "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         if process.context is None:  # the shell: every context's models, no broker user of its own
-            return self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
-        return self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
+            env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
+        else:
+            env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
+        return {**env, **dict(process.fixed)}
 
     @staticmethod
     def argv(process: Process) -> list[str]:

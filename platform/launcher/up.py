@@ -42,18 +42,19 @@ def main() -> int:
         for server in servers:
             print(f"starting {type(server).__name__} ...", flush=True)
             server.start()
+        port_of = {p.name: str(free_port()) for p in processes() if p.listens}
+        deployment = processes(port_of=port_of)
         stack = Stack(
             workdir=workdir,
             database_urls=provision.provision_postgres(postgres),
             broker_urls=provision.provision_rabbitmq(rabbitmq),
             redis_url=redis.url,
+            payment_gateway_url=f"http://127.0.0.1:{port_of['payment-sandbox']}",
             otel_exporter=os.environ.get("WAYBILL_OTEL_EXPORTER", "none"),
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()
 
-        port_of = {p.name: str(free_port()) for p in processes() if p.is_web}
-        deployment = processes(port_of=port_of)
         gateway = Gateway(workdir / "gateway", port=port, upstreams={
             (p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in deployment if p.is_web
         })

@@ -48,8 +48,9 @@ class ServicesDeployment:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.port_of = {p.name: str(free_port()) for p in processes() if p.is_web}
+        self.port_of = {p.name: str(free_port()) for p in processes() if p.listens}
         self.specs = {p.name: p for p in processes(port_of=self.port_of)}
+        stack.payment_gateway_url = self.payment_sandbox_url
         self.running: dict[str, subprocess.Popen] = {}
         self.gateway = Gateway(workdir / "gateway", port=free_port(), upstreams={
             (p.context or "shell"): f"127.0.0.1:{self.port_of[p.name]}" for p in self.specs.values() if p.is_web
@@ -60,9 +61,16 @@ class ServicesDeployment:
     def base_url(self) -> str:
         return self.gateway.url
 
+    @property
+    def payment_sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.port_of['payment-sandbox']}"
+
     def start(self) -> ServicesDeployment:
+        self.start_process("payment-sandbox")
+        self.wait_ready("payment-sandbox")
         for name in self.specs:
-            self.start_process(name)
+            if name not in self.running:
+                self.start_process(name)
         for name in self.port_of:
             self.wait_ready(name)
         self.gateway.start()
@@ -95,7 +103,9 @@ class ServicesDeployment:
         if as_name and spec.kind == "worker":
             argv[argv.index("-n") + 1] = f"{label}@%h"
         log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(argv, cwd=REPO, env={**self.stack.process_env(spec), **(env or {})}, stdout=log,
+        # The sandbox keeps its data under its working folder: this deployment's, not the repo's.
+        cwd = self.workdir if spec.kind == "sandbox" else REPO
+        proc = subprocess.Popen(argv, cwd=cwd, env={**self.stack.process_env(spec), **(env or {})}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.running[label] = proc
@@ -113,7 +123,7 @@ class ServicesDeployment:
             self.wait_ready(name)
 
     def wait_ready(self, name: str) -> None:
-        url = f"http://127.0.0.1:{self.port_of[name]}/readyz"
+        url = f"http://127.0.0.1:{self.port_of[name]}{self.specs[name].ready_path}"
 
         def ready() -> bool:
             if self.running[name].poll() is not None:

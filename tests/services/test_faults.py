@@ -86,7 +86,7 @@ def _assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str
     inventory = deployment.stack.database_urls["inventory"]
     assert _query(inventory, "SELECT reserved FROM inventory_product WHERE sku = %s", (sku,)) == [(len(order_ids),)]
     rows = _query(inventory, "SELECT processed_by FROM inventory_inboxmessage WHERE message_type = "
-                             "'orders.order_placed' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
+                             "'inventory.reserve_stock' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
     assert len(rows) == len(order_ids)
     return [row[0] for row in rows]
 
