@@ -116,8 +116,11 @@ def _post(path: str, body: dict, *, idempotency_key: str) -> dict:
 
 # --- charge ----------------------------------------------------------------------------------
 def _charge(envelope: Envelope, command: contracts.ChargePayment) -> ChargeResult:
-    saga = OrderSaga.objects.using(DB).filter(order_id=command.order_id).first()
-    if saga is None or saga.state != OrderSaga.State.RUNNING or saga.step != OrderSaga.Step.CHARGE_PAYMENT:
+    waiting = OrderSaga.objects.using(DB).filter(
+        order_id=command.order_id, state=OrderSaga.State.RUNNING, step=OrderSaga.Step.CHARGE_PAYMENT,
+        deadline_at__gte=Now(),  # past it, the saga is about to compensate: charging would only mean a refund
+    ).exists()
+    if not waiting:
         return ChargeResult(succeeded=False, skipped=True)  # gave up meanwhile: do not charge
     answer = _post("/v1/charges", {"amount": f"{command.amount:.2f}", "currency": command.currency,
                                    "reference": str(command.order_id)},
