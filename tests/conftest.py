@@ -78,7 +78,8 @@ def services_deployment(pg_urls, broker_urls, redis, tmp_path_factory):
     """Every context as its own processes, on its own database and broker user, behind
     the nginx gateway (``base_url``). Tests that kill a process start it again."""
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
-                  broker_urls=broker_urls, redis_url=redis.url)
+                  broker_urls=broker_urls, redis_url=redis.url,
+                  extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute"})
     stack.prepare()
     deployment = ServicesDeployment(stack, stack.workdir).start()
     yield deployment

@@ -2,13 +2,14 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from waybill import health
 
+from .auth import TokenObtainView
+
 # A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else.
 CONTEXT_APIS = {"orders": "orders/", "inventory": "inventory/", "readmodels": "read/"}
-api_v1 = [path("auth/token/", obtain_auth_token, name="auth-token")] + [
+api_v1 = [path("auth/token/", TokenObtainView.as_view(), name="auth-token")] + [
     path(prefix, include(f"apps.{label}.api.urls"))
     for label, prefix in CONTEXT_APIS.items()
     if apps.is_installed(f"apps.{label}")

@@ -90,6 +90,9 @@ def subprocess_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[
         WAYBILL_DEMO_PASSWORD=DEMO_PASSWORD,
         WAYBILL_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        # The suite places hundreds of orders as alice; test_throttling checks the limits.
+        WAYBILL_THROTTLE_ORDERS="100000/minute",
+        WAYBILL_THROTTLE_AUTH="100000/minute",
     )
     env.update(extra or {})
     return env

@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from .. import selectors, services
@@ -30,10 +31,14 @@ def _order_response(order: Order, *, status_code: int = status.HTTP_200_OK, **he
 
 
 class OrderPlaceApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "orders.place"
+
     @extend_schema(
         request=OrderPlaceInput, parameters=[IDEMPOTENCY_KEY],
         responses={202: OrderOutput, 400: OpenApiResponse(description="Field errors"),
-                   409: OpenApiResponse(description="Idempotency-Key reused with other lines")},
+                   409: OpenApiResponse(description="Idempotency-Key reused with other lines"),
+                   429: OpenApiResponse(description="Too many orders; Retry-After says when to try again")},
         summary="Place an order (answers 202; the outcome arrives on the read side)",
     )
     def post(self, request):

@@ -130,6 +130,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
+    # Per user for placing orders, per client address for signing in; over the limit: 429
+    # with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {
+        "orders.place": env.str("WAYBILL_THROTTLE_ORDERS", default="60/minute"),
+        "auth": env.str("WAYBILL_THROTTLE_AUTH", default="20/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Waybill API",
@@ -239,9 +245,20 @@ CELERY_BEAT_SCHEDULE = {
     for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("context_sweep", 1.0))
 }
 
+WAYBILL_REDIS_URL = env.str("WAYBILL_REDIS_URL", default="")
+
+# --- Cache (throttle counters): Redis when configured, so every process of a service
+# counts together; this process's memory otherwise.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": WAYBILL_REDIS_URL}
+        if WAYBILL_REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # --- Channels: Redis when configured, so a worker process can push to browsers connected
 # to a web process; in memory (one process) otherwise.
-WAYBILL_REDIS_URL = env.str("WAYBILL_REDIS_URL", default="")
 CHANNEL_LAYERS = {
     "default": (
         {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [WAYBILL_REDIS_URL]}}
