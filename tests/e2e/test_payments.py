@@ -1,0 +1,93 @@
+"""The order saga against the payment sandbox, over real HTTP: declines compensate, an
+outage opens the circuit and the orders wait, and a payment step whose deadline passed
+while every process was down is compensated after the restart."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+
+from .harness import Shop, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_declined_payment_releases_the_stock_and_rejects_the_order(shop):
+    # The sandbox declines every total from 2000.00 to 2999.99.
+    sku = shop.create_product(on_hand=3, price="1100.00")
+    order_id = shop.order(shop.alice, {sku: 2})
+    summary = shop.wait_summary(shop.alice, order_id, "REJECTED")
+    assert summary["reason"] == "Payment declined: card declined."
+    shop.wait_available(sku, 3)
+    assert shop.stock(sku)["reserved"] == 0
+
+
+def _sandbox(port: int, path: str, **body) -> dict:
+    url = f"http://127.0.0.1:{port}{path}"
+    response = httpx.post(url, json=body) if body else httpx.get(url)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def sandbox_port() -> int:
+    return free_port()
+
+
+def _private(platform_factory, name, sandbox_port, **env):
+    platform = platform_factory(name, start=False)
+    platform.start(env={"WAYBILL_PAYMENT_SANDBOX_PORT": str(sandbox_port), **env})
+    return platform
+
+
+def test_an_outage_opens_the_circuit_and_the_orders_wait_then_recover(platform_factory, sandbox_port):
+    platform = _private(platform_factory, "outage", sandbox_port,
+                        WAYBILL_PAYMENT_BREAKER_FAILURES="3", WAYBILL_PAYMENT_BREAKER_RESET_SECONDS="1")
+    shop = Shop(platform)
+    sku = shop.create_product(on_hand=5)
+    _sandbox(sandbox_port, "/_sandbox/config", outage=True)
+    order_id = shop.order(shop.alice, {sku: 2})
+    # Refused charges: the breaker opens after three and then fails fast, the order waits.
+    wait_for(lambda: _sandbox(sandbox_port, "/_sandbox/stats")["unavailable"] >= 3, 30,
+             "three refused charges")
+    wait_for(lambda: "payment provider circuit closed -> open" in platform.log_text(), 30,
+             "the circuit to open")
+    assert shop.summary(shop.alice, order_id)["status"] == "PENDING"
+    _sandbox(sandbox_port, "/_sandbox/config", outage=False)
+    shop.wait_summary(shop.alice, order_id, "CONFIRMED", timeout=60)
+    assert "payment provider circuit half-open -> closed" in platform.log_text()
+    charges = httpx.get(f"http://127.0.0.1:{sandbox_port}/v1/charges", params={"reference": order_id}).json()
+    assert [c["status"] for c in charges["data"]] == ["succeeded"]  # once, for all the retries
+
+
+def _saga_overdue(data_dir, order_id: str) -> bool:
+    """Asked of the orders database itself: the saga's deadline is in database time."""
+    with sqlite3.connect(data_dir / "orders.sqlite3") as db:
+        row = db.execute(
+            "SELECT deadline_at < strftime('%Y-%m-%d %H:%M:%f', 'now') FROM orders_ordersaga WHERE order_id = ?",
+            (order_id.replace("-", ""),),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_payment_step_past_its_deadline_is_compensated_after_a_restart(platform_factory, sandbox_port):
+    env = {"WAYBILL_SAGA_PAYMENT_SECONDS": "3"}
+    platform = _private(platform_factory, "deadline", sandbox_port, **env)
+    shop = Shop(platform)
+    sku = shop.create_product(on_hand=5)
+    _sandbox(sandbox_port, "/_sandbox/config", outage=True)
+    order_id = shop.order(shop.alice, {sku: 2})
+    wait_for(lambda: shop.stock(sku)["reserved"] == 2, 30, "the stock to be held (the saga at its payment step)")
+
+    platform.kill()  # everything dies: the platform and its sandbox
+    wait_for(lambda: _saga_overdue(platform.data_dir, order_id), 30, "the payment step's deadline to pass")
+    platform.start(env={"WAYBILL_PAYMENT_SANDBOX_PORT": str(sandbox_port), **env})  # the provider is back, too late
+    shop = Shop(platform)
+
+    summary = shop.wait_summary(shop.alice, order_id, "REJECTED", timeout=30)
+    assert summary["reason"] == "Payment did not complete in time."
+    wait_for(lambda: shop.stock(sku)["reserved"] == 0, 30, "the stock to be given back")
+    charges = httpx.get(f"http://127.0.0.1:{sandbox_port}/v1/charges", params={"reference": order_id}).json()["data"]
+    assert all(c["status"] != "succeeded" or c["refunded"] for c in charges)
