@@ -32,10 +32,11 @@ class Pump:
 
     def deliver(self, context_name: str) -> list[Outcome]:
         """Consume everything waiting on the context's queue; returns each outcome."""
-        queue = bus.context_queue(contexts.get(context_name))(self.connection.default_channel)
         outcomes = []
-        while (message := queue.get(no_ack=False, accept=[bus.JSON])) is not None:
-            outcomes.append(self.consumers[context_name].on_message(message))
+        for queue in bus.context_queues(contexts.get(context_name)):
+            bound = queue(self.connection.default_channel)
+            while (message := bound.get(no_ack=False, accept=[bus.JSON])) is not None:
+                outcomes.append(self.consumers[context_name].on_message(message))
         return outcomes
 
     def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:

@@ -101,7 +101,8 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
             # Its own event queues: the context's, and those of its extra consumers
             # (orders' payments bulkhead), plus its task queue.
-            "read": rf"^({'|'.join(rf'waybill\.{queue}' for queue in CONSUMERS[ctx])}|waybill\.tasks\.{ctx})$",
+            # Partitioned, each is waybill.<consumer>.p<i>.
+            "read": rf"^({'|'.join(rf'waybill\.{queue}(\.p\d+)?' for queue in CONSUMERS[ctx])}|waybill\.tasks\.{ctx})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
 

@@ -49,8 +49,9 @@ class PermanentFailure(Exception):
 class ContextConsumer:
     retry_sweep_seconds = 0.25
 
-    def __init__(self, context: BoundedContext):
+    def __init__(self, context: BoundedContext, partition: int = 0):
         self.context = context
+        self.partition = partition  # the queue run() consumes; on_message serves any
         self._next_retry_sweep = 0.0
 
     @property
@@ -119,7 +120,7 @@ class ContextConsumer:
                 row.status = Status.PROCESSED
                 row.attempts += 1
                 row.processed_at = timezone.now()
-                row.processed_by = f"{socket.gethostname()}:{os.getpid()}"
+                row.processed_by = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
                 row.next_attempt_at = None
                 row.last_error = ""
                 row.save(using=db)
@@ -238,7 +239,7 @@ class ContextConsumer:
                         if settings.WAYBILL_BROKER_DECLARE:
                             bus.declare(connection)
                         with connection.Consumer(
-                            [bus.context_queue(self.context)],
+                            [bus.context_queue(self.context, self.partition)],
                             on_message=self.on_message,
                             accept=[bus.JSON],
                             prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,

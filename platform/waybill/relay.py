@@ -106,7 +106,7 @@ class Relay:
         return [row for row in claimed if row.id in publishable_ids]
 
     def _publish(self, row: OutboxMessageBase) -> None:
-        exchange, routing_key = bus.route(row.message_type, row.envelope["schema_version"])
+        exchange, routing_key = bus.route(row.message_type, row.envelope["schema_version"], row.aggregate_id)
         with span_for_message(f"publish {row.message_type}", traceparent=row.envelope.get("traceparent"),
                               kind=SpanKind.PRODUCER, **{"messaging.message.id": str(row.message_id)}):
             self._publish_confirmed(row, exchange, routing_key)

@@ -49,8 +49,12 @@ class Runtime:
                 self._spawn(self._relays, f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop)
                 self._spawn(self._relays, f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop)
             if self.run_consumers and ctx.handlers:
-                # One thread per consumer: a slow one (payments) cannot hold up the others.
-                self._spawn(self._consumers, f"consumer-{ctx.name}", ContextConsumer(ctx).run, self._consumers_stop)
+                # A thread per consumer and partition: a slow consumer (payments) cannot hold
+                # up the others, and partitions apply in parallel.
+                for partition in bus.partitions():
+                    consumer = ContextConsumer(ctx, partition)
+                    self._spawn(self._consumers, f"consumer-{bus.queue_name(ctx.name, partition)}",
+                                consumer.run, self._consumers_stop)
         log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
                  "yes" if self.run_consumers else "no")
 
@@ -83,9 +87,10 @@ class Runtime:
             channel = connection.default_channel
             while time.monotonic() < deadline:
                 waiting = sum(
-                    bus.context_queue(ctx)(channel).queue_declare(passive=True).message_count
+                    queue(channel).queue_declare(passive=True).message_count
                     for ctx in self.contexts
                     if ctx.handlers and self.run_consumers
+                    for queue in bus.context_queues(ctx)
                 )
                 if not waiting:
                     return True

@@ -23,7 +23,9 @@ class ContextEventConsumer(bootsteps.ConsumerStep):
             consumers.append(
                 Consumer(
                     channel,
-                    queues=[bus.context_queue(context)],
+                    # Every partition: RabbitMQ keeps one active consumer per partition queue
+                    # across all workers, the others standing by.
+                    queues=bus.context_queues(context),
                     on_message=ContextConsumer(context).on_message,
                     accept=[bus.JSON],
                     prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,

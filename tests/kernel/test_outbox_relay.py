@@ -118,7 +118,7 @@ def test_relay_skips_rows_whose_aggregate_has_an_earlier_row_held_by_another_rel
 def test_commands_go_point_to_point_to_their_owner(pump):
     with transaction.atomic(using="orders"):
         outbox_record(context="orders", message=RecountStock(sku="A"), aggregate_id="A", aggregate_version=1)
-    assert bus.route("inventory.recount_stock", 1) == (bus.COMMANDS, "inventory")
+    assert bus.route("inventory.recount_stock", 1, "A") == (bus.COMMANDS, "inventory")
     pump.relay("orders")
     assert pump.deliver("orders") == [] and pump.deliver("readmodels") == []
     # Inventory got it; it has no handler for this test-only command, so it is dead-lettered.
@@ -139,3 +139,14 @@ def test_envelope_carries_correlation_and_causation(pump):
     reserved = InventoryOutbox.objects.get(message_type="inventory.stock_reserved").envelope
     assert reserved["correlation_id"] == str(sent.correlation_id)
     assert reserved["causation_id"] == str(sent.id)
+
+
+def test_partitions_route_each_aggregate_to_one_queue_of_each_consumer(settings):
+    settings.WAYBILL_PARTITIONS = 4
+    keys = {bus.route("inventory.product_updated", 1, f"SKU-{i}")[1] for i in range(40)}
+    assert keys == {f"inventory.product_updated.p{i}" for i in range(4)}  # spread over all four
+    assert bus.route("inventory.product_updated", 1, "SKU-7") == bus.route("inventory.product_updated", 1, "SKU-7")
+    assert bus.route("inventory.recount_stock", 1, "SKU-7")[1].startswith("inventory.p")
+    queues = bus.context_queues(contexts.get("readmodels"))
+    assert [q.name for q in queues] == [f"waybill.readmodels.p{i}" for i in range(4)]
+    assert all(q.queue_arguments["x-single-active-consumer"] for q in queues)

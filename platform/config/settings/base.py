@@ -160,6 +160,9 @@ WAYBILL_BROKER_TRANSPORT_OPTIONS = {
     # Publisher confirms: the relay marks a row sent only after the broker has it.
     "confirm_publish": True,
 }
+# Partitions per consumer queue (see waybill.bus): 1 = one queue that competing workers
+# share; N > 1 = N queues with a single active consumer each, for strict per-aggregate order.
+WAYBILL_PARTITIONS = env.int("WAYBILL_PARTITIONS", default=1)
 # The consumers a Celery worker runs (empty: all of its contexts'); a bulkhead worker
 # runs one, e.g. WAYBILL_CONSUMERS=payments.
 WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
