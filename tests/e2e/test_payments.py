@@ -62,14 +62,14 @@ def test_an_outage_opens_the_circuit_and_the_orders_wait_then_recover(platform_f
     assert [c["status"] for c in charges["data"]] == ["succeeded"]  # once, for all the retries
 
 
-def _saga_overdue(data_dir, order_id: str) -> bool:
-    """Asked of the orders database itself: the saga's deadline is in database time."""
+def _saga(data_dir, order_id: str) -> tuple[str, bool] | None:
+    """Asked of the orders database itself (the deadline is in database time): the saga's
+    step, and whether that step is past its deadline."""
     with sqlite3.connect(data_dir / "orders.sqlite3") as db:
-        row = db.execute(
-            "SELECT deadline_at < strftime('%Y-%m-%d %H:%M:%f', 'now') FROM orders_ordersaga WHERE order_id = ?",
-            (order_id.replace("-", ""),),
+        return db.execute(
+            "SELECT step, deadline_at < strftime('%Y-%m-%d %H:%M:%f', 'now') FROM orders_ordersaga "
+            "WHERE order_id = ?", (order_id.replace("-", ""),),
         ).fetchone()
-    return bool(row and row[0])
 
 
 def test_a_payment_step_past_its_deadline_is_compensated_after_a_restart(platform_factory, sandbox_port):
@@ -79,10 +79,12 @@ def test_a_payment_step_past_its_deadline_is_compensated_after_a_restart(platfor
     sku = shop.create_product(on_hand=5)
     _sandbox(sandbox_port, "/_sandbox/config", outage=True)
     order_id = shop.order(shop.alice, {sku: 2})
-    wait_for(lambda: shop.stock(sku)["reserved"] == 2, 30, "the stock to be held (the saga at its payment step)")
+    wait_for(lambda: (_saga(platform.data_dir, order_id) or ("",))[0] == "charge_payment", 30,
+             "the saga to wait at its payment step")
 
     platform.kill()  # everything dies: the platform and its sandbox
-    wait_for(lambda: _saga_overdue(platform.data_dir, order_id), 30, "the payment step's deadline to pass")
+    wait_for(lambda: _saga(platform.data_dir, order_id) == ("charge_payment", 1), 30,
+             "the payment step's deadline to pass")
     platform.start(env={"WAYBILL_PAYMENT_SANDBOX_PORT": str(sandbox_port), **env})  # the provider is back, too late
     shop = Shop(platform)
 
