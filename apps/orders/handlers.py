@@ -27,6 +27,10 @@ def on_payment_declined(envelope: Envelope, event: contracts.PaymentDeclined) ->
     saga.saga_on_payment_declined(order_id=event.order_id, reason=event.reason)
 
 
+def on_payment_refunded(envelope: Envelope, event: contracts.PaymentRefunded) -> None:
+    saga.saga_on_payment_refunded(order_id=event.order_id, refund_id=event.refund_id, refunded=event.refunded)
+
+
 def on_product_updated(envelope: Envelope, document: inventory.ProductUpdated) -> None:
     services.product_copy_apply(
         sku=document.sku, name=document.name, price=document.price, version=envelope.aggregate_version
@@ -39,5 +43,6 @@ HANDLERS = {
     inventory.StockReleased: on_stock_released,
     contracts.PaymentCharged: on_payment_charged,
     contracts.PaymentDeclined: on_payment_declined,
+    contracts.PaymentRefunded: on_payment_refunded,
     inventory.ProductUpdated: on_product_updated,
 }

@@ -54,16 +54,17 @@ class _RecordState(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state):
         log.warning("payment provider circuit %s -> %s", old_state.name if old_state else None, new_state.name)
-        _record_state(cb)
+        # new_state, not cb.current_state: the breaker switches over after telling us.
+        _record_state(cb, state=new_state.name)
 
     def failure(self, cb, exc):
-        _record_state(cb)
+        _record_state(cb, state=cb.current_state)
 
 
-def _record_state(cb: pybreaker.CircuitBreaker) -> None:
+def _record_state(cb: pybreaker.CircuitBreaker, *, state: str) -> None:
     CircuitState.objects.using(DB).update_or_create(
         name=BREAKER,
-        defaults={"state": cb.current_state, "failures": cb.fail_counter, "changed_at": Now(),
+        defaults={"state": state, "failures": cb.fail_counter, "changed_at": Now(),
                   "process": f"{socket.gethostname()}:{os.getpid()}"},
     )
 
@@ -142,8 +143,11 @@ def _record_charge(envelope: Envelope, command: contracts.ChargePayment, result:
 
 # --- refund ----------------------------------------------------------------------------------
 def _refund(envelope: Envelope, message: contracts.RefundPayment | contracts.OrderCancelled) -> dict:
+    # Keyed by the request (the message), not the order: a redelivery repeats harmlessly,
+    # while a later refund request (a charge that landed after the first refund found
+    # nothing) is a new request and gives that charge back too.
     return _post("/v1/refunds", {"reference": str(message.order_id)},
-                 idempotency_key=f"refund-{message.order_id}")
+                 idempotency_key=f"refund-{message.order_id}-{envelope.id}")
 
 
 def _record_refund(envelope: Envelope, message, answer: dict) -> None:

@@ -15,6 +15,7 @@ that succeeded after the saga gave up is refunded).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from waybill.outbox import outbox_record
 from . import contracts
 from .models import Order, OrderSaga, SagaStep
 
+log = logging.getLogger(__name__)
 DB = "orders"
 State, Step, Event = OrderSaga.State, OrderSaga.Step, SagaStep.Event
 
@@ -74,6 +76,12 @@ def _move(saga: OrderSaga, *, state: str | None = None, step: str | None = None,
 
 def _locked(order_id: UUID) -> OrderSaga | None:
     return OrderSaga.objects.using(DB).select_for_update().filter(order_id=order_id).first()
+
+
+def saga_lock(*, order_id: UUID) -> None:
+    """Lock the saga's row in the caller's transaction. Whoever changes an order and its
+    saga together locks the saga first, then the order, so two of them never deadlock."""
+    _locked(order_id)
 
 
 def _release_stock(saga: OrderSaga, *, reason: str, event: str = Event.FAILED) -> None:
@@ -168,6 +176,16 @@ def saga_on_payment_declined(*, order_id: UUID, reason: str) -> None:
         _release_stock(saga, reason=f"Payment declined: {reason}.")
 
 
+def saga_on_payment_refunded(*, order_id: UUID, refund_id: str, refunded: bool) -> None:
+    """Note a refund on the timeline, whoever asked for it (the saga or a cancellation)."""
+    with transaction.atomic(using=DB):
+        saga = _locked(order_id)
+        if saga is None:
+            return
+        _note(saga, Event.COMPENSATED, step="refund_payment",
+              reason=f"refund {refund_id}" if refunded else "nothing to refund")
+
+
 def saga_on_order_cancelled(*, order_id: UUID) -> None:
     """The customer cancelled (inside ``order_cancel``'s transaction). Inventory and the
     payments consumer react to the cancellation event themselves (choreography); the saga
@@ -192,8 +210,12 @@ def saga_expire_overdue(*, limit: int = 100) -> int:
             .order_by("deadline_at")[:limit]
         )
         for saga in overdue:
-            _expire(saga)
-            expired += 1
+            try:
+                with transaction.atomic(using=DB):  # one saga's failure must not undo the others
+                    _expire(saga)
+                expired += 1
+            except Exception:
+                log.exception("could not expire saga %s; trying again at the next sweep", saga.order_id)
     return expired
 
 

@@ -83,9 +83,13 @@ def order_place(
         if existing is not None:
             return _idempotent_replay(existing, fingerprint), False
     products = {p.sku: p for p in ProductCopy.objects.using(DB).filter(sku__in=[line.sku for line in lines])}
+    seen: set[str] = set()
     for index, line in enumerate(lines):
         if line.sku not in products:
             raise OrderError(f"lines[{index}].sku: unknown SKU {line.sku}.", field="lines")
+        if line.sku in seen:
+            raise OrderError(f"lines[{index}].sku: SKU {line.sku} appears twice.", field="lines")
+        seen.add(line.sku)
     try:
         with transaction.atomic(using=DB):
             order = Order.objects.using(DB).create(
@@ -169,9 +173,13 @@ def order_cancel(*, order_id: UUID, customer_id: int, expected_version: int | No
     raises ``OrderVersionMismatch`` if ``expected_version`` is stale and ``OrderConflict``
     if the order is already settled."""
     S = Order.Status
-    return _transition(order_id, to=S.CANCELLED, allowed_from={S.PENDING, S.CONFIRMED},
-                       reason="Cancelled by the customer.", schema=contracts.OrderCancelled,
-                       customer_id=customer_id, expected_version=expected_version)
+    with transaction.atomic(using=DB):
+        # The saga's row first, then the order's: the order in which the saga's own
+        # handlers lock them, so a cancellation racing a saga step cannot deadlock.
+        saga.saga_lock(order_id=order_id)
+        return _transition(order_id, to=S.CANCELLED, allowed_from={S.PENDING, S.CONFIRMED},
+                           reason="Cancelled by the customer.", schema=contracts.OrderCancelled,
+                           customer_id=customer_id, expected_version=expected_version)
 
 
 def product_copy_apply(*, sku: str, name: str, price: Decimal, version: int) -> None:

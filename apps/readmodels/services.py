@@ -4,12 +4,35 @@ if the message is newer than the row (idempotent and version-checked)."""
 from decimal import Decimal
 from uuid import UUID
 
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 from . import live
 from .models import CatalogItem, OrderSummary
 
 DB = "readmodels"
+
+
+def _apply_if_newer(model: type[models.Model], *, key: dict, version: int, values: dict) -> bool:
+    """Write ``values`` at ``version`` unless the row already has that version or a later one.
+
+    A conditional UPDATE, then an INSERT if there was no row: when two projectors race for
+    a new row (two workers, PostgreSQL), the loser's INSERT fails and it retries the
+    conditional UPDATE, so an older version can never overwrite a newer one."""
+    rows = model.objects.using(DB)
+    values = {**values, "updated_at": timezone.now()}  # update() skips auto_now
+    for _ in range(2):
+        if rows.filter(**key, version__lt=version).update(version=version, **values):
+            return True
+        if rows.filter(**key).exists():
+            return False  # already at this version or newer
+        try:
+            with transaction.atomic(using=DB):
+                rows.create(**key, version=version, **values)
+            return True
+        except IntegrityError:
+            continue  # another projector created it meanwhile: compare versions again
+    return False
 
 
 def order_summary_project(
@@ -20,29 +43,28 @@ def order_summary_project(
     summary already shows that version or a later one. Pushes the new summary to the
     customer's browsers once committed."""
     with transaction.atomic(using=DB):
-        summary = OrderSummary.objects.using(DB).select_for_update().filter(order_id=order_id).first()
-        if summary is not None and summary.version >= version:
-            return False
-        summary, _ = OrderSummary.objects.using(DB).update_or_create(
-            order_id=order_id,
-            defaults={"customer_id": customer_id, "status": status, "reason": reason,
-                      "lines": lines, "total": total, "version": version},
+        applied = _apply_if_newer(
+            OrderSummary, key={"order_id": order_id}, version=version,
+            values={"customer_id": customer_id, "status": status, "reason": reason, "lines": lines, "total": total},
         )
-        pushed = {"id": str(order_id), "status": status, "reason": reason, "lines": lines,
-                  "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()}
-        transaction.on_commit(lambda: live.publish_order_summary(customer_id=customer_id, summary=pushed), using=DB)
-    return True
+        if applied:
+            summary = OrderSummary.objects.using(DB).get(order_id=order_id)
+            pushed = {"id": str(order_id), "status": status, "reason": reason, "lines": lines,
+                      "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()}
+            # robust: a channel layer outage must not fail a projection that has committed.
+            transaction.on_commit(lambda: live.publish_order_summary(customer_id=customer_id, summary=pushed),
+                                  using=DB, robust=True)
+    return applied
 
 
 def catalog_item_project(*, sku: str, name: str, price: Decimal, available: int, version: int) -> bool:
     """Apply a product's state at ``version``; False when the catalog already has it or newer."""
     with transaction.atomic(using=DB):
-        item = CatalogItem.objects.using(DB).select_for_update().filter(sku=sku).first()
-        if item is not None and item.version >= version:
-            return False
-        CatalogItem.objects.using(DB).update_or_create(
-            sku=sku, defaults={"name": name, "price": price, "available": available, "version": version},
+        applied = _apply_if_newer(
+            CatalogItem, key={"sku": sku}, version=version,
+            values={"name": name, "price": price, "available": available},
         )
-        pushed = {"sku": sku, "name": name, "price": str(price), "available": available, "version": version}
-        transaction.on_commit(lambda: live.publish_catalog_item(item=pushed), using=DB)
-    return True
+        if applied:
+            pushed = {"sku": sku, "name": name, "price": str(price), "available": available, "version": version}
+            transaction.on_commit(lambda: live.publish_catalog_item(item=pushed), using=DB, robust=True)
+    return applied

@@ -60,6 +60,9 @@ class ContextConsumer:
 
     # --- one message ----------------------------------------------------------------
     def on_message(self, message: KombuMessage) -> Outcome:
+        # A long-lived consumer (the Celery bootstep above all) must notice a database
+        # connection that died or outlived CONN_MAX_AGE, as Django does between requests.
+        close_old_connections()
         outcome = self.receive(
             message.body,
             content_type=message.content_type,
@@ -139,6 +142,12 @@ class ContextConsumer:
         db = self.context.database
         with transaction.atomic(using=db):
             row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
+            if row is not None and row.status != Status.RETRYING:
+                # Already applied (the failure came after the commit, e.g. from an on_commit
+                # hook) or already dead: never reopen it, or the handler would run twice.
+                log.error("%s: %s %s failed after it was recorded: %s", self.context.name,
+                          envelope.type, envelope.id, error)
+                return Outcome.DUPLICATE if row.status == Status.PROCESSED else Outcome.DEAD_LETTERED
             if row is None:
                 row = self.context.inbox(
                     message_id=envelope.id,
