@@ -23,6 +23,7 @@ def _production_env(tmp_path) -> dict:
         "WAYBILL_SECRET_KEY": secrets.token_urlsafe(50),
         "WAYBILL_ALLOWED_HOSTS": "shop.example.com",
         "WAYBILL_BROKER_URL": "amqp://waybill:secret@127.0.0.1:5672/waybill",
+        "WAYBILL_REDIS_URL": "redis://127.0.0.1:6379/0",
     }
     for alias in ("DEFAULT", "ORDERS", "INVENTORY", "READMODELS"):
         env[f"WAYBILL_{alias}_DATABASE_URL"] = f"sqlite:///{tmp_path / alias.lower()}.sqlite3"

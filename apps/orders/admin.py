@@ -87,7 +87,7 @@ class OrderSagaAdmin(ReadOnlyAdmin):
     def stuck_for(self, saga):
         return "-" if saga.is_terminal else timezone.now() - saga.updated_at
 
-    @admin.action(description="Compensate now (bring the deadline forward)")
+    @admin.action(description="Compensate now (bring the deadline forward)", permissions=["operate"])
     def compensate_now(self, request, queryset):
         count = sagas.saga_deadline_bring_forward(order_ids=list(queryset.values_list("order_id", flat=True)))
         self.message_user(request, f"{count} sagas will compensate at the next sweep (about a second).",

@@ -45,6 +45,7 @@ class Stack:
             "WAYBILL_REDIS_URL": self.redis_url,
             "WAYBILL_SERVICE_NAME": f"waybill-{service_name}",
             "WAYBILL_OTEL_EXPORTER": self.otel_exporter,
+            "WAYBILL_TRUSTED_PROXIES": "1",  # the gateway
             "WAYBILL_DATA_DIR": str(self.workdir / service_name),
         })
         for context in contexts:

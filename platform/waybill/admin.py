@@ -24,7 +24,12 @@ class PendingFilter(admin.SimpleListFilter):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Messages are facts: operators act on them, never edit them."""
+    """Messages are facts: operators act on them, never edit them. Acting (the actions)
+    takes the model's change permission; viewing alone does not."""
+
+    def has_operate_permission(self, request) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def has_add_permission(self, request):
         return False
@@ -50,7 +55,8 @@ class OutboxAdmin(ReadOnlyAdmin):
             return "-"
         return timezone.now() - row.created_at
 
-    @admin.action(description="Publish again (consumers drop what they already applied)")
+    @admin.action(description="Publish again (consumers drop what they already applied)",
+                  permissions=["operate"])
     def republish(self, request, queryset):
         name = contexts.for_model(self.model).name
         count = operations.outbox_republish(context_name=name, row_ids=list(queryset.values_list("id", flat=True)))
@@ -64,7 +70,7 @@ class InboxAdmin(ReadOnlyAdmin):
     search_fields = ("message_id", "message_type", "last_error")
     actions = ("retry_now",)
 
-    @admin.action(description="Retry now")
+    @admin.action(description="Retry now", permissions=["operate"])
     def retry_now(self, request, queryset):
         name = contexts.for_model(self.model).name
         count = operations.inbox_retry_now(context_name=name, row_ids=list(queryset.values_list("id", flat=True)))
@@ -78,8 +84,9 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     actions = ("replay",)
     ordering = (F("created_at").desc(),)
 
-    @admin.action(description="Replay (fresh tries through the inbox)")
+    @admin.action(description="Replay (fresh tries through the inbox)", permissions=["operate"])
     def replay(self, request, queryset):
         replayed = sum(operations.dead_letter_replay(dead_letter=letter) for letter in queryset)
         skipped = queryset.count() - replayed
-        self.message_user(request, f"{replayed} replayed; {skipped} had no readable envelope.", messages.INFO)
+        self.message_user(request, f"{replayed} replayed; {skipped} skipped (no readable envelope, replayed "
+                                   "before, or already applied).", messages.INFO)

@@ -48,6 +48,7 @@ class PermanentFailure(Exception):
 
 class ContextConsumer:
     retry_sweep_seconds = 0.25
+    retry_lease_seconds = 60.0
 
     def __init__(self, context: BoundedContext, partition: int = 0):
         self.context = context
@@ -201,11 +202,19 @@ class ContextConsumer:
     # --- retries from the inbox -----------------------------------------------------------
     def retry_due(self) -> int:
         """Run every retry whose time has come; returns how many were tried."""
+        now = timezone.now()
         due = list(
-            self._inbox.filter(status=Status.RETRYING, next_attempt_at__lte=timezone.now())
-            .order_by("next_attempt_at")[:100]
+            self._inbox.filter(status=Status.RETRYING, next_attempt_at__lte=now).order_by("next_attempt_at")[:100]
         )
         for row in due:
+            # Claim it first: several workers sweep the same inbox, and only one may move
+            # the row's next try past now. A lease, not a lock: if this process dies
+            # mid-try, the row comes due again when the lease runs out.
+            claimed = self._inbox.filter(pk=row.pk, status=Status.RETRYING, next_attempt_at__lte=now).update(
+                next_attempt_at=now + timedelta(seconds=self.retry_lease_seconds)
+            )
+            if not claimed:
+                continue
             body = json.dumps(row.envelope)
             try:
                 envelope, payload = parse(body)

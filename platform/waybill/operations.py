@@ -11,10 +11,13 @@ from .outbox import wakeup_event
 
 
 def outbox_republish(*, context_name: str, row_ids: list[int]) -> int:
-    """Queue sent rows for publishing again. Consumers' inboxes drop what they already applied."""
+    """Queue rows for publishing (again): sent ones, or parked ones that failed too often.
+    Consumers' inboxes drop what they already applied."""
     ctx = contexts.get(context_name)
     with transaction.atomic(using=ctx.database):
-        count = ctx.outbox.objects.using(ctx.database).filter(id__in=row_ids).update(sent_at=None)
+        count = ctx.outbox.objects.using(ctx.database).filter(id__in=row_ids).update(
+            sent_at=None, publish_attempts=0, last_error=""
+        )
         transaction.on_commit(wakeup_event(context_name).set, using=ctx.database)
     return count
 
@@ -32,14 +35,18 @@ def inbox_retry_now(*, context_name: str, row_ids: list[int]) -> int:
 def dead_letter_replay(*, dead_letter: DeadLetterBase) -> bool:
     """Give a dead letter a fresh set of tries through the inbox's retry path.
 
-    Returns False for a message too broken to have an envelope: there is nothing to replay.
+    Returns False for a message too broken to have an envelope (nothing to replay), for one
+    replayed before, and for one the inbox shows applied or retrying.
     A message that is still invalid simply dead-letters again, with the current reason."""
-    if not dead_letter.envelope or not dead_letter.message_id:
+    if not dead_letter.envelope or not dead_letter.message_id or dead_letter.replayed_at:
         return False
     ctx = contexts.for_model(type(dead_letter))
     Status = InboxMessageBase.Status
     with transaction.atomic(using=ctx.database):
-        ctx.inbox.objects.using(ctx.database).update_or_create(
+        inbox = ctx.inbox.objects.using(ctx.database)
+        if inbox.filter(message_id=dead_letter.message_id).exclude(status=Status.DEAD).exists():
+            return False  # applied or already retrying: a replay would apply it twice
+        inbox.update_or_create(
             message_id=dead_letter.message_id,
             defaults={
                 "message_type": dead_letter.message_type,

@@ -22,8 +22,9 @@ from .telemetry import current_traceparent
 class OutboxMessageBase(models.Model):
     """A message waiting for, or done with, the relay. Concrete per context, in its database.
 
-    ``id`` gives commit order within an aggregate: the aggregate's row is locked while
-    its messages are written, so a later change of it always gets a larger id."""
+    ``id`` gives commit order within an aggregate as long as whoever writes an aggregate's
+    messages holds that aggregate's row lock (the services and the saga do), so a later
+    change of it always gets a larger id."""
 
     id = models.BigAutoField(primary_key=True)
     message_id = models.UUIDField(unique=True, editable=False)
@@ -48,10 +49,6 @@ class OutboxMessageBase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.aggregate_id} v{self.aggregate_version}"
-
-    @property
-    def is_pending(self) -> bool:
-        return self.sent_at is None
 
 
 class OutboxOutsideTransaction(RuntimeError):

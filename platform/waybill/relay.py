@@ -8,7 +8,9 @@ make the effect exactly once.
 Several relays may drain one outbox: each claims rows with ``SELECT ... FOR UPDATE SKIP
 LOCKED`` (PostgreSQL; SQLite serialises writers anyway), and a relay publishes a row only
 when every earlier unsent row of the same aggregate is in its own batch, so one
-aggregate's messages leave in commit order.
+aggregate's messages leave in commit order. A row that keeps failing to publish is parked
+after ``WAYBILL_RELAY_MAX_ATTEMPTS`` tries (the admin can publish it again), holding back
+its own aggregate only.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class Relay:
         rows = ctx.outbox.objects.using(ctx.database)
         with transaction.atomic(using=ctx.database):
             claimed = list(
-                rows.filter(sent_at__isnull=True)
+                # A row that failed to publish too often is parked (operators see it in the
+                # admin and can publish it again); it holds back only its own aggregate.
+                rows.filter(sent_at__isnull=True, publish_attempts__lt=settings.WAYBILL_RELAY_MAX_ATTEMPTS)
                 .order_by("id")
                 .select_for_update(skip_locked=True)[: self.batch_size]
             )

@@ -1,10 +1,10 @@
-"""Periodic kernel work, driven by Celery beat in services mode and run by the hosting
-context's worker on its own task queue (``waybill.tasks.<context>``)."""
+"""Periodic kernel work driven by Celery beat in services mode, run by the context's
+worker from its own task queue (``waybill.tasks.<context>``). Inbox retries and saga
+deadlines are swept by the consumer step itself (``worker``), where the consumer runs."""
 
 from celery import shared_task
 
 from . import contexts
-from .consumer import ContextConsumer
 from .relay import Relay
 
 
@@ -17,15 +17,3 @@ def relay_sweep(context_name: str) -> int:
         return relay.drain()
     finally:
         relay.close()
-
-
-@shared_task(name="waybill.context_sweep", ignore_result=True)
-def context_sweep(context_name: str) -> None:
-    """Due inbox retries and periodic work (overdue saga steps) of every consumer that
-    lives in the context's database."""
-    for registration in contexts.hosted_by(context_name):
-        ContextConsumer(registration).sweep()
-
-
-def task_queue_name(context_name: str) -> str:
-    return f"waybill.tasks.{context_name}"

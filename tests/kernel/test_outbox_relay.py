@@ -150,3 +150,33 @@ def test_partitions_route_each_aggregate_to_one_queue_of_each_consumer(settings)
     queues = bus.context_queues(contexts.get("readmodels"))
     assert [q.name for q in queues] == [f"waybill.readmodels.p{i}" for i in range(4)]
     assert all(q.queue_arguments["x-single-active-consumer"] for q in queues)
+
+
+def test_a_row_that_keeps_failing_is_parked_and_holds_back_only_its_aggregate(pump, settings, monkeypatch):
+    settings.WAYBILL_RELAY_MAX_ATTEMPTS = 2
+    for sku in ("A", "B"):
+        with transaction.atomic(using="inventory"):
+            outbox_record(context="inventory", message=RecountStock(sku=sku), aggregate_id=sku, aggregate_version=1)
+    with transaction.atomic(using="inventory"):
+        outbox_record(context="inventory", message=RecountStock(sku="A"), aggregate_id="A", aggregate_version=2)
+    a1, b1, a2 = InventoryOutbox.objects.order_by("id")
+    real = Relay._publish_confirmed
+
+    def refuse_a1(self, row, exchange, routing_key):
+        if row.id == a1.id:
+            raise ConnectionError("this one never gets through")
+        return real(self, row, exchange, routing_key)
+
+    monkeypatch.setattr(Relay, "_publish_confirmed", refuse_a1)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            pump.relay("inventory")
+    assert pump.relay("inventory") == 1  # a1 parked after two tries: b1 goes, a2 waits behind a1
+    sent = set(InventoryOutbox.objects.filter(sent_at__isnull=False).values_list("id", flat=True))
+    assert sent == {b1.id}
+    monkeypatch.undo()
+    from waybill import operations
+
+    operations.outbox_republish(context_name="inventory", row_ids=[a1.id])
+    assert pump.relay("inventory") == 2
+    assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()

@@ -131,7 +131,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     # Per user for placing orders, per client address for signing in; over the limit: 429
-    # with Retry-After.
+    # with Retry-After. The address is the one the trusted proxies saw (the gateway in
+    # services mode: 1), never a client-supplied X-Forwarded-For.
+    "NUM_PROXIES": env.int("WAYBILL_TRUSTED_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "orders.place": env.str("WAYBILL_THROTTLE_ORDERS", default="60/minute"),
         "auth": env.str("WAYBILL_THROTTLE_AUTH", default="20/minute"),
@@ -172,6 +174,7 @@ WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
 WAYBILL_BROKER_DECLARE = env.bool("WAYBILL_BROKER_DECLARE", default=True)
 WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
 WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
+WAYBILL_RELAY_MAX_ATTEMPTS = env.int("WAYBILL_RELAY_MAX_ATTEMPTS", default=10)
 # Messages a consumer holds unacked at once; small, so a crash redelivers little.
 WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
 WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
@@ -245,7 +248,7 @@ CELERY_BEAT_SCHEDULE = {
                     "routing_key": f"waybill.tasks.{context}", "expires": seconds * 2},
     }
     for context in WAYBILL_CONTEXTS
-    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS), ("context_sweep", 1.0))
+    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS),)
 }
 
 WAYBILL_REDIS_URL = env.str("WAYBILL_REDIS_URL", default="")

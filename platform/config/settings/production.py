@@ -20,6 +20,9 @@ WAYBILL_DEMO_ACCOUNTS = False
 for _alias in DATABASES:
     _required(f"WAYBILL_{_alias.upper()}_DATABASE_URL")
 WAYBILL_BROKER_URL = _required("WAYBILL_BROKER_URL")
+# Split into services, processes share push, throttle counters and the circuit breaker
+# through Redis; without it each would silently keep its own.
+WAYBILL_REDIS_URL = _required("WAYBILL_REDIS_URL")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("WAYBILL_SSL_REDIRECT", default=True)
