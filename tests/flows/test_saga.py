@@ -256,9 +256,6 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
     assert_settled_and_consistent()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: payments._RecordState.state_change stores cb.current_state, which pybreaker only "
-    "updates after notifying the listeners, so the CircuitState row lags one state behind"))
 def test_circuit_state_row_shows_what_the_breaker_does(pump, shop, payment_sandbox, settings):
     """Operators read the breaker from the CircuitState row (admin): it must say "open"
     while the breaker is open, and "closed" once the provider is back."""
@@ -508,10 +505,6 @@ def test_cancelling_while_the_charge_is_waiting_stops_the_saga(pump, shop, payme
     assert_settled_and_consistent()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: refunds use one idempotency key per order (payments._refund: 'refund-<order_id>'), "
-    "so a refund that found nothing to refund is replayed for a later refund of a charge that "
-    "landed after it, and the money is kept"))
 def test_a_charge_landing_after_the_timeout_refund_is_still_refunded(pump, shop, payment_sandbox, monkeypatch):
     """The payments worker checked that the saga still wanted the charge; while its HTTP
     call is on the way, the deadline passes on another process, the saga compensates and
