@@ -20,7 +20,7 @@ from launcher.provision import provision_postgres, provision_rabbitmq
 from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
 from launcher.stack import Stack
 
-from tests.services.deployment import ServicesDeployment
+from launcher.services import ServicesDeployment
 
 # What these fixtures run (nginx, which missing_packages() also knows, is not needed here).
 SERVICE_PACKAGES = ("postgresql", "rabbitmq-server", "redis-server")

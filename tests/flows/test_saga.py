@@ -224,8 +224,7 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
     assert retry_payments(pump) == 1  # the third failure in a row opens the circuit
     assert payment_sandbox.stats()["unavailable"] == unavailable + 3
     assert payments.breaker().current_state == "open"
-    assert CircuitState.objects.get(name=payments.BREAKER).failures == 3
-    # (The row's "state" column lags behind: see test_circuit_state_row_shows_what_the_breaker_does.)
+    assert CircuitState.objects.values_list("state", "failures").get(name=payments.BREAKER) == ("open", 3)
 
     retry_payments(pump)  # fails fast: the open circuit does not call the provider
     assert payment_sandbox.stats()["unavailable"] == unavailable + 3
@@ -250,6 +249,7 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
 
     wait_until(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
     assert payments.breaker().current_state == "closed"
+    assert CircuitState.objects.get(name=payments.BREAKER).state == "closed"
     assert saga_of(order).state == State.COMPLETED
     [charge] = charges(payment_sandbox, order)
     assert (charge["status"], charge["refunded"]) == ("succeeded", False)
@@ -258,7 +258,9 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
 
 def test_circuit_state_row_shows_what_the_breaker_does(pump, shop, payment_sandbox, settings):
     """Operators read the breaker from the CircuitState row (admin): it must say "open"
-    while the breaker is open, and "closed" once the provider is back."""
+    while the breaker is open, and "closed" once the provider is back. (Regression: the
+    row used to lag one state behind, recording cb.current_state before pybreaker had
+    switched over.)"""
     settings.WAYBILL_PAYMENT_BREAKER_FAILURES = 2
     settings.WAYBILL_PAYMENT_BREAKER_RESET_SECONDS = 0.2
     payments.breaker.cache_clear()
@@ -279,7 +281,7 @@ def test_circuit_state_row_shows_what_the_breaker_does(pump, shop, payment_sandb
     wait_until(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
     assert payments.breaker().current_state == "closed"
     seen.append(CircuitState.objects.get(name=payments.BREAKER).state)
-    assert seen == ["open", "closed"]  # today: ["closed", "half-open"]
+    assert seen == ["open", "closed"]  # the bug recorded ["closed", "half-open"]
 
 
 def test_outage_past_the_deadline_compensates_and_never_charges(pump, shop, payment_sandbox):
@@ -321,6 +323,7 @@ def test_outage_past_the_deadline_compensates_and_never_charges(pump, shop, paym
     assert charges(payment_sandbox, order) == []
     [refunded] = sent_by_orders(order, "orders.payment_refunded")
     assert refunded.envelope["payload"]["refunded"] is False  # there was nothing to give back
+    assert timeline(order)[-1] == ("refund_payment", "compensated")
     assert_settled_and_consistent()
 
 
@@ -509,7 +512,8 @@ def test_a_charge_landing_after_the_timeout_refund_is_still_refunded(pump, shop,
     """The payments worker checked that the saga still wanted the charge; while its HTTP
     call is on the way, the deadline passes on another process, the saga compensates and
     the timeout refund runs first (nothing to refund yet). Then the charge lands. The
-    saga's late-charge refund must give the money back."""
+    saga's late-charge refund must give the money back. (Regression: refunds were keyed
+    by order, so the provider replayed the first "nothing to refund" for the second.)"""
     order = place("KETTLE-1", 1)
     pump.relay()
     pump.deliver("inventory")

@@ -188,6 +188,46 @@ class SagaMachine(RuleBasedStateMachine):
         self._apply(name, body)
         self._pull()
 
+    def _charges_that_can_race(self) -> list[str]:
+        """ChargePayment commands waiting on the payments queue that would call the
+        provider now: their saga still waits for the charge, within its deadline."""
+        waiting = {str(o) for o in OrderSaga.objects.filter(
+            state=State.RUNNING, step=OrderSaga.Step.CHARGE_PAYMENT, deadline_at__gt=Now(),
+        ).values_list("order_id", flat=True)}
+        return [body for body in self.pending["payments"]
+                if (message := json.loads(body))["type"] == "orders.charge_payment"
+                and message["payload"]["order_id"] in waiting]
+
+    @precondition(lambda self: self._charges_that_can_race())
+    @rule(data=st.data())
+    def charge_races_the_deadline(self, data):
+        """The payments worker has checked that the saga wants the charge and its call is
+        on the way to the provider; meanwhile, in another process, the saga's deadline
+        passes, it compensates, and the timeout refund reaches the provider first."""
+        body = data.draw(st.sampled_from(self._charges_that_can_race()), label="charge")
+        self.pending["payments"].remove(body)
+        order_id = json.loads(body)["payload"]["order_id"]
+        real_post, raced = httpx.post, []
+
+        def post(url, *args, **kwargs):
+            if url.endswith("/v1/charges") and not raced:
+                raced.append(url)
+                OrderSaga.objects.filter(order_id=order_id).update(deadline_at=Now() - timedelta(seconds=1))
+                saga_expire_overdue()
+                self._pull()
+                for refund in [b for b in self.pending["payments"] if order_id in b
+                               and json.loads(b)["type"] == "orders.refund_payment"]:
+                    self.pending["payments"].remove(refund)
+                    self._apply("payments", refund)
+            return real_post(url, *args, **kwargs)
+
+        httpx.post = post  # what payments._post calls
+        try:
+            self._apply("payments", body)
+        finally:
+            httpx.post = real_post
+        self._pull()
+
     @rule()
     def retry_payments(self):
         """The payments consumer's retry sweep runs (retries made due at once)."""

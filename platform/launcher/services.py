@@ -1,6 +1,7 @@
-"""The services deployment under test: every process of ``launcher.deployment`` as its
-own OS process (log file each), behind the nginx gateway, on the private servers of
-``conftest.py``. Tests can kill, restart or add processes."""
+"""A services deployment driven from Python: every process of ``launcher.deployment`` as
+its own OS process (a log file each), behind the nginx gateway, on a provisioned
+``Stack``. The services test suite and the benchmarks use it; they can kill, restart or
+add processes. (``make up`` runs the same processes under honcho instead.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ DEMO_PASSWORD = "waybill-demo"
 STOP_TIMEOUT = 20.0
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     interval = 0.05
     while not predicate():
@@ -130,7 +131,7 @@ class ServicesDeployment:
                 raise AssertionError(f"{name} exited {self.running[name].returncode}:\n{self.log_tail(name)}")
             return _answers(url)
 
-        _wait(ready, READY_TIMEOUT, f"{name} to be ready")
+        wait_until(ready, READY_TIMEOUT, f"{name} to be ready")
 
     # --- the same HTTP face as the embedded platform (tests/e2e/harness.Platform) --------
     @property

@@ -1,0 +1,89 @@
+"""What every scenario shares: the run's mode, statistics, the machine, and the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as stdlib_platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "docs" / "benchmarks"
+
+
+@dataclass
+class Run:
+    """One `python -m bench` invocation: quick (smoke) or full, and where to write."""
+
+    quick: bool = False
+    workdir: Path = field(default_factory=lambda: Path(os.environ.get("TMPDIR", "/tmp")) / "waybill-bench")
+    repeats: int = 5
+    warmups: int = 1
+
+    def __post_init__(self):
+        if self.quick:
+            self.repeats, self.warmups = 2, 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def scale(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), by linear interpolation (numpy's default)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def latency_summary(samples_ms: list[float]) -> dict:
+    return {"p50": percentile(samples_ms, 50), "p95": percentile(samples_ms, 95),
+            "p99": percentile(samples_ms, 99), "n": len(samples_ms)}
+
+
+def repeat(run: Run, measure: Callable[[], float]) -> dict:
+    """Warm up, then measure ``run.repeats`` times; the median and the spread."""
+    for _ in range(run.warmups):
+        measure()
+    values = [measure() for _ in range(run.repeats)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def machine() -> dict:
+    def first_line(command: list[str]) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "os": f"{stdlib_platform.system()} {stdlib_platform.release()}",
+        "python": stdlib_platform.python_version(),
+        "postgresql": first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+        "rabbitmq": "3.10 (Debian 12)",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_results(results: dict, *, quick: bool) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / ("results-quick.json" if quick else "results.json")
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return path
