@@ -7,7 +7,7 @@ export WAYBILL_PORT
 # pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
 TEST_WORKERS ?= 2
 
-.PHONY: venv run up test lint clean
+.PHONY: venv run up test lint clean bench bench-quick
 
 $(VENV)/.installed: requirements.txt
 	@python=$$(bin/find-python) || exit 1; \
@@ -31,6 +31,18 @@ up: venv
 test: venv
 	bin/ensure-servers
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+bench: $(VENV)/.bench-installed
+	bin/ensure-servers
+	PYTHONPATH=platform:. $(PY) -m bench
+
+bench-quick: $(VENV)/.bench-installed
+	bin/ensure-servers
+	PYTHONPATH=platform:. $(PY) -m bench --quick
 
 lint: venv
 	PYTHONPATH=platform $(VENV)/bin/lint-imports

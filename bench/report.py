@@ -1,0 +1,132 @@
+"""The Markdown table and PNG charts for docs/benchmarks/, from the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .harness import RESULTS_DIR
+
+RELAY_SYSTEMS = {
+    "waybill": "Waybill relay (outbox, confirms)",
+    "on_commit_delay": "on_commit + Celery delay()",
+    "django_outbox_pattern": "django-outbox-pattern 3.2 (STOMP)",
+    "raw_kombu": "raw Kombu publish loop (ceiling)",
+}
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _spread(entry: dict, key: str) -> str:
+    runs = entry.get(f"{key}_runs") or []
+    return f"{min(runs):,.0f}-{max(runs):,.0f}" if runs else "-"
+
+
+def markdown(results: dict) -> str:
+    m = results.get("machine", {})
+    lines = [
+        f"# Waybill benchmarks{' (quick smoke run)' if results.get('quick') else ''}",
+        "",
+        f"Measured {results.get('generated', '?')} on {m.get('cores', '?')} cores ({m.get('cpu', '?')}), "
+        f"{m.get('memory_gib', '?')} GiB, {m.get('os', '?')}, Python {m.get('python', '?')}, "
+        f"{m.get('postgresql', '?')}, RabbitMQ {m.get('rabbitmq', '?')}. Reproduce with `make bench` "
+        "(`make bench-quick` for a smoke run). Medians over repeats; spreads are min-max.",
+        "",
+    ]
+    relay = results.get("relay")
+    if relay:
+        lines += [f"## Outbox relay: draining a backlog of {_fmt(relay.get('backlog'))} messages to RabbitMQ", "",
+                  "| system | events/s (median) | spread | commit-to-publish p50 / p99 ms | lost after SIGKILL |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, label in RELAY_SYSTEMS.items():
+            entry = relay.get(key) or {}
+            latency = entry.get("commit_to_publish_ms") or {}
+            lines.append(f"| {label} | {_fmt(entry.get('events_per_s'))} | {_spread(entry, 'events_per_s')} | "
+                         f"{_fmt(latency.get('p50'), 1)} / {_fmt(latency.get('p99'), 1)} | {_fmt(entry.get('lost'))} |")
+        lines += ["", relay.get("method", ""), ""]
+    pipeline = results.get("pipeline")
+    if pipeline:
+        lines += ["## Order pipeline: POST to the read model's final status, and POST to WebSocket push", "",
+                  "| mode | orders/s at saturation | p50 / p95 / p99 ms at each fixed rate |", "|---|---:|---|"]
+        for mode in ("services", "embedded"):
+            entry = pipeline.get(mode) or {}
+            rates = "; ".join(f"{rate}/s: {_fmt(v.get('p50'))} / {_fmt(v.get('p95'))} / {_fmt(v.get('p99'))}"
+                              for rate, v in (entry.get("rates") or {}).items())
+            lines.append(f"| {mode} | {_fmt(entry.get('orders_per_s'), 1)} | {rates or '-'} |")
+        baseline = pipeline.get("sync_baseline") or {}
+        lines += [f"| synchronous baseline (one request, one transaction, no messages) | "
+                  f"{_fmt(baseline.get('orders_per_s'), 1)} | - |", "",
+                  f"Services / baseline: {_fmt(pipeline.get('ratio_services_to_sync'), 2)}; embedded / baseline: "
+                  f"{_fmt(pipeline.get('ratio_embedded_to_sync'), 2)}.", "", pipeline.get("method", ""), ""]
+    memory = results.get("memory")
+    if memory:
+        lines += ["## Memory: peak RSS during the pipeline run (MiB)", "", "| process | MiB |", "|---|---:|"]
+        for mode in ("services", "embedded"):
+            for name, mib in (memory.get(mode) or {}).items():
+                lines.append(f"| {mode}: {name} | {_fmt(mib, 0)} |")
+        lines += ["", memory.get("method", ""), ""]
+    ws = results.get("websocket")
+    if ws:
+        lines += ["## Live push: WebSocket clients on one ASGI process", "",
+                  "| clients | commit-to-receipt p50 / p95 / p99 ms | broadcast p50 / p99 ms | missed a broadcast |",
+                  "|---:|---:|---:|---:|",
+                  f"| {_fmt(ws.get('clients'))} | {_fmt(ws.get('p50_ms'), 1)} / {_fmt(ws.get('p95_ms'), 1)} / "
+                  f"{_fmt(ws.get('p99_ms'), 1)} | {_fmt((ws.get('broadcast_ms') or {}).get('p50'), 1)} / "
+                  f"{_fmt((ws.get('broadcast_ms') or {}).get('p99'), 1)} | {_fmt(ws.get('missed'))} |",
+                  "", ws.get("method", ""), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def charts(results: dict, directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here
+    import matplotlib.pyplot as plt
+
+    written = []
+    relay = results.get("relay")
+    if relay:
+        labels = [label for key, label in RELAY_SYSTEMS.items() if relay.get(key)]
+        values = [relay[key].get("events_per_s") or 0 for key in RELAY_SYSTEMS if relay.get(key)]
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.barh(labels, values, color="#143d59")
+        ax.set_xlabel("events per second (median)")
+        ax.set_title(f"Relaying a backlog of {relay.get('backlog', '?'):,} messages")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        written.append(directory / "relay.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    pipeline = results.get("pipeline")
+    if pipeline:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for mode, colour in (("services", "#143d59"), ("embedded", "#f4b41a")):
+            rates = (pipeline.get(mode) or {}).get("rates") or {}
+            if rates:
+                xs = sorted(rates, key=float)
+                ax.plot([float(x) for x in xs], [rates[x].get("p99") for x in xs], marker="o", color=colour,
+                        label=f"{mode} p99")
+                ax.plot([float(x) for x in xs], [rates[x].get("p50") for x in xs], marker=".", linestyle="--",
+                        color=colour, label=f"{mode} p50")
+        ax.set_xlabel("orders per second offered (open loop)")
+        ax.set_ylabel("POST to WebSocket push (ms)")
+        ax.legend()
+        fig.tight_layout()
+        written.append(directory / "pipeline.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_report(results: dict, *, quick: bool) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / ("results-quick.md" if quick else "results.md")
+    path.write_text(markdown(results))
+    if not quick:
+        charts(results, RESULTS_DIR)
+    return path
