@@ -79,7 +79,13 @@ def services_deployment(pg_urls, broker_urls, redis, tmp_path_factory):
     the nginx gateway (``base_url``). Tests that kill a process start it again."""
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
                   broker_urls=broker_urls, redis_url=redis.url,
-                  extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute"})
+                  extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
+                         # These tests stop relays, workers and the broker on purpose: with
+                         # the default deadlines a slow machine would see sagas compensate
+                         # (correctly) instead of the deliveries they check. Deadlines have
+                         # their own tests (tests/flows/test_saga.py, tests/e2e/test_payments.py).
+                         "WAYBILL_SAGA_RESERVE_SECONDS": "900", "WAYBILL_SAGA_PAYMENT_SECONDS": "900",
+                         "WAYBILL_SAGA_RELEASE_SECONDS": "900"})
     stack.prepare()
     deployment = ServicesDeployment(stack, stack.workdir).start()
     yield deployment
