@@ -43,7 +43,7 @@ def _require_servers() -> None:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     _require_servers()
-    with PostgresServer(tmp_path_factory.mktemp("postgres"), fast=True) as server:
+    with PostgresServer(tmp_path_factory.mktemp("postgres"), fast=True, settings={"max_connections": "300"}) as server:
         yield server
 
 

@@ -182,6 +182,8 @@ def services() -> dict:
     return {
         "postgres": {
             "image": "postgres:15",
+            # Workers and relays keep their connections (CONN_MAX_AGE): room for them all.
+            "command": Flow(("postgres", "-c", "max_connections=300")),
             "environment": {
                 "POSTGRES_PASSWORD": _variable("WAYBILL_POSTGRES_PASSWORD", "local-only-postgres"),
                 "WAYBILL_DATABASE_ALIASES": " ".join(("default", *CONTEXTS)),

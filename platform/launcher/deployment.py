@@ -95,7 +95,8 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
             variables += PAYMENT_VARIABLES
         name = f"{context}-web"
         result += [
-            Process(name, context, "web", web_command(host, port_of.get(name, "8000")), variables),
+            Process(name, context, "web", web_command(host, port_of.get(name, "8000")),
+                    (*variables, "WAYBILL_DB_CONN_MAX_AGE")),
             Process(f"{context}-worker", context, "worker", worker_command(context, context),
                     (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
             Process(f"{context}-beat", context, "beat", (
@@ -107,7 +108,8 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
             result.append(Process("orders-payments-worker", context, "worker", worker_command(context, "payments"),
                                   (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "payments"),)))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS))
-    result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")), shell_variables))
+    result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
+                          (*shell_variables, "WAYBILL_DB_CONN_MAX_AGE")))
     result.append(Process("payment-sandbox", None, "sandbox", (
         "python", "-m", "paymentsandbox", "--host", host, "--port", port_of.get("payment-sandbox", "8000"),
         "--data-dir", "var/payment-sandbox",

@@ -64,6 +64,10 @@ class Stack:
             env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
         else:
             env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
+        if process.is_web:
+            # ASGI runs database work on pooled threads; Django advises against persistent
+            # connections there (each thread would keep its own).
+            env["WAYBILL_DB_CONN_MAX_AGE"] = "0"
         return {**env, **dict(process.fixed)}
 
     @staticmethod

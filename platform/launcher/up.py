@@ -35,7 +35,9 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
 
-    servers = [PostgresServer(workdir / "postgres", fast=False), RabbitMQServer(workdir / "rabbitmq"),
+    # Every worker and relay thread keeps its connections (CONN_MAX_AGE): room for them all.
+    servers = [PostgresServer(workdir / "postgres", fast=False, settings={"max_connections": "300"}),
+               RabbitMQServer(workdir / "rabbitmq"),
                RedisServer(workdir / "redis")]
     postgres, rabbitmq, redis = servers
     try:

@@ -90,6 +90,11 @@ def _database(alias: str) -> dict:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+    else:
+        # Keep connections between messages and requests (checked before reuse): a new
+        # PostgreSQL connection per message held a worker to a few messages per second.
+        config["CONN_MAX_AGE"] = env.int("WAYBILL_DB_CONN_MAX_AGE", default=60)
+        config["CONN_HEALTH_CHECKS"] = True
     if alias != "default":
         # A context's tests may use its database alone; Django would otherwise make every
         # alias wait for "default" and refuse a test that does not ask for it.
@@ -267,7 +272,11 @@ CACHES = {
 # to a web process; in memory (one process) otherwise.
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [WAYBILL_REDIS_URL]}}
+        # A socket timeout above channels_redis's own 5 s wait: with redis-py's default of 5 s
+        # an idle socket's receive loop times out and the browser's socket is dropped
+        # (django/channels_redis#422).
+        {"BACKEND": "channels_redis.core.RedisChannelLayer",
+         "CONFIG": {"hosts": [{"address": WAYBILL_REDIS_URL, "socket_timeout": 30}]}}
         if WAYBILL_REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )
