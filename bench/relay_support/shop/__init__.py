@@ -1,0 +1,1 @@
+"""A one-model app for the comparison systems: the business row each transaction commits."""
