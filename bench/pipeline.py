@@ -18,6 +18,7 @@ import asyncio
 import os
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -118,12 +119,14 @@ class Plan:
     def of(cls, run: Run) -> Plan:
         if run.quick:
             # One repeat of each rate (a smoke test); saturation repeated run.repeats times.
-            return cls(rates=[25, 50], seconds=3.0, rate_repeats=1, warmups=run.warmups,
+            return cls(rates=[5, 25, 50], seconds=3.0, rate_repeats=1, warmups=run.warmups,
                        warm_rate=10, warm_seconds=1.0, sat_rate=500, sat_probe=40, sat_seconds=4.0,
                        sat_min=20, sat_max=200, sat_repeats=run.repeats, overload_work_s=6.0, overload_min_s=1.0)
         # Full: 20 s per rate; at most 3 repeats of the rates and of saturation, which keeps
-        # the whole scenario (three systems) near 15-20 minutes on the 2-core machine.
-        return cls(rates=[25, 50, 100], seconds=20.0, rate_repeats=min(run.repeats, 3), warmups=run.warmups,
+        # the whole scenario (three systems) near 15-20 minutes on the 2-core machine. 5 and
+        # 10/s besides the issue's 25/50/100: on a busy 2-core machine the pipeline sustains
+        # none of those, and the latency of an uncongested pipeline is worth knowing too.
+        return cls(rates=[5, 10, 25, 50, 100], seconds=20.0, rate_repeats=min(run.repeats, 3), warmups=run.warmups,
                    warm_rate=10, warm_seconds=3.0, sat_rate=1000, sat_probe=150, sat_seconds=12.0,
                    sat_min=60, sat_max=2000, sat_repeats=min(run.repeats, 3), overload_work_s=15.0,
                    overload_min_s=2.0)
@@ -272,7 +275,13 @@ def _memory(sampler: ProcessSampler) -> dict:
             "samples": sampler.samples}
 
 
-def run(run: Run, log=print) -> dict:
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(run: Run, log=_stderr) -> dict:
+    """Scenario 1 and 4; ``log`` gets a line per phase (standard error by default, so that
+    standard output stays free for the caller's JSON)."""
     from launcher.servers import PostgresServer
 
     plan = Plan.of(run)

@@ -499,3 +499,6 @@ def run(run: Run) -> dict:
             mq.stop()
         finally:
             pg.stop()
+            # The servers' data (hundreds of MB after a full run); logs stay in relay/tmp.
+            for server in (pg, mq):
+                shutil.rmtree(server.data_dir, ignore_errors=True)

@@ -66,8 +66,10 @@ def drain(fill_first: int = 0, variant: str = "") -> dict:
     if fill_first:
         fill(fill_first)
     ctx = _setup()
-    if variant == "pipelined":  # the what-if of pipelined_relay.py, not the product
+    if variant == "pipelined":  # the what-ifs of pipelined_relay.py, not the product
         from .pipelined_relay import PipelinedRelay as Relay
+    elif variant == "lean":
+        from .pipelined_relay import LeanPipelinedRelay as Relay
     else:
         from waybill.relay import Relay
 
