@@ -4,10 +4,12 @@ separate runs):
 
     PYTHONPATH=platform:. .venv/bin/python -m bench.pipeline_support.fix_experiment [--variants shipped,all]
 
-Variants: ``shipped`` (as the benchmark runs it), ``conn`` (persistent database
-connections: ``?conn_max_age=60&conn_health_checks=true`` on every database URL, a
-configuration change), ``code`` (``fixes``: pooled payment HTTP client and one event loop
-for live pushes, applied at start-up), ``all`` (both). Each: warm-up, three saturation
+Variants: ``shipped`` (as the benchmark runs it), ``conn`` (``?conn_max_age=60&
+conn_health_checks=true`` on every database URL; since commit 89f0591 the settings set
+CONN_MAX_AGE from WAYBILL_DB_CONN_MAX_AGE after reading the URL, 60 in workers and relays
+and 0 in web processes, so this variant no longer changes anything: it mattered before,
+when every consumed message opened a new connection), ``code`` (``fixes``: pooled payment
+HTTP client and one event loop for live pushes, applied at start-up), ``all`` (both). Each: warm-up, three saturation
 bursts of ``--burst`` orders, then ``--rate``/s for ``--seconds``; prints throughput,
 latency and CPU per order per process. Not part of ``python -m bench``.
 """
@@ -78,16 +80,17 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     results = {}
     original_argv = stack_module.Stack.__dict__["argv"]  # the staticmethod itself
-    for variant in args.variants.split(","):
+    for index, variant in enumerate(args.variants.split(",")):
         began = time.monotonic()
+        folder = workdir / f"{index}-{variant}"
         code = variant in ("code", "all")
         query = CONN_QUERY if variant in ("conn", "all") else ""
         stack_module.Stack.argv = _patched_stack_argv(original_argv.__func__) if code else original_argv
         try:
             # A fresh PostgreSQL cluster per variant: provisioning keeps existing databases.
-            with PostgresServer(workdir / variant / "postgres", fast=True,
+            with PostgresServer(folder / "postgres", fast=True,
                                 settings={"max_connections": "400"}) as postgres, \
-                    targets.services(workdir / variant / "services", postgres, PRODUCTS,
+                    targets.services(folder / "services", postgres, PRODUCTS,
                                      database_url_query=query) as deployed:
                 sampler = ProcessSampler(deployed.processes, trees=deployed.trees).start()
                 try:
@@ -100,6 +103,7 @@ def main() -> None:
         results[variant]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         results[variant]["seconds"] = round(time.monotonic() - began)
         print(variant, json.dumps(results[variant]), flush=True)
+        results[f"{index}-{variant}"] = results.pop(variant)
     print(json.dumps(results, indent=1))
 
 

@@ -1,12 +1,13 @@
 """Open-loop load: orders sent on a fixed schedule, whether or not earlier ones finished.
 
 One asyncio loop drives everything: a task per order, started at its scheduled time
-``t0 + i / rate``, POSTs it (httpx.AsyncClient; at most 64 requests in flight, like a
-gateway's upstream pool: beyond that an order waits in the client, and the wait counts in
-its latency, since that is measured from the schedule); a listener task reads the customer's WebSocket (``/ws/v1/orders/``) and notes
-when each order's final status arrives. Latency is measured from the *scheduled* send
-time, so a client (or server) that falls behind shows up as latency instead of being
-hidden (no coordinated omission); ``send_lag_ms`` says how far the generator itself lagged.
+``t0 + i / rate``, POSTs it (httpx.AsyncClient; at most ``Target.max_in_flight`` requests
+open at once, like a gateway's upstream pool: beyond that an order waits in the client,
+and the wait counts in its latency, since that is measured from the schedule); a listener task reads the
+customer's WebSocket (``/ws/v1/orders/``) and notes when each order's final status
+arrives. Latency is measured from the *scheduled* send time, so a client (or server) that
+falls behind shows up as latency instead of being hidden (no coordinated omission);
+``send_lag_ms`` says how far the generator itself lagged.
 
 Two kinds of target:
 - ``push``: the pipeline. The POST answers 202; done = the CONFIRMED (or REJECTED)
@@ -40,6 +41,7 @@ class Target:
     skus: list[str]
     cookie: str | None = None  # the session cookie for the WebSocket; None: done = response
     lines_per_order: int = 2
+    max_in_flight: int = 64  # requests the client keeps open at once (see module docstring)
 
     @property
     def pushes(self) -> bool:
@@ -129,9 +131,9 @@ class PhaseResult:
 class Driver:
     """One customer: an HTTP client for orders and (pipeline) their WebSocket."""
 
-    def __init__(self, target: Target, *, max_connections: int = 64):
+    def __init__(self, target: Target, *, max_connections: int | None = None):
         self.target = target
-        self.max_connections = max_connections
+        self.max_connections = max_connections or target.max_in_flight
         self.client: httpx.AsyncClient | None = None
         self.socket = None
         self.done_at: dict[str, tuple[str, float]] = {}
