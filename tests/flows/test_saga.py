@@ -520,7 +520,8 @@ def test_a_charge_landing_after_the_timeout_refund_is_still_refunded(pump, shop,
     pump.relay()
     pump.deliver("orders")
     pump.relay()  # ChargePayment waits on the payments queue
-    real_post = payments.httpx.post
+    client = payments._client()
+    real_post = client.post
     interleaved = []
 
     def post(url, *args, **kwargs):
@@ -533,7 +534,7 @@ def test_a_charge_landing_after_the_timeout_refund_is_still_refunded(pump, shop,
             assert Outcome.APPLIED in pump.deliver("payments")
         return real_post(url, *args, **kwargs)
 
-    monkeypatch.setattr(payments.httpx, "post", post)
+    monkeypatch.setattr(client, "post", post)
     pump.deliver("payments")  # the charge lands after the refund
     monkeypatch.undo()
     assert interleaved

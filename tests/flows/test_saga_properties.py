@@ -216,7 +216,8 @@ class SagaMachine(RuleBasedStateMachine):
         body = data.draw(st.sampled_from(self._charges_that_can_race()), label="charge")
         self.pending["payments"].remove(body)
         order_id = json.loads(body)["payload"]["order_id"]
-        real_post, raced = httpx.post, []
+        client = payments._client()  # what payments._post calls
+        real_post, raced = client.post, []
 
         def post(url, *args, **kwargs):
             if url.endswith("/v1/charges") and not raced:
@@ -230,11 +231,11 @@ class SagaMachine(RuleBasedStateMachine):
                     self._apply("payments", refund)
             return real_post(url, *args, **kwargs)
 
-        httpx.post = post  # what payments._post calls
+        client.post = post
         try:
             self._apply("payments", body)
         finally:
-            httpx.post = real_post
+            del client.post  # back to the class's method
         self._pull()
 
     @rule()
