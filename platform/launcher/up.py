@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import sys
-from pathlib import Path
 
 from honcho.manager import Manager
 

@@ -269,7 +269,10 @@ class ContextConsumer:
                                     connection.drain_events(timeout=0.25)
                                 except socket.timeout:
                                     pass
-                                self._maybe_sweep()
+                                if self.partition == 0:
+                                    # One sweeper per consumer: the partitions share one inbox
+                                    # and one set of periodic jobs.
+                                    self._maybe_sweep()
                 except Exception:
                     failures += 1
                     delay = backoff_delay(failures, base=0.5, cap=30.0)

@@ -95,7 +95,3 @@ def for_model(model: type) -> BoundedContext:
             return context
     raise LookupError(f"{model!r} belongs to no registered context.")
 
-
-def hosted_by(database: str) -> list[BoundedContext]:
-    """The registrations that live in ``database`` (a context and its extra consumers)."""
-    return [context for context in _contexts.values() if context.database == database]
