@@ -14,21 +14,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 
-def customer_group(customer_id: int) -> str:
-    return f"orders.customer.{customer_id}"
+def stream_group(stream: str) -> str:
+    """The channel group of a change-log stream (stream names are valid group names)."""
+    return f"stream.{stream}"
 
 
-CATALOG_GROUP = "catalog"
-
-
-def publish_order_summary(*, customer_id: int, summary: dict) -> None:
-    async_to_sync(get_channel_layer().group_send)(
-        customer_group(customer_id), {"type": "order.changed", "summary": summary}
-    )
-
-
-def publish_catalog_item(*, item: dict) -> None:
-    async_to_sync(get_channel_layer().group_send)(CATALOG_GROUP, {"type": "catalog.changed", "item": item})
+def publish_change(*, stream: str, change: dict) -> None:
+    """Push one recorded change (``changes.change_as_message``) to the stream's sockets."""
+    async_to_sync(get_channel_layer().group_send)(stream_group(stream), {"type": "change.pushed", "change": change})
 
 
 class OrdersSocket(AsyncJsonWebsocketConsumer):
@@ -42,7 +35,7 @@ class OrdersSocket(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
-        self.groups_joined = [customer_group(user.id), CATALOG_GROUP]
+        self.groups_joined = [stream_group(f"orders.customer.{user.id}"), stream_group("catalog")]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -61,8 +54,8 @@ class OrdersSocket(AsyncJsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def order_changed(self, event):
-        await self.send_json({"type": "order", "data": event["summary"]})
-
-    async def catalog_changed(self, event):
-        await self.send_json({"type": "catalog", "data": event["item"]})
+    async def change_pushed(self, event):
+        change = event["change"]
+        kind = {"order": "order", "catalog_item": "catalog"}.get(change["kind"])
+        if kind:
+            await self.send_json({"type": kind, "data": {**change["data"], "committed_at": change.get("committed_at")}})

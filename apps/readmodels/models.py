@@ -50,3 +50,38 @@ class InboxMessage(InboxMessageBase):
 
 class DeadLetter(DeadLetterBase):
     pass
+
+
+class Stream(models.Model):
+    """A feed of read-model changes that a client follows and can resume.
+
+    ``position`` counts the changes recorded on it. A projection bumps it with a row lock
+    held until its transaction commits, so positions on one stream commit in order: a
+    client that has seen position N has seen every change up to N (an auto-increment id
+    gives no such promise, since ids are handed out before commit)."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    position = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} @{self.position}"
+
+
+class Change(models.Model):
+    """One change of one read-model row, recorded in the projection's transaction: what
+    a reconnecting client is sent when it says the last position it saw."""
+
+    stream = models.CharField(max_length=100)
+    position = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=32)  # what ``document`` is: order, catalog_item, ...
+    key = models.CharField(max_length=64)  # the row's identity within its kind
+    version = models.PositiveBigIntegerField()  # the row's version after this change
+    document = models.JSONField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["stream", "position"], name="readmodels_change_position")]
+        indexes = [models.Index(fields=["recorded_at"], name="readmodels_change_recorded")]
+
+    def __str__(self) -> str:
+        return f"{self.stream}#{self.position} {self.kind} {self.key} v{self.version}"

@@ -1,14 +1,13 @@
 """Projections: each applies one message to one read row, in one transaction, and only
 if the message is newer than the row (idempotent and version-checked)."""
 
-import time
 from decimal import Decimal
 from uuid import UUID
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from . import live
+from . import changes
 from .models import CatalogItem, OrderSummary
 
 DB = "readmodels"
@@ -50,13 +49,11 @@ def order_summary_project(
         )
         if applied:
             summary = OrderSummary.objects.using(DB).get(order_id=order_id)
-            pushed = {"id": str(order_id), "status": status, "reason": reason, "lines": lines,
-                      "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()}
-            # robust: a channel layer outage must not fail a projection that has committed.
-            # committed_at: wall-clock time right after the commit (benchmarks measure
-            # commit-to-receipt latency with it).
-            transaction.on_commit(lambda: live.publish_order_summary(
-                customer_id=customer_id, summary={**pushed, "committed_at": time.time()}), using=DB, robust=True)
+            changes.change_record(
+                stream=changes.customer_stream(customer_id), kind="order", key=str(order_id), version=version,
+                document={"id": str(order_id), "status": status, "reason": reason, "lines": lines,
+                          "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()},
+            )
     return applied
 
 
@@ -68,7 +65,8 @@ def catalog_item_project(*, sku: str, name: str, price: Decimal, available: int,
             values={"name": name, "price": price, "available": available},
         )
         if applied:
-            pushed = {"sku": sku, "name": name, "price": str(price), "available": available, "version": version}
-            transaction.on_commit(lambda: live.publish_catalog_item(item={**pushed, "committed_at": time.time()}),
-                                  using=DB, robust=True)
+            changes.change_record(
+                stream=changes.CATALOG, kind="catalog_item", key=sku, version=version,
+                document={"sku": sku, "name": name, "price": str(price), "available": available, "version": version},
+            )
     return applied

@@ -30,3 +30,33 @@ def test_catalog_keeps_the_newest_state():
     assert services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), available=4, version=2)
     assert not services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), available=9, version=1)
     assert CatalogItem.objects.get().available == 4
+
+
+def test_changes_are_numbered_per_stream_and_resumable():
+    from apps.readmodels import changes
+
+    order_id = uuid.uuid4()
+    _project(order_id, "PENDING", 1)
+    _project(order_id, "CONFIRMED", 2)
+    services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), available=4, version=1)
+    stream = changes.customer_stream(1)
+    assert changes.stream_position(stream) == 2
+    assert changes.stream_position(changes.CATALOG) == 1
+    missed = changes.changes_since(stream=stream, position=1)
+    assert [(c["position"], c["version"], c["data"]["status"]) for c in missed] == [(2, 2, "CONFIRMED")]
+    assert changes.changes_since(stream=stream, position=2) == []
+    assert changes.changes_since(stream=stream, position=7) == changes.Gap(2)  # ahead: a reset log
+
+
+def test_a_gap_older_than_the_log_asks_for_a_snapshot():
+    from datetime import timedelta
+
+    from apps.readmodels import changes
+
+    order_id = uuid.uuid4()
+    for version in (1, 2, 3):
+        _project(order_id, "PENDING", version)
+    assert changes.changes_prune(older_than=timedelta(seconds=-1)) == 2  # keeps the latest
+    stream = changes.customer_stream(1)
+    assert changes.changes_since(stream=stream, position=0) == changes.Gap(3)
+    assert changes.changes_since(stream=stream, position=2)[0]["position"] == 3

@@ -196,6 +196,11 @@ WAYBILL_SAGA_PAYMENT_SECONDS = env.float("WAYBILL_SAGA_PAYMENT_SECONDS", default
 WAYBILL_SAGA_RELEASE_SECONDS = env.float("WAYBILL_SAGA_RELEASE_SECONDS", default=30.0)
 WAYBILL_CURRENCY = "EUR"
 
+# Read-model change log (apps/readmodels/changes.py): how long changes are kept for
+# clients to resume from, and the most sent on one resume before a snapshot is cheaper.
+WAYBILL_CHANGES_RETENTION_SECONDS = env.int("WAYBILL_CHANGES_RETENTION_SECONDS", default=24 * 3600)
+WAYBILL_CHANGES_RESUME_LIMIT = env.int("WAYBILL_CHANGES_RESUME_LIMIT", default=1000)
+
 # --- The payment provider (the sandbox that runplatform and make up start, by default).
 WAYBILL_PAYMENT_GATEWAY_URL = env.str("WAYBILL_PAYMENT_GATEWAY_URL", default="")
 WAYBILL_PAYMENT_API_KEY = env.str("WAYBILL_PAYMENT_API_KEY", default="")
