@@ -8,6 +8,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from . import changes
+from .serializers_live import catalog_item_document, order_document
 from .models import CatalogItem, OrderSummary
 
 DB = "readmodels"
@@ -49,11 +50,8 @@ def order_summary_project(
         )
         if applied:
             summary = OrderSummary.objects.using(DB).get(order_id=order_id)
-            changes.change_record(
-                stream=changes.customer_stream(customer_id), kind="order", key=str(order_id), version=version,
-                document={"id": str(order_id), "status": status, "reason": reason, "lines": lines,
-                          "total": str(total), "version": version, "updated_at": summary.updated_at.isoformat()},
-            )
+            changes.change_record(stream=changes.customer_stream(customer_id), kind="order", key=str(order_id),
+                                  version=version, document=order_document(summary))
     return applied
 
 
@@ -65,8 +63,7 @@ def catalog_item_project(*, sku: str, name: str, price: Decimal, available: int,
             values={"name": name, "price": price, "available": available},
         )
         if applied:
-            changes.change_record(
-                stream=changes.CATALOG, kind="catalog_item", key=sku, version=version,
-                document={"sku": sku, "name": name, "price": str(price), "available": available, "version": version},
-            )
+            item = CatalogItem.objects.using(DB).get(sku=sku)
+            changes.change_record(stream=changes.CATALOG, kind="catalog_item", key=sku, version=version,
+                                  document=catalog_item_document(item))
     return applied

@@ -8,11 +8,18 @@ from waybill import health
 from .auth import TokenObtainView
 
 # A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else.
-CONTEXT_APIS = {"orders": "orders/", "inventory": "inventory/", "readmodels": "read/"}
+# The gateway (launcher/deployment.py ROUTES) sends each prefix to its context's service.
+CONTEXT_APIS = {
+    "orders": {"orders/": "apps.orders.api.urls"},
+    "inventory": {"inventory/": "apps.inventory.api.urls"},
+    "readmodels": {"read/": "apps.readmodels.api.urls", "events/": "apps.readmodels.api.events_urls",
+                   "webhooks/": "apps.readmodels.api.webhook_urls"},
+}
 api_v1 = [path("auth/token/", TokenObtainView.as_view(), name="auth-token")] + [
-    path(prefix, include(f"apps.{label}.api.urls"))
-    for label, prefix in CONTEXT_APIS.items()
+    path(prefix, include(module))
+    for label, mounts in CONTEXT_APIS.items()
     if apps.is_installed(f"apps.{label}")
+    for prefix, module in mounts.items()
 ]
 
 urlpatterns = [

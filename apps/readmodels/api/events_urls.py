@@ -1,0 +1,2 @@
+"""Server-Sent Events routes (see events.py)."""
+urlpatterns: list = []

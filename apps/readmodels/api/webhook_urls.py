@@ -1,0 +1,2 @@
+"""Webhook subscription routes (see apps/readmodels/webhooks)."""
+urlpatterns: list = []
