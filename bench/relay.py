@@ -426,7 +426,7 @@ METHOD = (
     "2-core machine (load averages recorded). Every system publishes the same ~700-byte orders.order_placed "
     "envelope, persistent, into a durable quorum queue of its own, with publisher confirms where the system "
     "supports them. BACKLOG: waybill = N outbox rows COPYed into the orders context's outbox, then "
-    "Relay(contexts.get('orders')).drain() timed in a process with the product's services-mode environment "
+    "Relay(contexts.get('orders')).drain() (pipelined confirms, one window of unconfirmed messages per batch with at most one per aggregate) timed in a process with the product's services-mode environment "
     "(launcher.stack.Stack.env: own DB role and broker user, config.settings.base, default batch size) until every "
     "row is marked sent; django_outbox_pattern = N rows COPYed into its `published` table, then its producer's "
     "pass timed (the loop body of its `publish` command, STOMP SEND frames, no receipts: the package does not wait "

@@ -62,16 +62,11 @@ def fill(n: int) -> dict:
     return {"filled": n, "seconds": time.perf_counter() - began}
 
 
-def drain(fill_first: int = 0, variant: str = "") -> dict:
+def drain(fill_first: int = 0) -> dict:
     if fill_first:
         fill(fill_first)
     ctx = _setup()
-    if variant == "pipelined":  # the what-ifs of pipelined_relay.py, not the product
-        from .pipelined_relay import PipelinedRelay as Relay
-    elif variant == "lean":
-        from .pipelined_relay import LeanPipelinedRelay as Relay
-    else:
-        from waybill.relay import Relay
+    from waybill.relay import Relay
 
     relay = Relay(ctx)
     profile_path = os.environ.get("BENCH_RELAY_PROFILE")
@@ -155,7 +150,7 @@ def main(argv: list[str]) -> None:
     if command == "fill":
         emit(fill(int(args[0])))
     elif command == "drain":
-        emit(drain(int(args[0]) if args else 0, *args[1:2]))
+        emit(drain(int(args[0]) if args else 0))
     elif command == "write":
         emit(write(float(args[0]), float(args[1]), int(args[2]), args[3], args[4]))
     elif command == "status":

@@ -30,11 +30,13 @@ COMMANDS = Exchange("waybill.commands", type="direct", durable=True)
 JSON = "application/json"
 
 
-def connect() -> Connection:
-    return Connection(
-        settings.WAYBILL_BROKER_URL,
-        transport_options=dict(settings.WAYBILL_BROKER_TRANSPORT_OPTIONS),
-    )
+def connect(*, confirm_each_publish: bool = True) -> Connection:
+    """A broker connection. ``confirm_each_publish=False`` is for the relay, which asks for
+    publisher confirms itself and waits for many at once (see ``waybill.relay``)."""
+    options = dict(settings.WAYBILL_BROKER_TRANSPORT_OPTIONS)
+    if not confirm_each_publish:
+        options["confirm_publish"] = False
+    return Connection(settings.WAYBILL_BROKER_URL, transport_options=options)
 
 
 def partitions() -> range:

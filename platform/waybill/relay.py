@@ -5,6 +5,14 @@ RabbitMQ; the in-memory transport takes it synchronously). A crash between publi
 mark publishes the row again on the next pass: delivery is at least once, and inboxes
 make the effect exactly once.
 
+Confirms are pipelined: waiting for one confirm per message left the relay idle for
+about 84% of a drain (bench/relay's profile). A batch is published in *windows*: the
+first unsent row of every aggregate in the batch, then the second of each, and so on; each
+window is published without waiting and its confirms awaited together. Holding at most
+one unconfirmed message per aggregate is what keeps commit order through failures: when
+a message is nacked or its confirm never comes, nothing later of its aggregate has been
+sent, so publishing it again can duplicate it (the inbox absorbs that) but never overtake.
+
 Several relays may drain one outbox: each claims rows with ``SELECT ... FOR UPDATE SKIP
 LOCKED`` (PostgreSQL; SQLite serialises writers anyway), and a relay publishes a row only
 when every earlier unsent row of the same aggregate is in its own batch, so one
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
+import time
 from collections import defaultdict
 
 from django.conf import settings
@@ -40,6 +50,7 @@ class Relay:
         self.batch_size = batch_size or settings.WAYBILL_RELAY_BATCH_SIZE
         self._connection: Connection | None = None
         self._producer: Producer | None = None
+        self._confirms: _Confirms | None = None
 
     # --- one pass -------------------------------------------------------------------
     def drain(self) -> int:
@@ -62,24 +73,51 @@ class Relay:
             )
             if not claimed:
                 return 0
-            publishable = self._in_commit_order(claimed)
             sent: list[int] = []
             error: Exception | None = None
-            for row in publishable:
-                try:
-                    self._publish(row)
-                except Exception as exc:  # noqa: BLE001 - recorded on the row, re-raised below
-                    error = exc
+            for window in _windows(self._in_commit_order(claimed)):
+                confirmed, failed, error = self._publish_window(window)
+                sent.extend(confirmed)
+                for row in failed:
                     rows.filter(id=row.id).update(
-                        publish_attempts=row.publish_attempts + 1, last_error=repr(exc)[:2000]
+                        publish_attempts=row.publish_attempts + 1, last_error=repr(error)[:2000]
                     )
-                    break
-                sent.append(row.id)
+                if error is not None:
+                    break  # later windows hold later rows of the failed aggregates
             if sent:
                 self._mark_sent(sent)
         if error is not None:
             raise error
         return len(sent)
+
+    def _publish_window(self, window: list[OutboxMessageBase]
+                        ) -> tuple[list[int], list[OutboxMessageBase], Exception | None]:
+        """Publish rows of distinct aggregates; returns the ids the broker confirmed, the
+        rows it refused or never confirmed, and the error (None when all were confirmed)."""
+        self._ensure_producer()
+        if self._confirms is None:  # a transport without confirms takes each publish synchronously
+            for index, row in enumerate(window):
+                try:
+                    self._publish(row)
+                except Exception as exc:  # noqa: BLE001 - the caller records it on the row
+                    return [r.id for r in window[:index]], [row], exc
+            return [row.id for row in window], [], None
+        confirms, attempted = self._confirms, []
+        try:
+            for row in window:
+                confirms.expect(row)
+                attempted.append(row)
+                self._publish(row)
+            confirms.wait(self._connection, timeout=settings.WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a lost connection or a timeout: unconfirmed rows fail
+            confirms.abandon()
+            acked = confirms.take_acked()
+            return acked, [row for row in attempted if row.id not in set(acked)], exc
+        nacked = confirms.take_nacked()
+        acked = confirms.take_acked()
+        if nacked:
+            return acked, nacked, RuntimeError(f"broker refused {len(nacked)} message(s)")
+        return acked, [], None
 
     def _mark_sent(self, row_ids: list[int]) -> None:
         # Database time, so every relay and the admin agree on ages.
@@ -116,6 +154,7 @@ class Relay:
             self._publish_confirmed(row, exchange, routing_key)
 
     def _publish_confirmed(self, row: OutboxMessageBase, exchange, routing_key: str) -> None:
+        # On RabbitMQ this returns at once; the confirm arrives later (see _Confirms).
         self._ensure_producer().publish(
             json.dumps(row.envelope),
             exchange=exchange,
@@ -130,17 +169,19 @@ class Relay:
 
     def _ensure_producer(self) -> Producer:
         if self._producer is None:
-            self._connection = bus.connect()
+            self._connection = bus.connect(confirm_each_publish=False)
             self._connection.ensure_connection(max_retries=1)
             if settings.WAYBILL_BROKER_DECLARE:
                 bus.declare(self._connection)
-            self._producer = Producer(self._connection.default_channel)
+            channel = self._connection.default_channel
+            self._confirms = _Confirms(channel) if self._connection.transport.driver_type == "amqp" else None
+            self._producer = Producer(channel)
         return self._producer
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.release()
-        self._connection = self._producer = None
+        self._connection = self._producer = self._confirms = None
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -165,6 +206,80 @@ class Relay:
         finally:
             self.close()
             connections.close_all()
+
+
+def _windows(rows: list[OutboxMessageBase]) -> list[list[OutboxMessageBase]]:
+    """Split rows (in commit order) so that each window holds at most one row per
+    aggregate, and an aggregate's rows go out one window after another."""
+    windows: list[list[OutboxMessageBase]] = []
+    seen: defaultdict[str, int] = defaultdict(int)
+    for row in rows:
+        index = seen[row.aggregate_id]
+        seen[row.aggregate_id] += 1
+        if index == len(windows):
+            windows.append([])
+        windows[index].append(row)
+    return windows
+
+
+class _Confirms:
+    """Publisher confirms on one py-amqp channel, awaited many at a time.
+
+    Kombu's ``confirm_publish`` transport option makes every publish wait for its own
+    confirm, and Kombu has no API for pipelined confirms; py-amqp has the parts (the
+    ``confirm_select`` method and the channel's ``basic_ack``/``basic_nack`` event
+    callbacks), so this wires them up. Delivery tags count publishes on the channel from 1,
+    and an ack or nack with ``multiple`` covers every tag up to its own."""
+
+    def __init__(self, channel):
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._last_tag = 0
+        self._pending: dict[int, OutboxMessageBase] = {}
+        self._acked: list[OutboxMessageBase] = []
+        self._nacked: list[OutboxMessageBase] = []
+
+    def expect(self, row: OutboxMessageBase) -> None:
+        self._last_tag += 1
+        self._pending[self._last_tag] = row
+
+    def _settle(self, delivery_tag: int, multiple: bool, into: list[OutboxMessageBase]) -> None:
+        tags = [tag for tag in self._pending if tag <= delivery_tag] if multiple else [delivery_tag]
+        for tag in tags:
+            if (row := self._pending.pop(tag, None)) is not None:
+                into.append(row)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, self._acked)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, self._nacked)
+
+    def wait(self, connection: Connection, *, timeout: float) -> None:
+        """Read the broker's answers until every expected publish is acked or nacked."""
+        deadline = time.monotonic() + timeout
+        while self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no publisher confirm for {len(self._pending)} message(s) in {timeout:.0f}s")
+            try:
+                connection.drain_events(timeout=remaining)
+            except socket.timeout:
+                continue  # the loop condition decides
+
+    def take_acked(self) -> list[int]:
+        ids, self._acked = [row.id for row in self._acked], []
+        return ids
+
+    def take_nacked(self) -> list[OutboxMessageBase]:
+        rows, self._nacked = self._nacked, []
+        return rows
+
+    def abandon(self) -> None:
+        """Forget what was not confirmed; the caller closes the channel, so those tags
+        can never be answered on it."""
+        self._pending.clear()
 
 
 def listen_for_commits(context: BoundedContext, stop: threading.Event) -> None:

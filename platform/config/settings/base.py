@@ -180,6 +180,9 @@ WAYBILL_BROKER_DECLARE = env.bool("WAYBILL_BROKER_DECLARE", default=True)
 WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
 WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
 WAYBILL_RELAY_MAX_ATTEMPTS = env.int("WAYBILL_RELAY_MAX_ATTEMPTS", default=10)
+# How long the relay waits for the broker to confirm a window of publishes before it
+# treats them as failed (they are published again: at least once).
+WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS = env.float("WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS", default=10.0)
 # Messages a consumer holds unacked at once; small, so a crash redelivers little.
 WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
 WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
