@@ -5,7 +5,9 @@ test holds ``docker-compose.yml`` to the same commands and variables.
 Per context: ``web`` (its API, uvicorn), ``worker`` (Celery: its event consumer bootstep
 and its task queue), ``beat`` (its periodic sweeps) and ``relay`` (its outbox relay,
 woken by LISTEN/NOTIFY). Orders has a second worker, ``orders-payments-worker``: the
-payments consumer, a bulkhead whose slow provider calls cannot starve the rest. Besides
+payments consumer, a bulkhead whose slow provider calls cannot starve the rest. Likewise
+readmodels has ``readmodels-webhooks-worker``: the webhooks consumer, which records and
+sends webhook deliveries, so slow receivers never hold up the projector. Besides
 them: ``shell-web`` (the shell page, sign-in, admin, API docs: every context's models,
 each through its own database role), ``payment-sandbox`` (the external payment provider
 stand-in, no context's) and the gateway.
@@ -22,6 +24,7 @@ ROUTES = {
     "/api/v1/orders/": "orders",
     "/api/v1/inventory/": "inventory",
     "/api/v1/read/": "readmodels",
+    "/api/v1/webhooks/": "readmodels",
     "/ws/": "readmodels",
 }
 
@@ -96,7 +99,7 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
         name = f"{context}-web"
         result += [
             Process(name, context, "web", web_command(host, port_of.get(name, "8000")),
-                    (*variables, "WAYBILL_DB_CONN_MAX_AGE")),
+                    (*variables, "WAYBILL_DB_POOL")),
             Process(f"{context}-worker", context, "worker", worker_command(context, context),
                     (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
             Process(f"{context}-beat", context, "beat", (
@@ -107,9 +110,12 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
         if context == "orders":
             result.append(Process("orders-payments-worker", context, "worker", worker_command(context, "payments"),
                                   (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "payments"),)))
+        if context == "readmodels":
+            result.append(Process("readmodels-webhooks-worker", context, "worker", worker_command(context, "webhooks"),
+                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "webhooks"),)))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS))
     result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
-                          (*shell_variables, "WAYBILL_DB_CONN_MAX_AGE")))
+                          (*shell_variables, "WAYBILL_DB_POOL")))
     result.append(Process("payment-sandbox", None, "sandbox", (
         "python", "-m", "paymentsandbox", "--host", host, "--port", port_of.get("payment-sandbox", "8000"),
         "--data-dir", "var/payment-sandbox",

@@ -65,9 +65,8 @@ class Stack:
         else:
             env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
         if process.is_web:
-            # ASGI runs database work on pooled threads; Django advises against persistent
-            # connections there (each thread would keep its own).
-            env["WAYBILL_DB_CONN_MAX_AGE"] = "0"
+            # Under ASGI persistent connections are not reused (see config/settings/base.py).
+            env["WAYBILL_DB_POOL"] = "true"
         return {**env, **dict(process.fixed)}
 
     @staticmethod

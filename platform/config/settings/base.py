@@ -90,9 +90,15 @@ def _database(alias: str) -> dict:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+    elif env.bool("WAYBILL_DB_POOL", default=False):
+        # Web processes (ASGI): Django runs each request's database work in a fresh async
+        # context, so a persistent connection is never reused there and every request
+        # would open one; a psycopg pool per process hands them out instead.
+        config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env.int("WAYBILL_DB_POOL_SIZE", default=8),
+                                      "timeout": 10}}
     else:
-        # Keep connections between messages and requests (checked before reuse): a new
-        # PostgreSQL connection per message held a worker to a few messages per second.
+        # Keep connections between messages (checked before reuse): a new PostgreSQL
+        # connection per message held a worker to a few messages per second.
         config["CONN_MAX_AGE"] = env.int("WAYBILL_DB_CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
     if alias != "default":
