@@ -1,0 +1,133 @@
+// <waybill-stock-board> (staff): every product's on hand, reserved and available, live
+// (the `stock` stream), with on-hand editable in place through the inventory API. Refusals
+// (e.g. below what is reserved) are shown beside the row and announced.
+
+const csrf = () =>
+  document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.split("=")[1] ?? "";
+
+function reasons(body) {
+  if (!body || typeof body !== "object") return "";
+  return Object.entries(body).map(([field, value]) =>
+    `${field === "detail" || field === "non_field_errors" ? "" : `${field}: `}${[value].flat().join(" ")}`).join(" ");
+}
+
+async function productUpdate(sku, changes) {
+  let response;
+  try {
+    response = await fetch(`/api/v1/inventory/products/${encodeURIComponent(sku)}/`, {
+      method: "PATCH", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf() },
+      body: JSON.stringify(changes),
+    });
+  } catch {
+    throw new Error("The inventory service cannot be reached right now.");
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(reasons(body) || `The change was refused (HTTP ${response.status}).`);
+  return body;
+}
+
+class WaybillStockBoard extends HTMLElement {
+  #items = new Map(); // sku -> stock_item document
+
+  connectedCallback() {
+    this.innerHTML = `
+      <section aria-labelledby="stock-title">
+        <h2 id="stock-title" class="vh">Stock</h2>
+        <div class="message" role="alert"></div>
+        <p class="message" role="status" aria-live="polite"></p>
+        <p class="muted" data-role="empty">Loading stock…</p>
+        <div class="scroll"><table class="responsive" hidden>
+          <thead><tr><th scope="col">Product</th><th scope="col" class="num">On hand</th>
+            <th scope="col" class="num">Reserved</th><th scope="col" class="num">Available</th>
+            <th scope="col">Change on hand</th></tr></thead>
+          <tbody></tbody>
+        </table></div>
+      </section>`;
+    const stream = "stock";
+    document.addEventListener("waybill:snapshot", (e) => e.detail.stream === stream && this.#apply(e.detail.documents));
+    document.addEventListener("waybill:change", (e) => e.detail.stream === stream && e.detail.data && this.#apply([e.detail.data]));
+    document.addEventListener("waybill:refused", (e) => {
+      if (e.detail.stream === stream) this.#alert(`The stock board cannot be followed: ${e.detail.reason}.`);
+    });
+    const ask = () => document.dispatchEvent(new CustomEvent("waybill:subscribe", { detail: { stream } }));
+    document.addEventListener("waybill:realtime-ready", ask);
+    ask();
+  }
+
+  #apply(documents) {
+    for (const item of documents) {
+      const known = this.#items.get(item.sku);
+      if (!known || known.version <= item.version) this.#items.set(item.sku, item);
+    }
+    this.#render();
+  }
+
+  #alert(text) {
+    const alert = this.querySelector("[role=alert]");
+    alert.innerHTML = text ? `<p class="error"></p>` : "";
+    if (text) alert.firstChild.textContent = text;
+  }
+
+  #render() {
+    const body = this.querySelector("tbody");
+    const items = [...this.#items.values()].sort((a, b) => a.sku.localeCompare(b.sku));
+    this.querySelector("[data-role=empty]").hidden = items.length > 0;
+    this.querySelector("table").hidden = items.length === 0;
+    // In place, so a live change never wipes what staff are typing or moves their focus.
+    const rows = new Map([...body.rows].map((row) => [row.dataset.sku, row]));
+    items.forEach((item, index) => {
+      const row = rows.get(item.sku) ?? this.#row(item);
+      row.querySelector("[data-field=name]").textContent = `${item.name} (${item.sku})`;
+      for (const field of ["on_hand", "reserved", "available"]) {
+        row.querySelector(`[data-field=${field}]`).textContent = item[field];
+      }
+      row.querySelector("[data-field=available]").classList.toggle("low", item.available === 0);
+      const input = row.querySelector("input");
+      if (document.activeElement !== input && !input.dataset.dirty) input.value = item.on_hand;
+      input.min = String(item.reserved);
+      if (body.rows[index] !== row) body.insertBefore(row, body.rows[index] ?? null);
+    });
+  }
+
+  #row(item) {
+    const row = document.createElement("tr");
+    row.dataset.sku = item.sku;
+    const id = `on-hand-${item.sku}`;
+    row.innerHTML = `
+      <td data-label="Product" data-field="name"></td>
+      <td data-label="On hand" class="num" data-field="on_hand"></td>
+      <td data-label="Reserved" class="num" data-field="reserved"></td>
+      <td data-label="Available" class="num" data-field="available"></td>
+      <td data-label="Change"><form class="inline" novalidate>
+        <label class="vh" for="${id}"></label>
+        <input id="${id}" type="number" min="0" max="1000000" inputmode="numeric" required>
+        <button type="submit">Save</button></form></td>`;
+    row.querySelector("label").textContent = `On hand of ${item.name}`;
+    row.querySelector("button").setAttribute("aria-label", `Save on hand of ${item.name}`);
+    const input = row.querySelector("input");
+    input.addEventListener("input", () => (input.dataset.dirty = "1"));
+    row.querySelector("form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const onHand = Number(input.value);
+      const name = this.#items.get(item.sku)?.name ?? item.sku;
+      this.#alert("");
+      if (!Number.isInteger(onHand) || input.value === "") {
+        this.#alert(`${name}: on hand must be a whole number.`);
+        input.focus();
+        return;
+      }
+      try {
+        await productUpdate(item.sku, { on_hand: onHand });
+        delete input.dataset.dirty;
+        this.querySelector("[role=status]").textContent = `${name}: on hand set to ${onHand}.`;
+      } catch (error) {
+        this.#alert(`${name}: ${error.message}`);
+        input.focus();
+      }
+    });
+    return row;
+  }
+}
+
+customElements.define("waybill-stock-board", WaybillStockBoard);

@@ -1,0 +1,115 @@
+// <waybill-dashboard> (staff): orders per status, outbox backlog per context, dead letters,
+// and throughput over the last minutes as a small inline SVG chart (no library). It follows
+// the `dashboard` stream, whose one document is replaced as a whole on every change.
+import { follow } from "./http.js";
+
+const SERIES = [
+  ["placed", "#143d59"], ["confirmed", "#2b7a0b"], ["rejected", "#a4161a"], ["cancelled", "#8a8f96"],
+];
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(name, attributes = {}) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  return node;
+}
+
+class WaybillDashboard extends HTMLElement {
+  #document = null;
+
+  connectedCallback() {
+    this.innerHTML = `
+      <div class="message" role="alert"></div>
+      <section aria-labelledby="dash-status">
+        <h2 id="dash-status">Orders by status</h2>
+        <dl class="cards" data-role="statuses" aria-live="polite"><div><dt>Orders</dt><dd>…</dd></div></dl>
+      </section>
+      <section aria-labelledby="dash-outbox">
+        <h2 id="dash-outbox">Outboxes</h2>
+        <div class="scroll"><table class="responsive">
+          <thead><tr><th scope="col">Context</th><th scope="col" class="num">Pending</th>
+            <th scope="col" class="num">Oldest pending</th><th scope="col" class="num">Parked</th>
+            <th scope="col" class="num">Dead letters</th></tr></thead>
+          <tbody data-role="outboxes"></tbody>
+        </table></div>
+      </section>
+      <section aria-labelledby="dash-throughput" class="chart">
+        <h2 id="dash-throughput">Throughput per minute</h2>
+        <ul class="legend">${SERIES.map(([name, color]) =>
+          `<li><span style="background:${color}"></span>${name}</li>`).join("")}</ul>
+        <figure data-role="chart"></figure>
+      </section>`;
+    follow("dashboard", (documents) => {
+      const latest = documents.at(-1);
+      if (latest && (!this.#document || (latest.version ?? 0) >= (this.#document.version ?? 0))) {
+        this.#document = latest;
+        this.#render();
+      }
+    }, (reason) => {
+      this.querySelector("[role=alert]").textContent = `The dashboard cannot be followed: ${reason}.`;
+    });
+  }
+
+  #render() {
+    const doc = this.#document;
+    const statuses = Object.entries(doc.orders_by_status ?? {}).sort();
+    this.querySelector("[data-role=statuses]").replaceChildren(...(statuses.length ? statuses : [["orders", 0]])
+      .map(([status, count]) => {
+        const div = document.createElement("div");
+        div.innerHTML = `<dt></dt><dd></dd>`;
+        div.dataset.status = status;
+        div.firstChild.textContent = status;
+        div.lastChild.textContent = count;
+        return div;
+      }));
+    this.querySelector("[data-role=outboxes]").replaceChildren(...(doc.outboxes ?? []).map((box) => {
+      const tr = document.createElement("tr");
+      tr.dataset.context = box.context;
+      const age = box.oldest_pending_age_s == null ? "—" : `${Number(box.oldest_pending_age_s).toFixed(1)} s`;
+      for (const [label, value, numeric] of [["Context", box.context], ["Pending", box.pending, true],
+        ["Oldest pending", age, true], ["Parked", box.parked, true], ["Dead letters", box.dead_letters, true]]) {
+        const td = document.createElement("td");
+        td.dataset.label = label;
+        td.textContent = value ?? 0;
+        if (numeric) td.className = "num";
+        if (label === "Dead letters" && value > 0) td.classList.add("low");
+        tr.append(td);
+      }
+      return tr;
+    }));
+    this.#chart(doc.throughput ?? []);
+  }
+
+  #chart(minutes) {
+    const width = 600, height = 200, pad = 28;
+    const max = Math.max(1, ...minutes.flatMap((m) => SERIES.map(([name]) => m[name] ?? 0)));
+    const x = (i) => pad + (minutes.length < 2 ? (width - 2 * pad) / 2 : (i * (width - 2 * pad)) / (minutes.length - 1));
+    const y = (v) => height - pad - (v * (height - 2 * pad)) / max;
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+    const total = minutes.reduce((sum, m) => sum + (m.placed ?? 0), 0);
+    const title = svg("title");
+    title.textContent = `Orders per minute over the last ${minutes.length} minutes: ${total} placed, ` +
+      SERIES.slice(1).map(([name]) => `${minutes.reduce((s, m) => s + (m[name] ?? 0), 0)} ${name}`).join(", ");
+    chart.append(title);
+    chart.append(svg("line", { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, stroke: "#d5dbe1" }));
+    const top = svg("text", { x: 4, y: pad, "font-size": 12, fill: "#56616c" });
+    top.textContent = String(max);
+    chart.append(top);
+    for (const [name, color] of SERIES) {
+      const points = minutes.map((m, i) => `${x(i).toFixed(1)},${y(m[name] ?? 0).toFixed(1)}`).join(" ");
+      if (points) chart.append(svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2.5, "data-series": name }));
+    }
+    if (minutes.length) {
+      for (const [i, label] of [[0, minutes[0].minute], [minutes.length - 1, minutes.at(-1).minute]]) {
+        const text = svg("text", { x: x(i), y: height - 8, "font-size": 12, fill: "#56616c",
+          "text-anchor": i ? "end" : "start" });
+        const at = new Date(label);
+        text.textContent = Number.isNaN(at.valueOf()) ? String(label) : at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        chart.append(text);
+      }
+    }
+    this.querySelector("[data-role=chart]").replaceChildren(chart);
+  }
+}
+
+customElements.define("waybill-dashboard", WaybillDashboard);

@@ -1,0 +1,113 @@
+"""The web UI in a real browser: a customer orders and watches it settle live, staff watch
+the stock fall live, and a page outlives a restart of the server and catches up."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from e2e.harness import Shop, manage
+
+
+def _row(page, sku: str):
+    return page.locator(f"tr[data-sku='{sku}']")
+
+
+def test_a_customer_orders_and_watches_it_settle_while_staff_see_the_stock_fall(
+        browser_platform, browse, screenshot):
+    shop = Shop(browser_platform)
+    sku = shop.create_product(on_hand=9, price="12.50", name="Browser test kettle")
+
+    # Staff first, in their own browser context: the board is live before the order exists.
+    board = browse.sign_in(browser_platform, "admin", "/staff/stock/")
+    expect(board.locator("#live-status")).to_have_text("Live")
+    expect(_row(board, sku).locator("[data-field=available]")).to_have_text("9")
+    expect(_row(board, sku).locator("[data-field=reserved]")).to_have_text("0")
+
+    customer = browse.sign_in(browser_platform, "alice", "/")
+    expect(customer.get_by_role("link", name="Stock board")).to_have_count(0)  # staff only
+    item = _row(customer, sku)
+    expect(item.locator("[data-field=available]")).to_have_text("9")
+    item.get_by_label("Quantity of Browser test kettle").fill("3")
+    item.get_by_role("button", name="Add Browser test kettle to cart").click()
+    expect(customer.locator("waybill-cart li[data-sku]")).to_have_text(re.compile(r"3 × Browser test kettle"))
+    checkout = customer.get_by_role("button", name="Place order")
+    expect(checkout).to_be_enabled()
+    checkout.focus()
+    customer.keyboard.press("Enter")  # usable by keyboard
+
+    # The tracker follows the placed order without a reload, to its final status.
+    tracker = customer.locator("waybill-order-tracker")
+    expect(tracker.locator("[data-role=status]")).to_have_text("CONFIRMED")
+    expect(tracker.locator("[data-role=timeline] li").first).to_be_visible()
+    expect(customer.locator("waybill-cart li[data-sku]")).to_have_count(0)  # emptied on order-placed
+    expect(item.locator("[data-field=available]")).to_have_text("6")  # the catalog, live
+    order_id = tracker.locator("[data-role=id]").inner_text()
+    expect(customer.locator(f"waybill-my-orders li[data-order-id='{order_id}'] .status")).to_have_text("CONFIRMED")
+    screenshot(customer, "shop", full_page=True)
+
+    # ...and staff saw the stock fall on their open board, no reload.
+    expect(_row(board, sku).locator("[data-field=reserved]")).to_have_text("3")
+    expect(_row(board, sku).locator("[data-field=available]")).to_have_text("6")
+    screenshot(board, "stock-board", full_page=True)
+
+    # The tracker page of that order, loaded fresh (backend-for-frontend, then the stream).
+    customer.goto(f"/track/{order_id}/")
+    expect(customer.locator("waybill-order-tracker [data-role=status]")).to_have_text("CONFIRMED")
+    screenshot(customer, "order-tracker", full_page=True)
+
+
+def test_api_refusals_are_shown_not_swallowed(browser_platform, browse):
+    shop = Shop(browser_platform)
+    sku = shop.create_product(on_hand=2, name="Scarce teapot")
+
+    # Staff: the inventory API refuses a negative stock; its reason is shown and announced.
+    staff = browse.sign_in(browser_platform, "admin", "/staff/stock/")
+    row = _row(staff, sku)
+    expect(row.locator("[data-field=on_hand]")).to_have_text("2")
+    row.get_by_label("On hand of Scarce teapot", exact=True).fill("-1")
+    row.get_by_role("button", name="Save on hand of Scarce teapot").click()
+    expect(staff.locator("waybill-stock-board [role=alert]")).to_contain_text("greater than or equal to 0")
+    row.get_by_label("On hand of Scarce teapot", exact=True).fill("5")
+    row.get_by_role("button", name="Save on hand of Scarce teapot").click()
+    expect(row.locator("[data-field=on_hand]")).to_have_text("5")  # back through the stream
+
+    # Customer: the catalog followed that change live; a rate-limited order says when to retry.
+    customer = browse.sign_in(browser_platform, "bob", "/")
+    item = _row(customer, sku)
+    expect(item.locator("[data-field=available]")).to_have_text("5")
+    item.get_by_role("button", name="Add Scarce teapot to cart").click()
+    customer.route("**/api/v1/orders/", lambda route: route.fulfill(
+        status=429, headers={"Retry-After": "30", "Content-Type": "application/json"},
+        body='{"detail": "Request was throttled. Expected available in 30 seconds."}'))
+    customer.get_by_role("button", name="Place order").click()
+    expect(customer.locator("waybill-checkout [role=alert]")).to_have_text(re.compile("try again in 30 seconds"))
+    expect(customer.get_by_role("button", name="Place order")).to_be_disabled()
+
+
+def test_a_page_reconnects_after_a_restart_and_catches_up(platform_factory, browse, screenshot):
+    platform = platform_factory("restarted")
+    shop = Shop(platform)
+    shop.wait_available("MUG-2", 120)
+    board = browse.sign_in(platform, "admin", "/staff/stock/")
+    catalog = browse.sign_in(platform, "bob", "/")
+    expect(board.locator("#live-status")).to_have_text("Live")
+    expect(_row(board, "MUG-2").locator("[data-field=on_hand]")).to_have_text("120")
+    expect(_row(catalog, "MUG-2").locator("[data-field=available]")).to_have_text("120")
+
+    port = platform.port
+    assert platform.stop() == 0
+    expect(board.locator("#live-status")).to_have_attribute("data-state", "reconnecting")
+    # While the server is down, staff change the stock (the service writes the change and
+    # its message to the outbox; nothing can push it to the pages now).
+    manage(platform.data_dir, "shell", "-c",
+           "from apps.inventory.services import product_update; product_update(sku='MUG-2', on_hand=77)")
+    expect(_row(board, "MUG-2").locator("[data-field=on_hand]")).to_have_text("120")
+
+    platform.start(port=port)
+    # No reload: the pages reconnect by themselves and catch up on what they missed.
+    expect(board.locator("#live-status")).to_have_text("Live")
+    expect(_row(board, "MUG-2").locator("[data-field=on_hand]")).to_have_text("77")
+    expect(_row(board, "MUG-2").locator("[data-field=available]")).to_have_text("77")
+    expect(_row(catalog, "MUG-2").locator("[data-field=available]")).to_have_text("77")
