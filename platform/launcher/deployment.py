@@ -19,13 +19,19 @@ from dataclasses import dataclass, field
 
 CONTEXTS = ("orders", "inventory", "readmodels")
 
-# Where the gateway sends each path prefix; anything else goes to the shell.
+# Where the gateway sends each path prefix; anything else goes to the shell. Each context
+# serves its own micro-frontend (``apps/<ctx>/static/<ctx>/``, WhiteNoise in its web
+# process), so a context ships its UI with its API; the shell's page only composes them.
 ROUTES = {
     "/api/v1/orders/": "orders",
     "/api/v1/inventory/": "inventory",
     "/api/v1/read/": "readmodels",
+    "/api/v1/events/": "readmodels",
     "/api/v1/webhooks/": "readmodels",
     "/ws/": "readmodels",
+    "/static/orders/": "orders",
+    "/static/inventory/": "inventory",
+    "/static/readmodels/": "readmodels",
 }
 
 # The environment every Waybill process reads (see config/settings); a service gets

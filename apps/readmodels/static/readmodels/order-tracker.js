@@ -81,7 +81,9 @@ class WaybillOrderTracker extends HTMLElement {
       this.#follow();
       this.#load();
     }
-    if (known?.id === id && known.status) this.#apply([known]);
+    // What the orders API answered (202) is shown until the read side speaks; its version
+    // counts the order's own changes, not the read model's, so it never outranks a document.
+    if (known?.id === id && known.status) this.#apply([{ ...known, version: -1 }]);
     else this.#render();
   }
 
