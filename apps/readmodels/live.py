@@ -1,17 +1,96 @@
-"""Live push of read-model changes over Channels.
+"""Live push of read-model changes over WebSockets (Channels), without lost updates.
 
-Projections call ``publish_*`` after their transaction commits; the channel layer (Redis
-in services mode) carries the change to every web process, where ``OrdersSocket`` forwards
-it to the customer's browsers. Each change carries the read model's version so a client
-can tell what it has seen.
+Projections record each change in the change log (``changes.change_record``) and, after
+their transaction commits, ``publish_change`` sends it to the stream's channel group (Redis
+in services mode, so a worker reaches the web process that holds the socket). Channels
+delivers at most once and in no promised order across processes; every change carries its
+stream *position*, so this layer, and the client, can tell what is missing and fetch it
+from the log.
+
+Endpoints (all under ``/ws/v1/``; session cookie from a browser on an allowed Origin, or
+``Authorization: Token <key>`` in the handshake from an API client, see
+``config/wsauth.py``; never a token in the URL):
+
+- ``streams/``: the web shell's one shared connection; it follows nothing until asked.
+- ``orders/`` (the customer's ``orders`` and the ``catalog``), ``catalog/``, ``stock/`` and
+  ``dashboard/`` (staff): the same protocol with their streams already followed, live,
+  from the moment of connecting.
+
+Stream names (``streams.authorise`` decides who may follow which): ``orders`` (the signed-in
+customer's orders), ``order:<uuid>`` (one of them), ``catalog``, ``stock``, ``dashboard``.
+
+Client to server (JSON text frames)::
+
+    {"action": "subscribe", "stream": "<name>", "after": <position> | null}
+    {"action": "unsubscribe", "stream": "<name>"}
+
+Server to client (every frame that concerns a stream names it as the client did)::
+
+    {"type": "change", "stream": s, "position": p, "kind": k, "key": id, "version": v,
+     "data": {...document...}, "committed_at": t?}      # one change (t only on live pushes)
+    {"type": "snapshot", "stream": s, "position": p, "documents": [...]}   # the current state
+    {"type": "subscribed", "stream": s, "position": p}     # catch-up sent; live from here
+    {"type": "unsubscribed", "stream": s}
+    {"type": "refused", "stream": s, "reason": "..."}      # not yours, unknown, or not staff
+    {"type": "error", "reason": "..."}                     # a frame the server cannot read
+
+On ``/ws/v1/orders/`` live changes keep the frame its first clients (the benchmark) read:
+``{"type": "order" | "catalog", "data": {...document..., "committed_at": t}}``, with
+``stream``, ``position``, ``kind``, ``key`` and ``version`` added beside ``data``.
+
+Close codes: 4401 not signed in, 4403 a fixed endpoint's stream is refused (e.g. a
+customer on ``stock/``). A wrong Origin, or no Origin and no token header, is refused at
+the handshake (HTTP 403).
+
+Subscribing: without ``after`` the server sends a snapshot of the stream at position p,
+then every change after p. With ``after`` = the last position the client applied, it sends
+the changes after it from the log, oldest first, or a snapshot when the log no longer
+holds them all. Then ``subscribed``. A repeated subscribe to the same name is a resume.
+
+What a client must do to converge:
+
+1. Keep, per stream, the last position applied; ignore any frame with a position at or
+   below it (a change can arrive twice: once live, once from the log).
+2. Apply a snapshot by replacing the stream's documents; documents and changes carry the
+   read model's ``version``, never let a lower version replace a higher one.
+3. Positions of ``orders``, ``catalog``, ``stock`` and ``dashboard`` are consecutive. If a
+   change arrives with position > last + 1, something was lost: send ``subscribe`` again
+   with ``after`` = last. (The server already refills such holes itself when it notices
+   them, so this is the belt to its braces.) ``order:<uuid>`` shares the positions of the
+   customer's whole ``orders`` stream, so they rise but skip the other orders' changes:
+   do not treat a jump there as a loss.
+4. After a reconnect, subscribe again to each stream with ``after`` = its last position.
+
+How the server avoids losing a change between the log and the live pushes: it joins the
+stream's channel group *before* reading the log or the snapshot. Channels hands this
+consumer one message at a time, so pushes that arrive while the catch-up is read wait in
+its channel (the buffer) and are then dropped if their position is at or below the last
+one sent. A push whose position skips ahead of the last one sent means one was lost (or
+is still on its way from another process): the server reads the hole from the log.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
+
+# Module imports (not names): changes.py imports this module at its top.
+from waybill import realtime
+
+from . import changes, streams
+
+# Close codes of the fixed endpoints (4000-4999 are the application's; 4401/4403 echo HTTP).
+NOT_SIGNED_IN = 4401
+REFUSED = 4403
+
+# The frame type each change kind had on /ws/v1/orders/ before the change log.
+_LEGACY_TYPES = {"order": "order", "catalog_item": "catalog"}
 
 
 def stream_group(stream: str) -> str:
@@ -21,41 +100,194 @@ def stream_group(stream: str) -> str:
 
 def publish_change(*, stream: str, change: dict) -> None:
     """Push one recorded change (``changes.change_as_message``) to the stream's sockets."""
-    async_to_sync(get_channel_layer().group_send)(stream_group(stream), {"type": "change.pushed", "change": change})
+    realtime.group_send(stream_group(stream), {"type": "change.pushed", "change": change})
 
 
-class OrdersSocket(AsyncJsonWebsocketConsumer):
-    """``/ws/v1/orders/``: the signed-in customer's own order changes, and catalog changes.
+def change_frame(name: str, change: dict) -> dict:
+    """A change as sent to a client that follows it as ``name``."""
+    return {"type": "change", **change, "stream": name}
 
-    Signed-in users only (the session cookie; the origin is checked by the ASGI router), and
-    a customer joins only the group of their own id: there is no way to ask for another's."""
+
+def legacy_change_frame(name: str, change: dict) -> dict:
+    """A change on ``/ws/v1/orders/``: the old ``{"type", "data"}`` frame, plus the position."""
+    frame = change_frame(name, change)
+    frame["type"] = _LEGACY_TYPES.get(change["kind"], "change")
+    frame["data"] = {**change["data"], "committed_at": change.get("committed_at")}
+    return frame
+
+
+@dataclass
+class Follow:
+    """One client's place in one stream: the last position it was sent (``None``: not yet
+    known, for an endpoint that follows live from connect). Used by WebSocket and SSE."""
+
+    subscription: streams.Subscription
+    last: int | None = None
+    frame: Callable[[str, dict], dict] = change_frame
+
+    @property
+    def name(self) -> str:
+        return self.subscription.name
+
+    async def catch_up(self, after: int | None) -> list[dict]:
+        """The frames that bring a client from ``after`` (``None``: nothing) to now."""
+        return await database_sync_to_async(self._catch_up)(after)
+
+    def _catch_up(self, after: int | None) -> list[dict]:
+        if after is not None:
+            # Unfiltered, so that ``last`` moves past the other keys' changes too.
+            missed = changes.changes_since(stream=self.subscription.stream, position=after)
+            if not isinstance(missed, changes.Gap):
+                self.last = max([after, *(change["position"] for change in missed)])
+                return [self.frame(self.name, change) for change in missed if self._wants(change)]
+        position, documents = streams.snapshot(self.subscription)
+        self.last = position
+        return [{"type": "snapshot", "stream": self.name, "position": position, "documents": documents}]
+
+    async def pushed(self, change: dict) -> list[dict]:
+        """The frames a live push turns into: none for a repeat, the hole from the log
+        (which includes this change, as it is committed) when positions skipped."""
+        position = change["position"]
+        if self.last is not None:
+            if position <= self.last:
+                return []
+            if position > self.last + 1:
+                return await self.catch_up(self.last)
+        self.last = position
+        return [self.frame(self.name, change)] if self._wants(change) else []
+
+    def _wants(self, change: dict) -> bool:
+        return self.subscription.key is None or change["key"] == self.subscription.key
+
+
+class StreamsSocket(AsyncJsonWebsocketConsumer):
+    """``/ws/v1/streams/``: any streams the user may follow, over one connection."""
+
+    fixed: tuple[str, ...] = ()  # streams followed from connect (the fixed endpoints)
+    frame = staticmethod(change_frame)
 
     async def connect(self):
+        self.follows: dict[str, Follow] = {}
+        self.groups: Counter[str] = Counter()
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        self.groups_joined = [stream_group(f"orders.customer.{user.id}"), stream_group("catalog")]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        # Accept first, then close: a close before accepting becomes an HTTP 403 at the
+        # handshake, and the client could not tell "sign in" from "not allowed".
         await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=NOT_SIGNED_IN)
+            return
+        for name in self.fixed:
+            try:
+                subscription = await database_sync_to_async(streams.authorise)(user, name)
+            except streams.Refused:
+                await self.close(code=REFUSED)
+                return
+            await self._join(self._follow(subscription))
 
     async def dispatch(self, message):
         # Channels' own dispatch closes stale database connections before every message,
         # a round trip through one shared thread that cost about a third of a broadcast's
-        # server time at 1,000 sockets (bench/websocket). Nothing here touches the database
-        # after connect (where AuthMiddlewareStack loads the user), so skip it.
+        # server time at 1,000 sockets (bench/websocket). Database work here goes through
+        # database_sync_to_async, which does that cleanup itself, only when needed.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
     async def disconnect(self, code):
-        for group in getattr(self, "groups_joined", []):
+        for group in getattr(self, "groups", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or content.get("action") not in ("subscribe", "unsubscribe"):
+            await self.send_json({"type": "error", "reason": 'expected {"action": "subscribe" | "unsubscribe", ...}'})
+            return
+        name = content.get("stream")
+        if not isinstance(name, str) or not name:
+            await self.send_json({"type": "error", "reason": "a stream name is required"})
+            return
+        if content["action"] == "unsubscribe":
+            await self._unsubscribe(name)
+            return
+        after = content.get("after")
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+            await self.send_json({"type": "error", "stream": name, "reason": "after must be a position (int >= 0) or null"})
+            return
+        await self._subscribe(name, after)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if content is None:
+            await self.send_json({"type": "error", "reason": "frames are JSON text"})
+            return
+        await self.receive_json(content)
+
+    async def _subscribe(self, name: str, after: int | None) -> None:
+        if self.fixed and name not in self.fixed:
+            await self.send_json({"type": "refused", "stream": name, "reason": "not a stream of this endpoint"})
+            return
+        try:
+            subscription = await database_sync_to_async(streams.authorise)(self.scope["user"], name)
+        except streams.Refused as refused:
+            await self.send_json({"type": "refused", "stream": name, "reason": str(refused)})
+            return
+        follow = self.follows.get(name) or self._follow(subscription)
+        await self._join(follow)  # before reading the log: see the module docstring
+        for frame in await follow.catch_up(after):
+            await self.send_json(frame)
+        await self.send_json({"type": "subscribed", "stream": name, "position": follow.last})
+
+    async def _unsubscribe(self, name: str) -> None:
+        follow = self.follows.pop(name, None)
+        if follow is not None:
+            group = stream_group(follow.subscription.stream)
+            self.groups[group] -= 1
+            if not self.groups[group]:
+                del self.groups[group]
+                await self.channel_layer.group_discard(group, self.channel_name)
+        await self.send_json({"type": "unsubscribed", "stream": name})
+
+    def _follow(self, subscription: streams.Subscription) -> Follow:
+        return Follow(subscription, frame=self.frame)
+
+    async def _join(self, follow: Follow) -> None:
+        if follow.name in self.follows:
+            return
+        self.follows[follow.name] = follow
+        group = stream_group(follow.subscription.stream)
+        if not self.groups[group]:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.groups[group] += 1
 
     async def change_pushed(self, event):
         change = event["change"]
-        kind = {"order": "order", "catalog_item": "catalog"}.get(change["kind"])
-        if kind:
-            await self.send_json({"type": kind, "data": {**change["data"], "committed_at": change.get("committed_at")}})
+        for follow in list(self.follows.values()):
+            if follow.subscription.stream == change["stream"]:
+                for frame in await follow.pushed(change):
+                    await self.send_json(frame)
+
+
+class OrdersSocket(StreamsSocket):
+    """``/ws/v1/orders/``: the customer's own orders and the catalog, in the old frames."""
+
+    fixed = ("orders", "catalog")
+    frame = staticmethod(legacy_change_frame)
+
+
+class CatalogSocket(StreamsSocket):
+    fixed = ("catalog",)
+
+
+class StockSocket(StreamsSocket):
+    """Staff only (``streams.authorise`` refuses others: close 4403)."""
+
+    fixed = ("stock",)
+
+
+class DashboardSocket(StreamsSocket):
+    """Staff only (``streams.authorise`` refuses others: close 4403)."""
+
+    fixed = ("dashboard",)

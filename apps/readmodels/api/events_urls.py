@@ -1,2 +1,7 @@
 """Server-Sent Events routes (see events.py)."""
-urlpatterns: list = []
+
+from django.urls import path
+
+from .events import EventsApi
+
+urlpatterns = [path("", EventsApi.as_view(), name="events")]

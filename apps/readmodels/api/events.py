@@ -1,0 +1,171 @@
+"""Server-Sent Events: the WebSocket streams (live.py) for clients that cannot hold a
+WebSocket, at ``GET /api/v1/events/?stream=<name>``.
+
+Same stream names and the same authorisation (``streams.authorise``); signed in by the
+session cookie or an ``Authorization: Token <key>`` header (401 without, 403 for a stream
+that is not the user's, 400 for a malformed request, all JSON). The body is
+``text/event-stream``::
+
+    retry: 2000
+
+    id: <position>
+    event: snapshot                     (no Last-Event-ID / after, or the gap is too old)
+    data: {"type": "snapshot", "stream": s, "position": p, "documents": [...]}
+
+    id: <position>
+    event: <kind>                       (order, catalog_item, ...: one change)
+    data: {"type": "change", "stream": s, "position": p, "kind": k, "key": id, "version": v, "data": {...}}
+
+    id: <position>
+    event: subscribed                   (the catch-up is sent; live changes follow)
+    data: {"type": "subscribed", "stream": s, "position": p}
+
+    : keep-alive                        (a comment when nothing was sent for ~15 s)
+
+The ``id`` is the stream position, so a reconnecting ``EventSource`` sends the last one as
+``Last-Event-ID`` and is sent exactly the changes after it (or a snapshot). Clients that
+cannot set that header pass ``?after=<position>``; the header wins when both are given.
+A client must still ignore an event whose ``id`` is not above the last it applied.
+
+The view is a DRF view for authentication, errors and the schema; it returns at once and
+the events come from an async iterator on the event loop (served over ASGI), fed by a
+channel of the channel layer that joined the stream's group before the catch-up was read.
+When the client goes away Django cancels the iterator and the channel leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ParseError, PermissionDenied
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.views import APIView
+
+from .. import live, streams
+
+RETRY_MILLISECONDS = 2000
+
+
+def heartbeat_seconds() -> float:
+    # Proxies close idle connections (nginx after proxy_read_timeout); a comment keeps it
+    # busy and lets the server notice a client that is gone.
+    return getattr(settings, "WAYBILL_SSE_HEARTBEAT_SECONDS", 15.0)
+
+
+class _JsonWhateverIsAccepted(BaseContentNegotiation):
+    """``EventSource`` sends ``Accept: text/event-stream``; errors are JSON all the same
+    (the stream itself is not a rendered response)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class EventsApi(APIView):
+    content_negotiation_class = _JsonWhateverIsAccepted
+
+    @extend_schema(
+        operation_id="events_stream",
+        summary="Follow a read-model stream as Server-Sent Events",
+        description=__doc__,
+        parameters=[
+            OpenApiParameter("stream", OpenApiTypes.STR, required=True,
+                             description="orders | order:<uuid> | catalog | stock (staff) | dashboard (staff)"),
+            OpenApiParameter("after", OpenApiTypes.INT, required=False,
+                             description="Resume after this position (when Last-Event-ID cannot be sent)"),
+            OpenApiParameter("Last-Event-ID", OpenApiTypes.INT, OpenApiParameter.HEADER, required=False,
+                             description="Resume after this position (EventSource sends it on reconnect)"),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="An endless event stream: `id:` = position, `event:` = kind, `snapshot` or "
+                            "`subscribed`, `data:` = JSON (see the description)"),
+            400: OpenApiResponse(description="No stream, or a position that is not an integer >= 0"),
+            401: OpenApiResponse(description="Not signed in"),
+            403: OpenApiResponse(description="Not a stream this user may follow"),
+        },
+    )
+    def get(self, request):
+        name = request.query_params.get("stream")
+        if not name:
+            raise ParseError("Give the stream to follow: ?stream=<name>.")
+        after = _position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+        if after is None:
+            after = _position(request.query_params.get("after"), "after")
+        try:
+            subscription = streams.authorise(request.user, name)
+        except streams.Refused as refused:
+            raise PermissionDenied(str(refused)) from None
+        response = StreamingHttpResponse(events(subscription, after), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx (the gateway) must pass events on at once
+        return response
+
+
+def _position(value: str | None, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        position = int(value)
+    except ValueError:
+        position = -1
+    if position < 0:
+        raise ParseError(f"{what} must be a stream position (an integer >= 0).")
+    return position
+
+
+def event(frame: dict) -> bytes:
+    """One frame (as sent over WebSocket) as one SSE event."""
+    kind = frame["kind"] if frame["type"] == "change" else frame["type"]
+    return f"id: {frame['position']}\nevent: {kind}\ndata: {json.dumps(frame)}\n\n".encode()
+
+
+async def events(subscription: streams.Subscription, after: int | None):
+    """The event stream of one subscription, from ``after`` (``None``: a snapshot) on."""
+    layer = live.get_channel_layer()
+    channel = await layer.new_channel()
+    group = live.stream_group(subscription.stream)
+    await layer.group_add(group, channel)  # before reading the log: see live.py
+    pushes: asyncio.Queue = asyncio.Queue()
+
+    async def receive():
+        # One long-lived receive: cancelling a channel-layer receive on every heartbeat
+        # timeout could drop a message in flight (channels_redis).
+        try:
+            while True:
+                pushes.put_nowait(await layer.receive(channel))
+        except Exception:  # the layer is gone (e.g. Redis): end the stream, the client resumes
+            pushes.put_nowait({"type": "receiver.failed"})
+
+    receiver = asyncio.create_task(receive())
+    try:
+        follow = live.Follow(subscription)
+        yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        for frame in await follow.catch_up(after):
+            yield event(frame)
+        yield event({"type": "subscribed", "stream": subscription.name, "position": follow.last})
+        while True:
+            try:
+                message = await asyncio.wait_for(pushes.get(), heartbeat_seconds())
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if message["type"] == "receiver.failed":
+                return
+            if message["type"] == "change.pushed":
+                for frame in await follow.pushed(message["change"]):
+                    yield event(frame)
+    finally:
+        receiver.cancel()
+        try:
+            await layer.group_discard(group, channel)
+        except Exception:  # noqa: BLE001 - leaving early; the group entry expires anyway
+            pass
