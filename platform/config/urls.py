@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from waybill import health
 
-from .auth import TokenObtainView
+from .auth import ThrottledLoginView, TokenObtainView
 
 # A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else.
 # The gateway (launcher/deployment.py ROUTES) sends each prefix to its context's service.
@@ -29,6 +29,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("frontend.urls")),
 ]
