@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
+from .webhooks import admin as webhooks_admin  # noqa: F401  (registers the webhook pages)
 from .models import CatalogItem, DeadLetter, InboxMessage, OrderSummary, OutboxMessage
 
 

@@ -10,6 +10,9 @@ class ReadModelsConfig(AppConfig):
         from waybill import contexts
 
         from . import handlers, models
+        from .webhooks import handlers as webhook_handlers
+        from .webhooks import models as webhook_models
+        from .webhooks import services as webhook_services
 
         contexts.register(
             contexts.BoundedContext(
@@ -19,5 +22,19 @@ class ReadModelsConfig(AppConfig):
                 inbox=models.InboxMessage,
                 dead_letters=models.DeadLetter,
                 handlers=handlers.HANDLERS,
+            )
+        )
+        # The webhooks bulkhead: its own queue, inbox and workers, so a slow receiver never
+        # holds up the projector. It records deliveries; its periodic job sends them.
+        contexts.register(
+            contexts.BoundedContext(
+                name="webhooks",
+                database="readmodels",
+                outbox=models.OutboxMessage,
+                inbox=webhook_models.WebhookInbox,
+                dead_letters=webhook_models.WebhookDeadLetter,
+                handlers=webhook_handlers.HANDLERS,
+                relay=False,
+                periodic=(webhook_services.webhook_deliveries_send_due,),
             )
         )

@@ -6,6 +6,10 @@ from django.db import models
 from waybill.inbox import DeadLetterBase, InboxMessageBase
 from waybill.outbox import OutboxMessageBase
 
+from .webhooks.models import (  # noqa: F401  (Django finds models through this module)
+    WebhookAttempt, WebhookDeadLetter, WebhookDelivery, WebhookEndpoint, WebhookInbox,
+)
+
 
 class OrderSummary(models.Model):
     order_id = models.UUIDField(primary_key=True)

@@ -23,7 +23,7 @@ from .servers import PostgresServer, RabbitMQServer
 
 CONTEXTS = ("orders", "inventory", "readmodels")
 # The consumers (event queues) each context runs: see each app's AppConfig.ready().
-CONSUMERS = {"orders": ("orders", "payments"), "inventory": ("inventory",), "readmodels": ("readmodels",)}
+CONSUMERS = {"orders": ("orders", "payments"), "inventory": ("inventory",), "readmodels": ("readmodels", "webhooks")}
 
 
 def _password() -> str:

@@ -1,0 +1,58 @@
+"""What operators see of webhooks, and the one thing they may do: redeliver.
+
+The endpoints' secrets never show here. Redelivering takes the "operate" permission
+(the model's change permission, as every messaging action: ``waybill.admin.ReadOnlyAdmin``)."""
+
+from django.contrib import admin, messages
+
+from waybill.admin import DeadLetterAdmin, InboxAdmin, ReadOnlyAdmin
+
+from . import services
+from .models import WebhookAttempt, WebhookDeadLetter, WebhookDelivery, WebhookEndpoint, WebhookInbox
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    list_display = ("id", "owner_id", "owner_is_staff", "url", "event_types", "active", "created_at")
+    list_filter = ("active", "owner_is_staff")
+    search_fields = ("url", "owner_id")
+    exclude = ("secret",)
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ("started_at", "status_code", "response_ms", "succeeded", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "event_type", "endpoint_url", "status", "attempts", "last_status_code",
+                    "last_response_ms", "last_error", "next_attempt_at", "delivered_at", "redeliveries")
+    list_filter = ("status", "event_type")
+    search_fields = ("id", "message_id", "endpoint__url", "last_error")
+    list_select_related = ("endpoint",)
+    exclude = ("claim",)
+    inlines = (WebhookAttemptInline,)
+    actions = ("redeliver",)
+
+    @admin.display(description="endpoint")
+    def endpoint_url(self, row):
+        return row.endpoint.url
+
+    @admin.action(description="Redeliver now (a fresh set of tries)", permissions=["operate"])
+    def redeliver(self, request, queryset):
+        count = services.webhook_deliveries_redeliver(
+            delivery_ids=list(queryset.values_list("id", flat=True)), by=request.user.get_username())
+        skipped = queryset.count() - count
+        self.message_user(request, f"{count} deliveries will be sent again now; {skipped} skipped "
+                                   "(endpoint deleted).", messages.SUCCESS)
+
+
+admin.site.register(WebhookInbox, InboxAdmin)
+admin.site.register(WebhookDeadLetter, DeadLetterAdmin)

@@ -1,0 +1,36 @@
+from rest_framework import serializers
+
+from ..events import EVENT_TYPES
+
+
+class WebhookEndpointRegisterInput(serializers.Serializer):
+    url = serializers.URLField(max_length=2000, help_text="https:// (http:// only to loopback, in development)")
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1, max_length=len(EVENT_TYPES),
+        help_text="Message types to receive. Inventory's are for staff only.",
+    )
+
+
+class WebhookEndpointOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.URLField()
+    event_types = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class WebhookEndpointCreatedOutput(WebhookEndpointOutput):
+    secret = serializers.CharField(help_text="Shown this once: keep it to verify signatures.")
+
+
+class WebhookDeliveryOutput(serializers.Serializer):
+    id = serializers.UUIDField(help_text="Sent as Waybill-Webhook-Id; the same on every retry.")
+    message_id = serializers.UUIDField(help_text="The event's id (the body's `id`).")
+    event_type = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_response_ms = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    delivered_at = serializers.DateTimeField(allow_null=True)

@@ -1,0 +1,106 @@
+"""Webhook endpoints, their deliveries and every attempt, in the readmodels database;
+plus the inbox and dead letters of the ``webhooks`` consumer (a bulkhead of readmodels)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from waybill.inbox import DeadLetterBase, InboxMessageBase
+
+
+class WebhookEndpoint(models.Model):
+    """Where an integrator wants events, and which ones.
+
+    ``owner_id`` is a user id of the identity database (no foreign key across databases).
+    ``owner_is_staff`` is copied at registration: it decides whether the endpoint gets
+    every customer's order events or only its owner's (see ``events``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner_id = models.BigIntegerField()
+    owner_is_staff = models.BooleanField(default=False)
+    url = models.URLField(max_length=2000)
+    event_types = models.JSONField()  # [message_type, ...]
+    # Needed in clear to sign (an HMAC key cannot be hashed away); shown to the owner once,
+    # at registration, and never in the API, the admin or a log afterwards.
+    secret = models.CharField(max_length=100, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner_id", "active"], name="readmodels_webhook_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({', '.join(self.event_types)})"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, until it is delivered or given up on.
+
+    ``body`` holds the exact bytes sent (as text), so every retry sends the same body and
+    a receiver can deduplicate on the delivery id. Unique per (endpoint, message): a
+    message the bus brings twice never makes a second delivery."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # gave up after the last try, or the endpoint was deleted
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    message_id = models.UUIDField()
+    event_type = models.CharField(max_length=120)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)  # since creation or the last redeliver
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set by the sender that claimed it; the outcome is recorded only by that claim.
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    redeliveries = models.PositiveIntegerField(default=0)
+    last_redelivered_at = models.DateTimeField(null=True, blank=True)
+    last_redelivered_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "message_id"], name="readmodels_webhook_delivery_once"),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="readmodels_webhook_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.endpoint_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery and what came of it."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    started_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_ms = models.PositiveIntegerField()
+    error = models.TextField(blank=True)  # empty: a 2xx answer
+    succeeded = models.BooleanField()
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.started_at:%H:%M:%S} {self.status_code or self.error[:40]}"
+
+
+class WebhookInbox(InboxMessageBase):
+    """The webhooks consumer's inbox (a name short enough for its index name)."""
+
+
+class WebhookDeadLetter(DeadLetterBase):
+    pass

@@ -1,0 +1,219 @@
+"""Every change to webhooks: registering and deleting endpoints, recording deliveries
+(in the webhooks consumer's inbox transaction), sending them (outside any transaction)
+and redelivering. Webhooks emit no bus messages: their effect is the HTTP POST."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from waybill.backoff import backoff_delay
+from waybill.messages import Envelope
+
+from . import delivery, signing
+from .conf import setting
+from .events import AUDIENCE, Audience, allowed_types
+from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+log = logging.getLogger(__name__)
+DB = "readmodels"
+Status = WebhookDelivery.Status
+# A claimed delivery whose sender died comes due again after this long past the timeout.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+@dataclass
+class WebhookError(Exception):
+    """A registration refused: ``field`` and the reason, for a 400."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+def _url_check(url: str) -> None:
+    """https:// to a host that is not ours, or, where allowed (development and tests), plain
+    http:// to loopback. Refusing private and loopback addresses keeps an integrator from
+    making our workers call our own internal services (SSRF). A hostname that *resolves* to
+    such an address is not caught here (see docs/webhooks.md)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise WebhookError("url", "Must be an absolute https:// URL.")
+    if parts.username or parts.password:
+        raise WebhookError("url", "Must not contain credentials; verify our signature instead.")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    loopback = host == "localhost" or host.endswith(".localhost") or (address is not None and address.is_loopback)
+    if loopback:
+        if not setting("WAYBILL_WEBHOOK_ALLOW_LOOPBACK"):
+            raise WebhookError("url", "Loopback addresses are not allowed here.")
+        return  # http or https, both fine on loopback
+    if parts.scheme != "https":
+        raise WebhookError("url", "Must use https:// (plain http:// only to loopback, in development).")
+    if address is not None and not address.is_global:
+        raise WebhookError("url", "Must be a public address, not a private, link-local or reserved one.")
+
+
+def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
+                              event_types: list[str]) -> WebhookEndpoint:
+    """Register ``url`` for ``event_types`` with a new secret (the caller shows it once).
+
+    Invariants: the URL passes the URL policy; every type is one this owner may receive;
+    an owner has at most WAYBILL_WEBHOOK_MAX_ENDPOINTS active endpoints. Raises
+    ``WebhookError`` otherwise. Emits no message."""
+    _url_check(url)
+    allowed = allowed_types(staff=owner_is_staff)
+    if not event_types:
+        raise WebhookError("event_types", "Name at least one event type.")
+    if unknown := [t for t in event_types if t not in AUDIENCE]:
+        raise WebhookError("event_types", f"Unknown event types {unknown}; known: {list(allowed)}.")
+    if refused := [t for t in event_types if t not in allowed]:
+        raise WebhookError("event_types", f"Staff only: {refused}.")
+    with transaction.atomic(using=DB):
+        endpoints = WebhookEndpoint.objects.using(DB)
+        limit = setting("WAYBILL_WEBHOOK_MAX_ENDPOINTS")
+        if endpoints.select_for_update().filter(owner_id=owner_id, active=True).count() >= limit:
+            raise WebhookError("url", f"At most {limit} endpoints per user; delete one first.")
+        return endpoints.create(owner_id=owner_id, owner_is_staff=owner_is_staff, url=url,
+                                event_types=sorted(set(event_types)), secret=signing.secret_generate())
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Stop sending to ``endpoint``: it is deactivated (its delivery history stays for the
+    admin) and its pending deliveries are failed. Emits no message."""
+    now = timezone.now()
+    with transaction.atomic(using=DB):
+        WebhookEndpoint.objects.using(DB).filter(pk=endpoint.pk).update(active=False, deleted_at=now)
+        WebhookDelivery.objects.using(DB).filter(endpoint_id=endpoint.pk, status=Status.PENDING).update(
+            status=Status.FAILED, next_attempt_at=None, claim=None, last_error="endpoint deleted")
+
+
+# --- deliveries --------------------------------------------------------------------------------
+def webhook_body(*, envelope: Envelope, data: dict) -> str:
+    """What a receiver gets: the event's id and type, when it happened, which aggregate and
+    version (retries can reorder deliveries: order by version), and the event's payload."""
+    wire = envelope.model_dump(mode="json")
+    return json.dumps({
+        "id": wire["id"], "type": envelope.type, "occurred_at": wire["occurred_at"],
+        "aggregate_id": envelope.aggregate_id, "aggregate_version": envelope.aggregate_version,
+        "data": data,
+    }, separators=(",", ":"))
+
+
+def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: int | None = None) -> int:
+    """Record a pending delivery of this event for every active endpoint that wants its
+    type and may see it (customer events: the customer's endpoints and staff's). Runs in
+    the webhooks consumer's inbox transaction; sends nothing. At most one delivery per
+    endpoint and message, however often the message comes. Returns how many endpoints want it."""
+    audience = AUDIENCE.get(envelope.type)
+    if audience is None:
+        return 0
+    endpoints = WebhookEndpoint.objects.using(DB).filter(active=True)
+    if audience is Audience.STAFF:
+        endpoints = endpoints.filter(owner_is_staff=True)
+    else:
+        endpoints = endpoints.filter(Q(owner_is_staff=True) | Q(owner_id=customer_id))
+    # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few.
+    wanted = [e.pk for e in endpoints.only("id", "event_types") if envelope.type in e.event_types]
+    if not wanted:
+        return 0
+    body = webhook_body(envelope=envelope, data=data)
+    now = timezone.now()
+    created = WebhookDelivery.objects.using(DB).bulk_create(
+        [WebhookDelivery(endpoint_id=pk, message_id=envelope.id, event_type=envelope.type, body=body,
+                         next_attempt_at=now) for pk in wanted],
+        ignore_conflicts=True,
+    )
+    return len(created)
+
+
+def webhook_deliveries_redeliver(*, delivery_ids: list, by: str) -> int:
+    """Send these deliveries again now, with a fresh set of tries, whatever their status
+    (a receiver that lost one may ask). Endpoints deleted since are skipped. Records who
+    asked and when. Returns how many will be sent."""
+    now = timezone.now()
+    return WebhookDelivery.objects.using(DB).filter(id__in=delivery_ids, endpoint__active=True).update(
+        status=Status.PENDING, attempts=0, next_attempt_at=now, claim=None,
+        redeliveries=F("redeliveries") + 1, last_redelivered_at=now, last_redelivered_by=by[:150],
+    )
+
+
+def webhook_deliveries_send_due() -> int:
+    """The webhooks consumer's periodic job: claim the due deliveries, POST them (several at
+    once, outside any transaction), record each outcome. Returns how many it sent.
+
+    Safe in several processes at once: a sender claims rows under ``skip_locked`` and a
+    lease, so no two send one delivery at the same time; a sender that dies mid-way leaves
+    rows that come due again when the lease runs out (a receiver may then see a delivery
+    twice: it deduplicates on Waybill-Webhook-Id)."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    lease = timedelta(seconds=setting("WAYBILL_WEBHOOK_TIMEOUT_SECONDS") + LEASE_MARGIN_SECONDS)
+    deliveries = WebhookDelivery.objects.using(DB)
+    with transaction.atomic(using=DB):
+        ids = list(
+            deliveries.select_for_update(skip_locked=True)
+            .filter(status=Status.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[: setting("WAYBILL_WEBHOOK_BATCH_SIZE")]
+        )
+        if not ids:
+            return 0
+        deliveries.filter(id__in=ids).update(claim=token, next_attempt_at=now + lease)
+    claimed = list(deliveries.filter(id__in=ids, claim=token).select_related("endpoint"))
+
+    def send(row: WebhookDelivery) -> delivery.Outcome:
+        return delivery.post(url=row.endpoint.url, secret=row.endpoint.secret, delivery_id=str(row.id),
+                             body=row.body.encode())
+
+    if len(claimed) == 1:
+        outcomes = [send(claimed[0])]
+    else:
+        with ThreadPoolExecutor(min(len(claimed), setting("WAYBILL_WEBHOOK_CONCURRENCY")),
+                                thread_name_prefix="webhook") as pool:
+            outcomes = list(pool.map(send, claimed))
+    for row, outcome in zip(claimed, outcomes, strict=True):
+        _outcome_record(row=row, outcome=outcome, token=token)
+    return len(claimed)
+
+
+def _outcome_record(*, row: WebhookDelivery, outcome: delivery.Outcome, token: uuid.UUID) -> None:
+    """The attempt, always; the delivery's new state only if our claim still holds (an
+    operator's redeliver meanwhile wins)."""
+    attempts = row.attempts + 1
+    now = timezone.now()
+    if outcome.succeeded:
+        state = {"status": Status.DELIVERED, "delivered_at": now, "next_attempt_at": None}
+    elif attempts >= setting("WAYBILL_WEBHOOK_MAX_ATTEMPTS"):
+        state = {"status": Status.FAILED, "next_attempt_at": None}
+        log.warning("webhook delivery %s to endpoint %s failed for good after %d attempts: %s",
+                    row.pk, row.endpoint_id, attempts, outcome.error)
+    else:
+        delay = backoff_delay(attempts, base=setting("WAYBILL_WEBHOOK_RETRY_BASE_SECONDS"),
+                              cap=setting("WAYBILL_WEBHOOK_RETRY_MAX_SECONDS"))
+        state = {"next_attempt_at": now + timedelta(seconds=delay)}
+    with transaction.atomic(using=DB):
+        WebhookAttempt.objects.using(DB).create(
+            delivery_id=row.pk, started_at=outcome.started_at, status_code=outcome.status_code,
+            response_ms=outcome.response_ms, error=outcome.error, succeeded=outcome.succeeded,
+        )
+        WebhookDelivery.objects.using(DB).filter(pk=row.pk, claim=token).update(
+            attempts=attempts, claim=None, last_status_code=outcome.status_code,
+            last_response_ms=outcome.response_ms, last_error=outcome.error, **state,
+        )
