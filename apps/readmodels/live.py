@@ -80,9 +80,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-# Module imports (not names): changes.py imports this module at its top.
 from waybill import realtime
 
+# Module imports (not names): changes.py imports this module at its top.
 from . import changes, streams
 
 # Close codes of the fixed endpoints (4000-4999 are the application's; 4401/4403 echo HTTP).

@@ -26,6 +26,7 @@ The ``id`` is the stream position, so a reconnecting ``EventSource`` sends the l
 ``Last-Event-ID`` and is sent exactly the changes after it (or a snapshot). Clients that
 cannot set that header pass ``?after=<position>``; the header wins when both are given.
 A client must still ignore an event whose ``id`` is not above the last it applied.
+(Everything above is the operation's description in the OpenAPI schema.)
 
 The view is a DRF view for authentication, errors and the schema; it returns at once and
 the events come from an async iterator on the event loop (served over ASGI), fed by a
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -74,7 +76,7 @@ class EventsApi(APIView):
     @extend_schema(
         operation_id="events_stream",
         summary="Follow a read-model stream as Server-Sent Events",
-        description=__doc__,
+        description=__doc__.partition("(Everything above")[0],
         parameters=[
             OpenApiParameter("stream", OpenApiTypes.STR, required=True,
                              description="orders | order:<uuid> | catalog | stock (staff) | dashboard (staff)"),
@@ -130,7 +132,7 @@ def event(frame: dict) -> bytes:
 
 async def events(subscription: streams.Subscription, after: int | None):
     """The event stream of one subscription, from ``after`` (``None``: a snapshot) on."""
-    layer = live.get_channel_layer()
+    layer = get_channel_layer()
     channel = await layer.new_channel()
     group = live.stream_group(subscription.stream)
     await layer.group_add(group, channel)  # before reading the log: see live.py

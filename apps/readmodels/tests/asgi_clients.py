@@ -78,7 +78,8 @@ class EventStream:
 
         self.task = asyncio.create_task(self.application(self.scope, receive, self.sent.put))
         start = await asyncio.wait_for(self.sent.get(), timeout)
-        self.status, self.headers = start["status"], dict(start["headers"])
+        self.status = start["status"]
+        self.headers = {name.lower(): value for name, value in start["headers"]}
         return self.status
 
     async def body(self, timeout: float = 5) -> bytes:
