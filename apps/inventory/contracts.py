@@ -26,6 +26,18 @@ class ProductUpdated(Message):
     available: int = Field(ge=0)
 
 
+@message("inventory.product_listed", kind=Kind.DOCUMENT)
+class ProductListed(Message):
+    """State document of what a shop shows about a product: its name and price. Sent when
+    the product is created and whenever its name or price change, never on a stock change,
+    so that a context that sells products but does not track stock (orders) is not sent
+    a message for every reservation. Versions are the product's, as in ``product_updated``."""
+
+    sku: str
+    name: str
+    price: Decimal
+
+
 @message("inventory.reserve_stock", kind=Kind.COMMAND)
 class ReserveStock(Message):
     """Hold every line for the order, or none; answered by ``stock_reserved`` or

@@ -21,7 +21,16 @@ class StockError(ValueError):
     """A stock change the rules refuse; the message is fit to show the caller."""
 
 
-def _product_publish(product: Product) -> None:
+def _product_publish(product: Product, *, listing_changed: bool = False) -> None:
+    """Record the product's state document, and its listing document too when its name
+    or price changed (or it is new)."""
+    if listing_changed:
+        outbox_record(
+            context="inventory",
+            message=contracts.ProductListed(sku=product.sku, name=product.name, price=product.price),
+            aggregate_id=product.sku,
+            aggregate_version=product.version,
+        )
     outbox_record(
         context="inventory",
         message=contracts.ProductUpdated(
@@ -34,12 +43,13 @@ def _product_publish(product: Product) -> None:
 
 
 def product_create(*, sku: str, name: str, price: Decimal, on_hand: int) -> Product:
-    """Create a product. Emits ``inventory.product_updated`` (state document)."""
+    """Create a product. Emits ``inventory.product_listed`` and ``inventory.product_updated``
+    (state documents)."""
     with transaction.atomic(using=DB):
         if Product.objects.using(DB).filter(sku=sku).exists():
             raise StockError(f"A product with SKU {sku} already exists.")
         product = Product.objects.using(DB).create(sku=sku, name=name, price=price, on_hand=on_hand)
-        _product_publish(product)
+        _product_publish(product, listing_changed=True)
     return product
 
 
@@ -47,9 +57,11 @@ def product_update(
     *, sku: str, on_hand: int | None = None, name: str | None = None, price: Decimal | None = None
 ) -> Product:
     """Staff change stock, name or price. ``on_hand`` may not drop below what is reserved.
-    Emits ``inventory.product_updated``."""
+    Emits ``inventory.product_updated``, and ``inventory.product_listed`` when the name or
+    price changed."""
     with transaction.atomic(using=DB):
         product = Product.objects.using(DB).select_for_update().get(sku=sku)
+        listing = (product.name, product.price)
         if on_hand is not None:
             if on_hand < product.reserved:
                 raise StockError(
@@ -62,7 +74,7 @@ def product_update(
             product.price = price
         product.version += 1
         product.save(using=DB)
-        _product_publish(product)
+        _product_publish(product, listing_changed=(product.name, product.price) != listing)
     return product
 
 

@@ -31,7 +31,7 @@ def on_payment_refunded(envelope: Envelope, event: contracts.PaymentRefunded) ->
     saga.saga_on_payment_refunded(order_id=event.order_id, refund_id=event.refund_id, refunded=event.refunded)
 
 
-def on_product_updated(envelope: Envelope, document: inventory.ProductUpdated) -> None:
+def on_product_listed(envelope: Envelope, document: inventory.ProductListed) -> None:
     services.product_copy_apply(
         sku=document.sku, name=document.name, price=document.price, version=envelope.aggregate_version
     )
@@ -44,5 +44,5 @@ HANDLERS = {
     contracts.PaymentCharged: on_payment_charged,
     contracts.PaymentDeclined: on_payment_declined,
     contracts.PaymentRefunded: on_payment_refunded,
-    inventory.ProductUpdated: on_product_updated,
+    inventory.ProductListed: on_product_listed,
 }

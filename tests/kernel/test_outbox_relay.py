@@ -58,15 +58,32 @@ def test_rolled_back_change_publishes_nothing(pump):
 
 def test_committed_change_is_published_and_marked_sent(pump):
     inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=2)
-    row = InventoryOutbox.objects.get()
-    assert row.sent_at is None and row.message_type == "inventory.product_updated"
-    assert pump.relay("inventory") == 1
-    row.refresh_from_db()
-    assert row.sent_at is not None
-    # The document reached both contexts that bind it, and nobody else.
+    rows = list(InventoryOutbox.objects.order_by("id"))
+    assert [(row.message_type, row.sent_at) for row in rows] == [
+        ("inventory.product_listed", None), ("inventory.product_updated", None)]
+    assert pump.relay("inventory") == 2
+    assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
+    # Each document reached the context that binds it, and nobody else: readmodels
+    # follows the stock, orders only the listing.
     assert pump.deliver("readmodels") == [Outcome.APPLIED]
     assert pump.deliver("orders") == [Outcome.APPLIED]
     assert pump.deliver("inventory") == []
+
+
+def test_a_stock_change_is_not_sent_to_orders_but_a_price_change_is(pump):
+    from apps.orders.models import ProductCopy
+
+    inventory.product_create(sku="LAMP-2", name="Lamp", price=Decimal("5"), on_hand=2)
+    pump.settle()
+    inventory.product_update(sku="LAMP-2", on_hand=7)
+    pump.relay("inventory")
+    assert pump.deliver("orders") == []
+    assert pump.deliver("readmodels") == [Outcome.APPLIED]
+    inventory.product_update(sku="LAMP-2", price=Decimal("6.50"))
+    pump.relay("inventory")
+    assert pump.deliver("orders") == [Outcome.APPLIED]
+    copy = ProductCopy.objects.get(sku="LAMP-2")
+    assert (copy.price, copy.version) == (Decimal("6.50"), 3)
 
 
 def test_relay_crash_between_publish_and_mark_republishes_and_consumer_applies_once(pump, monkeypatch):
@@ -81,11 +98,11 @@ def test_relay_crash_between_publish_and_mark_republishes_and_consumer_applies_o
     monkeypatch.setattr(Relay, "_mark_sent", crash)
     with pytest.raises(Crash):
         Relay(contexts.get("inventory")).drain()
-    assert InventoryOutbox.objects.get().sent_at is None  # the mark never committed
+    assert InventoryOutbox.objects.filter(sent_at__isnull=True).count() == 2  # the mark never committed
     monkeypatch.undo()
 
-    assert pump.relay("inventory") == 1  # published a second time
-    assert InventoryOutbox.objects.get().sent_at is not None
+    assert pump.relay("inventory") == 2  # both documents published a second time
+    assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
     assert pump.deliver("readmodels") == [Outcome.APPLIED, Outcome.DUPLICATE]
     assert pump.deliver("orders") == [Outcome.APPLIED, Outcome.DUPLICATE]
 
