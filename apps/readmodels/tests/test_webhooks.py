@@ -303,6 +303,19 @@ def test_a_customer_endpoint_gets_only_that_customers_orders(pump, staff, alice,
     assert len(by_path["/hooks/staff"]) == 2
 
 
+def test_a_product_listing_is_for_anyone_and_stock_for_staff_only(pump, staff, alice):
+    with Receiver() as receiver:
+        register(alice, receiver.url + "/alice", "inventory.product_listed")
+        register(staff, receiver.url + "/staff", "inventory.product_listed", "inventory.product_updated")
+        bring(pump, envelope(inventory.ProductListed(sku="LAMP-1", name="Lamp", price=Decimal("5")),
+                             aggregate_id="LAMP-1"))
+        bring(pump, product_updated())
+        assert send_all() == 3
+    seen = sorted((r.path, json.loads(r.body)["type"]) for r in receiver.requests)
+    assert seen == [("/hooks/alice", "inventory.product_listed"), ("/hooks/staff", "inventory.product_listed"),
+                    ("/hooks/staff", "inventory.product_updated")]
+
+
 def test_a_message_brought_twice_makes_one_delivery(pump, staff):
     from waybill.consumer import Outcome
     from waybill.messages import parse

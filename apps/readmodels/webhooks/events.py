@@ -2,8 +2,9 @@
 by their ``message_type``. Commands and orders' internal payment events are not offered.
 
 Who may have them: an order event concerns one customer, so a customer's endpoint gets
-only their own orders' events (staff endpoints get every order's). Inventory's events
-carry stock levels and other customers' order ids: staff only."""
+only their own orders' events (staff endpoints get every order's). A product's listing
+(name, price) is what the shop window shows anyone. Inventory's other events carry stock
+levels and other customers' order ids: staff only."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from apps.orders import contracts as orders
 
 
 class Audience(enum.StrEnum):
+    PUBLIC = "public"  # anyone
     CUSTOMER = "customer"  # the order's customer, and staff
     STAFF = "staff"
 
@@ -23,6 +25,7 @@ EVENTS = {
     orders.OrderConfirmed: Audience.CUSTOMER,
     orders.OrderRejected: Audience.CUSTOMER,
     orders.OrderCancelled: Audience.CUSTOMER,
+    inventory.ProductListed: Audience.PUBLIC,
     inventory.ProductUpdated: Audience.STAFF,
     inventory.StockReserved: Audience.STAFF,
     inventory.StockReservationRejected: Audience.STAFF,
@@ -33,4 +36,4 @@ EVENT_TYPES = tuple(sorted(AUDIENCE))
 
 
 def allowed_types(*, staff: bool) -> tuple[str, ...]:
-    return EVENT_TYPES if staff else tuple(t for t in EVENT_TYPES if AUDIENCE[t] is Audience.CUSTOMER)
+    return EVENT_TYPES if staff else tuple(t for t in EVENT_TYPES if AUDIENCE[t] is not Audience.STAFF)

@@ -118,7 +118,7 @@ def webhook_body(*, envelope: Envelope, data: dict) -> str:
 
 def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: int | None = None) -> int:
     """Record a pending delivery of this event for every active endpoint that wants its
-    type and may see it (customer events: the customer's endpoints and staff's). Runs in
+    type and may see it (an order's events: its customer's endpoints and staff's). Runs in
     the webhooks consumer's inbox transaction; sends nothing. At most one delivery per
     endpoint and message, however often the message comes. Returns how many endpoints want it."""
     audience = AUDIENCE.get(envelope.type)
@@ -127,7 +127,7 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
     endpoints = WebhookEndpoint.objects.using(DB).filter(active=True)
     if audience is Audience.STAFF:
         endpoints = endpoints.filter(owner_is_staff=True)
-    else:
+    elif audience is Audience.CUSTOMER:
         endpoints = endpoints.filter(Q(owner_is_staff=True) | Q(owner_id=customer_id))
     # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few.
     wanted = [e.pk for e in endpoints.only("id", "event_types") if envelope.type in e.event_types]

@@ -7,7 +7,7 @@ class WebhookEndpointRegisterInput(serializers.Serializer):
     url = serializers.URLField(max_length=2000, help_text="https:// (http:// only to loopback, in development)")
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1, max_length=len(EVENT_TYPES),
-        help_text="Message types to receive. Inventory's are for staff only.",
+        help_text="Message types to receive; stock events (inventory.*, but product_listed) are for staff only.",
     )
 
 
