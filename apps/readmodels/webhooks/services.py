@@ -166,10 +166,14 @@ def webhook_deliveries_send_due() -> int:
     now = timezone.now()
     lease = timedelta(seconds=setting("WAYBILL_WEBHOOK_TIMEOUT_SECONDS") + LEASE_MARGIN_SECONDS)
     deliveries = WebhookDelivery.objects.using(DB)
+    due = deliveries.filter(status=Status.PENDING, next_attempt_at__lte=now)
+    # A plain read first: on SQLite every transaction here takes the database's write lock
+    # at BEGIN (IMMEDIATE), and this runs a few times a second beside the projector.
+    if not due.exists():
+        return 0
     with transaction.atomic(using=DB):
         ids = list(
-            deliveries.select_for_update(skip_locked=True)
-            .filter(status=Status.PENDING, next_attempt_at__lte=now)
+            due.select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
             .values_list("id", flat=True)[: setting("WAYBILL_WEBHOOK_BATCH_SIZE")]
         )
