@@ -3,20 +3,66 @@ from django.contrib import admin
 from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
 from .webhooks import admin as webhooks_admin  # noqa: F401  (registers the webhook pages)
-from .models import CatalogItem, DeadLetter, InboxMessage, OrderSummary, OutboxMessage
+from .models import (
+    CatalogItem, Change, Dashboard, DashboardDelta, DeadLetter, InboxMessage, OrderStatusCount, OrderSummary,
+    OrderThroughput, OutboxGauge, OutboxMessage, Stream,
+)
+
+
+# Read models are projections: rebuilt from messages, never edited by hand.
 
 
 @admin.register(OrderSummary)
 class OrderSummaryAdmin(ReadOnlyAdmin):
-    list_display = ("order_id", "customer_id", "status", "total", "version", "updated_at")
+    list_display = ("order_id", "customer_id", "status", "total", "order_version", "version", "placed_at",
+                    "updated_at")
     list_filter = ("status",)
     search_fields = ("order_id", "customer_id")
 
 
 @admin.register(CatalogItem)
 class CatalogItemAdmin(ReadOnlyAdmin):
-    list_display = ("sku", "name", "price", "available", "version", "updated_at")
+    list_display = ("sku", "name", "price", "on_hand", "reserved", "available", "version", "updated_at")
     search_fields = ("sku", "name")
+
+
+@admin.register(Stream)
+class StreamAdmin(ReadOnlyAdmin):
+    list_display = ("name", "position")
+    search_fields = ("name",)
+
+
+@admin.register(Change)
+class ChangeAdmin(ReadOnlyAdmin):
+    list_display = ("stream", "position", "kind", "key", "version", "recorded_at")
+    list_filter = ("kind",)
+    search_fields = ("stream", "key")
+    ordering = ("-id",)
+
+
+@admin.register(OrderStatusCount)
+class OrderStatusCountAdmin(ReadOnlyAdmin):
+    list_display = ("status", "count")
+
+
+@admin.register(OrderThroughput)
+class OrderThroughputAdmin(ReadOnlyAdmin):
+    list_display = ("minute", "placed", "confirmed", "rejected", "cancelled")
+
+
+@admin.register(DashboardDelta)
+class DashboardDeltaAdmin(ReadOnlyAdmin):
+    list_display = ("id", "status", "delta", "event", "minute")
+
+
+@admin.register(OutboxGauge)
+class OutboxGaugeAdmin(ReadOnlyAdmin):
+    list_display = ("context", "pending", "oldest_pending_age_s", "parked", "dead_letters", "measured_at")
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(ReadOnlyAdmin):
+    list_display = ("key", "version", "dirty", "built_at")
 
 
 admin.site.register(OutboxMessage, OutboxAdmin)

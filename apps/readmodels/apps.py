@@ -9,7 +9,7 @@ class ReadModelsConfig(AppConfig):
     def ready(self) -> None:
         from waybill import contexts
 
-        from . import handlers, models
+        from . import handlers, models, services
         from .webhooks import handlers as webhook_handlers
         from .webhooks import models as webhook_models
         from .webhooks import services as webhook_services
@@ -22,6 +22,8 @@ class ReadModelsConfig(AppConfig):
                 inbox=models.InboxMessage,
                 dead_letters=models.DeadLetter,
                 handlers=handlers.HANDLERS,
+                # Pushes the operations dashboard, coalesced: at most once a second.
+                periodic=(services.dashboard_publish,),
             )
         )
         # The webhooks bulkhead: its own queue, inbox and workers, so a slow receiver never

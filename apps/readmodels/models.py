@@ -12,27 +12,48 @@ from .webhooks.models import (  # noqa: F401  (Django finds models through this 
 
 
 class OrderSummary(models.Model):
+    """The order document: one row per order, joined from orders' snapshots, the payment
+    outcomes and inventory's stock answers, so a reader gets the whole story of an order
+    (lines, status, every step with its time and reason) without asking anyone.
+
+    Two versions: ``order_version`` is orders' aggregate version of the snapshot shown
+    (the write side's ETag, what ``If-Match`` wants); ``version`` is this document's own,
+    bumped by every applied message, so a client can tell a newer document from an older
+    one even when only the timeline moved. A row can exist before orders' first message
+    (inventory answered first): ``customer_id`` is then unknown and nobody sees it yet."""
+
     order_id = models.UUIDField(primary_key=True)
-    customer_id = models.BigIntegerField(db_index=True)
-    status = models.CharField(max_length=16)
+    customer_id = models.BigIntegerField(db_index=True, null=True)
+    status = models.CharField(max_length=16, blank=True)
     reason = models.TextField(blank=True)
-    lines = models.JSONField()  # [{sku, name, quantity, unit_price}]
-    total = models.DecimalField(max_digits=12, decimal_places=2)
-    version = models.PositiveBigIntegerField()
+    lines = models.JSONField(default=list)  # [{sku, name, quantity, unit_price}], as ordered
+    total = models.DecimalField(max_digits=12, decimal_places=2, null=True)
+    order_version = models.PositiveBigIntegerField(default=0)
+    version = models.PositiveBigIntegerField(default=0)
+    placed_at = models.DateTimeField(null=True, blank=True)
+    # [{step, status, at, reason, message_id}] sorted by (at, step, message_id): the same
+    # order whatever order the messages arrived in.
+    timeline = models.JSONField(default=list)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at"]
-        verbose_name_plural = "order summaries"
+        verbose_name = "order document"
+        indexes = [models.Index(fields=["customer_id", "-updated_at"], name="readmodels_order_customer")]
 
     def __str__(self) -> str:
-        return f"{self.order_id} {self.status} v{self.version}"
+        return f"{self.order_id} {self.status or '(not placed yet)'} v{self.version}"
 
 
 class CatalogItem(models.Model):
+    """A product as inventory last told us (its whole state document): the catalog shows
+    name, price and availability; the staff stock board also on hand and reserved."""
+
     sku = models.CharField(max_length=64, primary_key=True)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=10, decimal_places=2)
+    on_hand = models.PositiveIntegerField(default=0)
+    reserved = models.PositiveIntegerField(default=0)
     available = models.PositiveIntegerField()
     version = models.PositiveBigIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
@@ -42,6 +63,82 @@ class CatalogItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} ({self.available} available)"
+
+
+class OrderStatusCount(models.Model):
+    """How many orders are in each status: the dashboard's totals, folded from
+    ``DashboardDelta`` rows (see services.dashboard_publish)."""
+
+    status = models.CharField(max_length=16, primary_key=True)
+    count = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.count}"
+
+
+class OrderThroughput(models.Model):
+    """Order outcomes per minute (of the messages' occurred_at)."""
+
+    minute = models.DateTimeField(primary_key=True)
+    placed = models.PositiveIntegerField(default=0)
+    confirmed = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-minute"]
+        verbose_name_plural = "order throughput"
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M}"
+
+
+class DashboardDelta(models.Model):
+    """A counter increment recorded by an order projection, in its transaction.
+
+    Insert-only, so projections of different orders never wait on one hot counter row;
+    the dashboard job folds them into the totals at most once a second, and their mere
+    presence says the dashboard changed."""
+
+    status = models.CharField(max_length=16, blank=True)  # orders per status: +1 / -1
+    delta = models.IntegerField(default=0)
+    event = models.CharField(max_length=16, blank=True)  # throughput: placed, confirmed, ...
+    minute = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.delta:+d}" if self.status else f"{self.event} @{self.minute}"
+
+
+class OutboxGauge(models.Model):
+    """A context's outbox and dead letters as it last reported them (waybill.outbox_measured):
+    readmodels never reads another context's database."""
+
+    context = models.CharField(max_length=64, primary_key=True)
+    pending = models.PositiveIntegerField()
+    oldest_pending_age_s = models.FloatField(null=True, blank=True)
+    parked = models.PositiveIntegerField()
+    dead_letters = models.PositiveIntegerField()
+    measured_at = models.DateTimeField()
+    version = models.PositiveBigIntegerField()  # the report's aggregate version (ms)
+
+    class Meta:
+        ordering = ["context"]
+
+    def __str__(self) -> str:
+        return f"{self.context}: {self.pending} pending"
+
+
+class Dashboard(models.Model):
+    """The operations dashboard's own row: its document version, when it was last built,
+    and whether a gauge changed since (counters say so by their deltas)."""
+
+    key = models.CharField(max_length=16, primary_key=True, default="dashboard")
+    version = models.PositiveBigIntegerField(default=0)
+    dirty = models.BooleanField(default=False)
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dashboard v{self.version}"
 
 
 class OutboxMessage(OutboxMessageBase):

@@ -1,17 +1,42 @@
-"""Projections: each applies one message to one read row, in one transaction, and only
-if the message is newer than the row (idempotent and version-checked)."""
+"""Projections: each applies one message to its read rows in one transaction, records a
+change-log entry for every row it changed (pushed after commit), and is idempotent.
 
+Read models converge (invariant 6): the result depends on which messages were applied,
+never on the order they arrived in. Snapshots and state documents are kept only if newer
+than what a row shows (their aggregate version); timeline steps are kept once per message
+and sorted by time; counters move only with the statuses they count.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from . import changes
-from .serializers_live import catalog_item_document, order_document
-from .models import CatalogItem, OrderSummary
+from . import changes, selectors
+from .models import CatalogItem, Dashboard, DashboardDelta, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge
+from .serializers_live import catalog_item_document, order_document, stock_item_document
 
 DB = "readmodels"
+
+# Timeline steps, in the order they happen when two share a timestamp.
+STEP_RANK = {
+    "placed": 0, "stock_reserved": 1, "stock_rejected": 1, "payment_charged": 2, "payment_declined": 2,
+    "confirmed": 3, "rejected": 3, "cancelled": 4, "stock_released": 5, "payment_refunded": 6,
+}
+# A step's ``status``: how it went.
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# The order outcomes counted per minute on the dashboard.
+THROUGHPUT_EVENTS = ("placed", "confirmed", "rejected", "cancelled")
+DASHBOARD_KEY = "dashboard"
+DASHBOARD_MIN_SECONDS = 1.0  # the dashboard is pushed at most this often
+THROUGHPUT_KEEP = timedelta(hours=2)
 
 
 def _apply_if_newer(model: type[models.Model], *, key: dict, version: int, values: dict) -> bool:
@@ -21,7 +46,8 @@ def _apply_if_newer(model: type[models.Model], *, key: dict, version: int, value
     a new row (two workers, PostgreSQL), the loser's INSERT fails and it retries the
     conditional UPDATE, so an older version can never overwrite a newer one."""
     rows = model.objects.using(DB)
-    values = {**values, "updated_at": timezone.now()}  # update() skips auto_now
+    if any(field.name == "updated_at" for field in model._meta.fields):
+        values = {**values, "updated_at": timezone.now()}  # update() skips auto_now
     for _ in range(2):
         if rows.filter(**key, version__lt=version).update(version=version, **values):
             return True
@@ -36,34 +62,193 @@ def _apply_if_newer(model: type[models.Model], *, key: dict, version: int, value
     return False
 
 
+# --- the order document -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OrderState:
+    """Orders' snapshot of the order, as carried by each of its events."""
+
+    customer_id: int
+    status: str
+    reason: str
+    lines: list[dict]  # [{sku, name, quantity, unit_price}]
+    total: Decimal
+    order_version: int
+
+
+def order_step_project(
+    *, order_id: UUID, message_id: UUID, occurred_at: datetime, step: str, step_status: str,
+    reason: str = "", state: OrderState | None = None,
+) -> bool:
+    """Apply one message about an order: add its step to the timeline and, if it carries
+    a snapshot newer than the one shown, take that snapshot.
+
+    Invariants: each message is applied once (a repeat returns False and changes
+    nothing); the timeline is sorted by (time, step), so any arrival order gives the same
+    document; the document's ``version`` grows by one per applied message; status counts
+    and throughput move in the same transaction (as ``DashboardDelta`` rows). Records an
+    ``order`` change on the customer's stream, once the customer is known (a message from
+    inventory may arrive before orders' first)."""
+    if step not in STEP_RANK:
+        raise ValueError(f"unknown timeline step {step!r}")
+    at = occurred_at.astimezone(UTC)
+    with transaction.atomic(using=DB):
+        row = _order_row_locked(order_id)
+        if any(entry["message_id"] == str(message_id) for entry in row.timeline):
+            return False
+        entry = {"step": step, "status": step_status, "at": at.isoformat(), "reason": reason,
+                 "message_id": str(message_id)}
+        row.timeline = sorted([*row.timeline, entry], key=_timeline_order)
+        if step == "placed":
+            row.placed_at = min(row.placed_at, at) if row.placed_at else at
+        deltas = []
+        if state is not None and state.order_version > row.order_version:
+            if state.status != row.status:
+                if row.status:
+                    deltas.append(DashboardDelta(status=row.status, delta=-1))
+                deltas.append(DashboardDelta(status=state.status, delta=1))
+            row.customer_id, row.status, row.reason = state.customer_id, state.status, state.reason
+            row.lines, row.total, row.order_version = state.lines, state.total, state.order_version
+        if step in THROUGHPUT_EVENTS:
+            deltas.append(DashboardDelta(event=step, minute=at.replace(second=0, microsecond=0)))
+        if deltas:
+            DashboardDelta.objects.using(DB).bulk_create(deltas)
+        row.version += 1
+        row.save(using=DB)
+        if row.customer_id is not None:
+            changes.change_record(stream=changes.customer_stream(row.customer_id), kind="order",
+                                  key=str(order_id), version=row.version, document=order_document(row))
+    return True
+
+
+def _order_row_locked(order_id: UUID) -> OrderSummary:
+    """The order's row, locked until the transaction ends; created empty if new."""
+    rows = OrderSummary.objects.using(DB)
+    for _ in range(2):
+        row = rows.select_for_update().filter(order_id=order_id).first()
+        if row is not None:
+            return row
+        try:
+            with transaction.atomic(using=DB):
+                return rows.create(order_id=order_id)
+        except IntegrityError:
+            continue  # another projector created it meanwhile: lock theirs
+    raise RuntimeError(f"could not lock the document of order {order_id}")
+
+
+def _timeline_order(entry: dict) -> tuple:
+    # The message id breaks ties, so equal times sort the same in every rebuild.
+    return entry["at"], STEP_RANK[entry["step"]], entry["message_id"]
+
+
+STATUS_STEPS = {"PENDING": ("placed", OK), "CONFIRMED": ("confirmed", OK), "REJECTED": ("rejected", FAILED),
+                "CANCELLED": ("cancelled", OK)}
+
+
 def order_summary_project(
     *, order_id: UUID, customer_id: int, status: str, reason: str, lines: list[dict],
     total: Decimal, version: int,
 ) -> bool:
-    """Apply an order snapshot at ``version``. Returns False (and changes nothing) when the
-    summary already shows that version or a later one. Pushes the new summary to the
-    customer's browsers once committed."""
-    with transaction.atomic(using=DB):
-        applied = _apply_if_newer(
-            OrderSummary, key={"order_id": order_id}, version=version,
-            values={"customer_id": customer_id, "status": status, "reason": reason, "lines": lines, "total": total},
-        )
-        if applied:
-            summary = OrderSummary.objects.using(DB).get(order_id=order_id)
-            changes.change_record(stream=changes.customer_stream(customer_id), kind="order", key=str(order_id),
-                                  version=version, document=order_document(summary))
-    return applied
+    """Apply an order snapshot at orders' ``version`` as the step its status implies
+    (kept for callers that have a snapshot but no message, e.g. bench/websocket). The same
+    snapshot applied twice is one message: False the second time."""
+    step, step_status = STATUS_STEPS[status]
+    return order_step_project(
+        order_id=order_id, message_id=uuid.uuid5(order_id, f"snapshot-{version}"), occurred_at=timezone.now(),
+        step=step, step_status=step_status, reason=reason,
+        state=OrderState(customer_id=customer_id, status=status, reason=reason, lines=lines, total=total,
+                         order_version=version),
+    )
 
 
-def catalog_item_project(*, sku: str, name: str, price: Decimal, available: int, version: int) -> bool:
-    """Apply a product's state at ``version``; False when the catalog already has it or newer."""
+# --- catalog and stock board ------------------------------------------------------------
+
+def catalog_item_project(
+    *, sku: str, name: str, price: Decimal, on_hand: int, reserved: int, available: int, version: int,
+) -> bool:
+    """Apply a product's state document at ``version``; False when the catalog already has
+    it or newer. Records a ``catalog_item`` change on the catalog stream and a
+    ``stock_item`` change on the staff stock board's stream."""
     with transaction.atomic(using=DB):
         applied = _apply_if_newer(
             CatalogItem, key={"sku": sku}, version=version,
-            values={"name": name, "price": price, "available": available},
+            values={"name": name, "price": price, "on_hand": on_hand, "reserved": reserved, "available": available},
         )
         if applied:
             item = CatalogItem.objects.using(DB).get(sku=sku)
             changes.change_record(stream=changes.CATALOG, kind="catalog_item", key=sku, version=version,
                                   document=catalog_item_document(item))
+            changes.change_record(stream=changes.STOCK, kind="stock_item", key=sku, version=version,
+                                  document=stock_item_document(item))
     return applied
+
+
+# --- operations dashboard ---------------------------------------------------------------
+
+def outbox_gauge_project(
+    *, context: str, pending: int, oldest_pending_age_s: float | None, parked: int, dead_letters: int,
+    measured_at: datetime, version: int,
+) -> bool:
+    """Keep a context's newest outbox report; marks the dashboard changed (pushed by
+    ``dashboard_publish``, not here: reports and orders would push it far too often)."""
+    with transaction.atomic(using=DB):
+        applied = _apply_if_newer(
+            OutboxGauge, key={"context": context}, version=version,
+            values={"pending": pending, "oldest_pending_age_s": oldest_pending_age_s, "parked": parked,
+                    "dead_letters": dead_letters, "measured_at": measured_at},
+        )
+        if applied:
+            _dashboard_row()
+            Dashboard.objects.using(DB).filter(key=DASHBOARD_KEY).update(dirty=True)
+    return applied
+
+
+def dashboard_publish(*, now: datetime | None = None, force: bool = False) -> bool:
+    """Fold the counter deltas recorded since the last call into the totals and, when
+    anything changed, record the dashboard document as a new version on the dashboard
+    stream. At most once per ``DASHBOARD_MIN_SECONDS`` unless ``force``; safe in several
+    processes (the dashboard row is locked while folding). Runs as readmodels' periodic
+    job; returns whether it recorded a change."""
+    now = now or timezone.now()
+    with transaction.atomic(using=DB):
+        _dashboard_row()
+        dashboard = Dashboard.objects.using(DB).select_for_update().get(key=DASHBOARD_KEY)
+        if not force and dashboard.built_at and (now - dashboard.built_at).total_seconds() < DASHBOARD_MIN_SECONDS:
+            return False
+        deltas = list(DashboardDelta.objects.using(DB).order_by("id")[:5000])
+        if not deltas and not dashboard.dirty:
+            return False
+        _fold(deltas)
+        OrderThroughput.objects.using(DB).filter(minute__lt=now - THROUGHPUT_KEEP).delete()
+        dashboard.version += 1
+        dashboard.dirty = False
+        dashboard.built_at = now
+        dashboard.save(using=DB)
+        changes.change_record(stream=changes.DASHBOARD, kind="dashboard", key=DASHBOARD_KEY,
+                              version=dashboard.version,
+                              document=selectors.dashboard_document(version=dashboard.version, now=now))
+    return True
+
+
+def _dashboard_row() -> None:
+    Dashboard.objects.using(DB).get_or_create(key=DASHBOARD_KEY)
+
+
+def _fold(deltas: list[DashboardDelta]) -> None:
+    by_status: Counter[str] = Counter()
+    by_minute: defaultdict[datetime, Counter[str]] = defaultdict(Counter)
+    for delta in deltas:
+        if delta.status:
+            by_status[delta.status] += delta.delta
+        if delta.event:
+            by_minute[delta.minute][delta.event] += 1
+    counts = OrderStatusCount.objects.using(DB)
+    for status, change in by_status.items():
+        if change and not counts.filter(status=status).update(count=models.F("count") + change):
+            counts.create(status=status, count=change)
+    minutes = OrderThroughput.objects.using(DB)
+    for minute, events in by_minute.items():
+        increments = {event: models.F(event) + n for event, n in events.items()}
+        if not minutes.filter(minute=minute).update(**increments):
+            minutes.create(minute=minute, **events)
+    DashboardDelta.objects.using(DB).filter(id__in=[delta.id for delta in deltas]).delete()

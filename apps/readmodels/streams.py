@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from . import changes, selectors
-from .serializers_live import catalog_item_document, order_document
+from .serializers_live import catalog_item_document, order_documents, stock_item_document
 
 
 class Refused(Exception):
@@ -43,6 +43,12 @@ def authorise(user, name: str) -> Subscription:
         return Subscription(name, changes.customer_stream(user.id), key=str(order_id))
     if name == "catalog":
         return Subscription(name, changes.CATALOG)
+    # Shared streams only staff may follow: the staff stock board and the dashboard.
+    staff_streams = {"stock": changes.STOCK, "dashboard": changes.DASHBOARD}
+    if name in staff_streams:
+        if not user.is_staff:
+            raise Refused("staff only")
+        return Subscription(name, staff_streams[name])
     raise Refused(f"unknown stream {name!r}")
 
 
@@ -55,7 +61,11 @@ def snapshot(subscription: Subscription) -> tuple[int, list[dict]]:
     position = changes.stream_position(subscription.stream)
     if subscription.stream == changes.CATALOG:
         return position, [catalog_item_document(item) for item in selectors.catalog()]
+    if subscription.stream == changes.STOCK:
+        return position, [stock_item_document(item) for item in selectors.catalog()]
+    if subscription.stream == changes.DASHBOARD:
+        return position, [selectors.dashboard_document()]
     summaries = selectors.order_summaries_for_customer(customer_id=int(subscription.stream.rsplit(".", 1)[1]))
     if subscription.key:
         summaries = summaries.filter(order_id=subscription.key)
-    return position, [order_document(summary) for summary in summaries[:200]]
+    return position, order_documents(summaries[:200])

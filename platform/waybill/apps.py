@@ -7,7 +7,7 @@ class WaybillConfig(AppConfig):
     verbose_name = "Waybill kernel"
 
     def ready(self) -> None:
-        from . import telemetry
+        from . import opsreport, telemetry  # noqa: F401 - opsreport registers waybill.outbox_measured
 
         telemetry.configure(
             service_name=settings.WAYBILL_SERVICE_NAME,

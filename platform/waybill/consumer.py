@@ -23,7 +23,7 @@ from django.db import IntegrityError, close_old_connections, connections, transa
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
-from . import bus
+from . import bus, opsreport
 from .backoff import backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
 from .inbox import InboxMessageBase
@@ -238,13 +238,17 @@ class ContextConsumer:
             self.sweep()
 
     def sweep(self) -> None:
-        """Due retries, then the context's periodic work (e.g. overdue saga steps)."""
+        """Due retries, then the context's periodic work (e.g. overdue saga steps), then
+        its outbox report for the operations dashboard (rate-limited, see opsreport)."""
         self.retry_due()
-        for job in self.context.periodic:
+        for job in (*self.context.periodic, self._outbox_report):
             try:
                 job()
             except Exception:
                 log.exception("%s: periodic %s failed", self.context.name, getattr(job, "__name__", job))
+
+    def _outbox_report(self) -> None:
+        opsreport.outbox_report(self.context)
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

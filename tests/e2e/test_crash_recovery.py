@@ -55,7 +55,7 @@ def _assert_each_order_applied_once(shop: Shop, placed: dict[str, str]) -> None:
         summary = shop.wait_summary(shop.client(user), order_id, "CONFIRMED")
         # Placed (1) then confirmed (2): a second confirmation would be refused, but a
         # summary at another version would mean an extra or a lost step.
-        assert summary["version"] == 2, summary
+        assert summary["order_version"] == 2, summary
         detail = shop.client(user).get(f"/api/v1/orders/{order_id}/").json()
         assert (detail["status"], detail["version"]) == ("CONFIRMED", 2), detail
     demo_on_hand = {"KETTLE-1": 25, "MUG-2": 120, "TEA-4": 200}
@@ -120,7 +120,7 @@ def test_messages_published_but_not_consumed_when_killed_are_recovered(platform_
     shop = Shop(platform)
     placed = _place_all(shop)
     for order_id, user in placed.items():
-        assert shop.wait_summary(shop.client(user), order_id, "PENDING")["version"] == 1
+        assert shop.wait_summary(shop.client(user), order_id, "PENDING")["order_version"] == 1
 
     assert platform.kill() == -9
     first_run = len(platform.log_text())

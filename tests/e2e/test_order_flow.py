@@ -53,7 +53,7 @@ def test_order_is_confirmed_and_catalog_availability_falls(shop):
     summary = shop.wait_summary(shop.alice, order["id"], "CONFIRMED")
     assert summary["id"] == order["id"]
     assert [(line["sku"], line["quantity"]) for line in summary["lines"]] == [(sku, 3)]
-    assert summary["total"] == "13.50" and summary["version"] == 2 and summary["reason"] == ""
+    assert summary["total"] == "13.50" and summary["order_version"] == 2 and summary["reason"] == ""
     shop.wait_available(sku, 7)
     stock = shop.stock(sku)
     assert (stock["on_hand"], stock["reserved"], stock["available"]) == (10, 3, 7)
@@ -103,7 +103,7 @@ def test_cancelling_a_confirmed_order_gives_its_stock_back(shop):
     assert cancel.status_code == 202, cancel.text
     assert cancel.json()["status"] == "CANCELLED"
     summary = shop.wait_summary(shop.alice, order_id, "CANCELLED")
-    assert summary["version"] == 3
+    assert summary["order_version"] == 3
     shop.wait_available(sku, 6)
     wait_for(lambda: shop.stock(sku)["reserved"] == 0, SETTLE_TIMEOUT, f"{sku} reserved back to 0")
     # Cancelled is final.

@@ -29,7 +29,7 @@ def test_order_is_confirmed_and_projected(pump, shop):
     assert order.total == Decimal("40.00") and order.status == Order.Status.PENDING
     pump.settle()
     summary = OrderSummary.objects.get(order_id=order.id)
-    assert (summary.status, summary.version, summary.lines[0]["name"]) == ("CONFIRMED", 2, "Lamp")
+    assert (summary.status, summary.order_version, summary.lines[0]["name"]) == ("CONFIRMED", 2, "Lamp")
     assert CatalogItem.objects.get(sku="LAMP-1").available == 1
 
 

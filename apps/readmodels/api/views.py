@@ -1,32 +1,43 @@
-"""Queries served from the read models. A customer sees only their own orders."""
+"""Queries served from the read models, and the backend-for-frontend's pages (one call
+per page, so the browser never chains calls across contexts). A customer sees only their
+own orders; the stock board and the dashboard are for staff."""
 
 from uuid import UUID
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import selectors
-from .serializers import CatalogItemOutput, OrderSummaryOutput
+from ..serializers_live import catalog_item_document, order_document, stock_item_document
+from .serializers import (
+    CatalogItemOutput, DashboardOutput, OrderPageOutput, OrderSummaryOutput, ShopPageOutput, StockItemOutput,
+)
+
+NOT_YOURS = OpenApiResponse(description="No such order of yours")
+STAFF_ONLY = OpenApiResponse(description="Staff only")
+
+
+def _own_order(request, order_id: UUID):
+    summary = selectors.order_summary_for_customer(order_id=order_id, customer_id=request.user.id)
+    if summary is None:
+        raise NotFound("No such order.")  # whether it exists or belongs to someone else
+    return summary
 
 
 class OrderSummaryListApi(APIView):
-    @extend_schema(responses=OrderSummaryOutput(many=True), summary="Your order summaries, newest change first")
+    @extend_schema(responses=OrderSummaryOutput(many=True), summary="Your orders, most recently changed first")
     def get(self, request):
-        summaries = selectors.order_summaries_for_customer(customer_id=request.user.id)[:200]
-        return Response(OrderSummaryOutput(summaries, many=True).data)
+        documents = selectors.order_documents_for_customer(customer_id=request.user.id)
+        return Response(OrderSummaryOutput(documents, many=True).data)
 
 
 class OrderSummaryDetailApi(APIView):
-    @extend_schema(responses={200: OrderSummaryOutput, 404: OpenApiResponse(description="No such order of yours")},
-                   summary="One of your order summaries")
+    @extend_schema(responses={200: OrderSummaryOutput, 404: NOT_YOURS}, summary="One of your orders")
     def get(self, request, order_id: UUID):
-        summary = selectors.order_summary_for_customer(order_id=order_id, customer_id=request.user.id)
-        if summary is None:
-            raise NotFound("No such order.")
-        return Response(OrderSummaryOutput(summary).data)
+        return Response(OrderSummaryOutput(order_document(_own_order(request, order_id))).data)
 
 
 class CatalogApi(APIView):
@@ -36,3 +47,40 @@ class CatalogApi(APIView):
     @extend_schema(responses=CatalogItemOutput(many=True), summary="The catalog with live availability")
     def get(self, request):
         return Response(CatalogItemOutput(selectors.catalog(), many=True).data)
+
+
+class StockApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: StockItemOutput(many=True), 403: STAFF_ONLY},
+                   summary="The staff stock board: on hand, reserved and available per product")
+    def get(self, request):
+        return Response(StockItemOutput([stock_item_document(item) for item in selectors.catalog()], many=True).data)
+
+
+class DashboardApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: DashboardOutput, 403: STAFF_ONLY},
+                   summary="The operations dashboard: orders per status, outboxes, throughput")
+    def get(self, request):
+        return Response(DashboardOutput(selectors.dashboard_document()).data)
+
+
+class OrderPageApi(APIView):
+    @extend_schema(responses={200: OrderPageOutput, 404: NOT_YOURS},
+                   summary="Page: one of your orders with its timeline and its products' live availability")
+    def get(self, request, order_id: UUID):
+        summary = _own_order(request, order_id)
+        products = selectors.products(skus=[line["sku"] for line in summary.lines])
+        page = {"order": order_document(summary, {item.sku: item for item in products}),
+                "products": [catalog_item_document(item) for item in products]}
+        return Response(OrderPageOutput(page).data)
+
+
+class ShopPageApi(APIView):
+    @extend_schema(responses=ShopPageOutput, summary="Page: the catalog and your recent orders")
+    def get(self, request):
+        page = {"catalog": [catalog_item_document(item) for item in selectors.catalog()],
+                "recent_orders": selectors.order_documents_for_customer(customer_id=request.user.id, limit=10)}
+        return Response(ShopPageOutput(page).data)

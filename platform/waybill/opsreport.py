@@ -1,0 +1,107 @@
+"""Operations report: each context with a relay tells the others, every few seconds, how
+its outbox and dead letters look, as a state document on the bus.
+
+Those figures live in the context's own database, which nobody else may read; the
+operations dashboard (readmodels) projects these documents instead. The report is
+recorded like any other message (outbox row in a transaction on the context's database,
+published by its relay), so a context whose relay is stuck shows it: its reports stop
+arriving, and its last one grows old on the dashboard.
+
+``outbox_report`` runs from the consumer sweep (about every second, in every process
+that sweeps the context); it is rate-limited per process, and across processes by the
+last report in the outbox itself (under an advisory lock on PostgreSQL), so several
+workers of one context still report about once per ``REPORT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from . import contexts
+from .messages import Kind, Message, message
+from .outbox import outbox_record
+
+REPORT_SECONDS = 5.0
+
+
+@message("waybill.outbox_measured", kind=Kind.DOCUMENT)
+class OutboxMeasured(Message):
+    """State document: one context's outbox backlog and dead letters, as measured at
+    ``measured_at``. ``oldest_pending_age_s`` is None when nothing is pending; ``parked``
+    rows failed to publish too often and wait for an operator; ``dead_letters`` counts
+    the not-yet-replayed dead letters of every consumer sharing the context's database."""
+
+    context: str
+    pending: int
+    oldest_pending_age_s: float | None
+    parked: int
+    dead_letters: int
+    measured_at: datetime
+
+
+def aggregate_id(context_name: str) -> str:
+    return f"outbox.{context_name}"
+
+
+# Per process: when each context's next report is due (monotonic clock).
+_next_due: dict[str, float] = {}
+
+
+def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> OutboxMeasured | None:
+    """Measure ``context``'s outbox and record an ``OutboxMeasured`` document, unless one
+    was recorded less than ``REPORT_SECONDS`` ago (by this or another process). Returns
+    the report, or None when it was not due. ``force`` skips both rate limits (tests)."""
+    if not context.relay:
+        return None  # shares the outbox of a registration that reports it
+    now_mono = time.monotonic()
+    if not force and now_mono < _next_due.get(context.name, 0.0):
+        return None
+    _next_due[context.name] = now_mono + REPORT_SECONDS
+    db = context.database
+    with transaction.atomic(using=db):
+        connection = transaction.get_connection(db)
+        if connection.vendor == "postgresql" and not force:
+            with connection.cursor() as cursor:
+                # Held to the end of this transaction: two workers sweeping at once would
+                # otherwise both find no recent report and both record one.
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                               [zlib.crc32(aggregate_id(context.name).encode())])
+                if not cursor.fetchone()[0]:
+                    return None
+        outbox = context.outbox.objects.using(db)
+        now = timezone.now()
+        recent = now - timedelta(seconds=REPORT_SECONDS * 0.9)
+        if not force and outbox.filter(message_type=OutboxMeasured.message_type, created_at__gt=recent).exists():
+            return None
+        report = _measure(context, now)
+        outbox_record(context=context.name, message=report, aggregate_id=aggregate_id(context.name),
+                      # Reports of one context are ordered by time; readers keep the newest.
+                      aggregate_version=int(now.timestamp() * 1000))
+    return report
+
+
+def _measure(context: contexts.BoundedContext, now: datetime) -> OutboxMeasured:
+    db = context.database
+    unsent = context.outbox.objects.using(db).filter(sent_at__isnull=True)
+    max_attempts = settings.WAYBILL_RELAY_MAX_ATTEMPTS
+    pending = unsent.filter(publish_attempts__lt=max_attempts)
+    figures = pending.aggregate(oldest=Min("created_at"))
+    oldest = figures["oldest"]
+    dead_letter_models = {c.dead_letters for c in contexts.all_contexts() if c.database == db}
+    dead_letters = sum(model.objects.using(db).filter(replayed_at__isnull=True).count()
+                       for model in dead_letter_models)
+    return OutboxMeasured(
+        context=context.name,
+        pending=pending.count(),
+        oldest_pending_age_s=round(max((now - oldest).total_seconds(), 0.0), 3) if oldest else None,
+        parked=unsent.filter(publish_attempts__gte=max_attempts).count(),
+        dead_letters=dead_letters,
+        measured_at=now,
+    )
