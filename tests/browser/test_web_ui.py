@@ -52,6 +52,14 @@ def test_a_customer_orders_and_watches_it_settle_while_staff_see_the_stock_fall(
     expect(_row(board, sku).locator("[data-field=available]")).to_have_text("6")
     screenshot(board, "stock-board", full_page=True)
 
+    # The dashboard counts it, with a live throughput chart drawn inline (SVG).
+    board.get_by_role("link", name="Dashboard").click()
+    dashboard = board.locator("waybill-dashboard")
+    expect(dashboard.locator("[data-status=CONFIRMED] dd")).to_have_text(re.compile(r"[1-9]"))
+    expect(dashboard.locator("svg polyline[data-series=confirmed]")).to_have_count(1)
+    expect(dashboard.locator("tbody tr[data-context=orders]")).to_have_count(1)
+    screenshot(board, "dashboard", full_page=True)
+
     # The tracker page of that order, loaded fresh (backend-for-frontend, then the stream).
     customer.goto(f"/track/{order_id}/")
     expect(customer.locator("waybill-order-tracker [data-role=status]")).to_have_text("CONFIRMED")
@@ -84,6 +92,14 @@ def test_api_refusals_are_shown_not_swallowed(browser_platform, browse):
     customer.get_by_role("button", name="Place order").click()
     expect(customer.locator("waybill-checkout [role=alert]")).to_have_text(re.compile("try again in 30 seconds"))
     expect(customer.get_by_role("button", name="Place order")).to_be_disabled()
+
+
+def test_the_shop_fits_a_phone_screen(browser_platform, browse, screenshot):
+    customer = browse.sign_in(browser_platform, "bob", "/", width=375, height=800)
+    expect(_row(customer, "KETTLE-1").get_by_role("button", name=re.compile("Add .* to cart"))).to_be_visible()
+    overflow = customer.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
+    screenshot(customer, "shop-phone", full_page=True)
 
 
 def test_a_page_reconnects_after_a_restart_and_catches_up(platform_factory, browse, screenshot):

@@ -22,7 +22,10 @@ class WaybillCart extends HTMLElement {
         <p><strong>Total: <span data-role="total">0.00</span></strong></p>
       </section>`;
     document.addEventListener("waybill:add-to-cart", (e) => this.#add(e.detail));
-    document.addEventListener("waybill:order-placed", () => this.#clear());
+    document.addEventListener("waybill:order-placed", () => {
+      this.#clear();
+      this.#say("Your order is placed; the cart is empty again.");
+    });
     // The checkout may load after us: tell it what we hold when it asks.
     document.addEventListener("waybill:cart-requested", () => this.#announce());
     this.#render();

@@ -52,7 +52,7 @@ class WaybillCatalog extends HTMLElement {
     row.dataset.sku = item.sku;
     const id = `qty-${item.sku}`;
     row.innerHTML = `
-      <td data-label="Product"><span data-field="name"></span> <span class="muted"></span></td>
+      <td data-label="Product"><span><span data-field="name"></span> <span class="muted"></span></span></td>
       <td data-label="Price" class="num" data-field="price"></td>
       <td data-label="Available" class="num" data-field="available"></td>
       <td data-label="Quantity"><label class="vh" for="${id}"></label>

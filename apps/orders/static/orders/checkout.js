@@ -46,7 +46,7 @@ class WaybillCheckout extends HTMLElement {
         body: { lines: this.#lines.map(({ sku, quantity }) => ({ sku, quantity })) },
       });
       this.#key = null;
-      status.textContent = `Order placed: ${order.status}. We are reserving your stock…`;
+      status.textContent = "Order placed. Its progress shows in the order tracker.";
       this.dispatchEvent(new CustomEvent("waybill:order-placed", { bubbles: true, composed: true, detail: { order } }));
     } catch (error) {
       status.textContent = "";

@@ -3,8 +3,9 @@
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
 import { follow } from "./http.js";
 
+// Drawn widest first, so a series hidden under another (placed = confirmed) still shows.
 const SERIES = [
-  ["placed", "#143d59"], ["confirmed", "#2b7a0b"], ["rejected", "#a4161a"], ["cancelled", "#8a8f96"],
+  ["placed", "#143d59", 7], ["confirmed", "#2b7a0b", 4], ["rejected", "#a4161a", 2.5], ["cancelled", "#8a8f96", 1.5],
 ];
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -81,7 +82,7 @@ class WaybillDashboard extends HTMLElement {
   }
 
   #chart(minutes) {
-    const width = 600, height = 200, pad = 28;
+    const width = 800, height = 220, pad = 30;
     const max = Math.max(1, ...minutes.flatMap((m) => SERIES.map(([name]) => m[name] ?? 0)));
     const x = (i) => pad + (minutes.length < 2 ? (width - 2 * pad) / 2 : (i * (width - 2 * pad)) / (minutes.length - 1));
     const y = (v) => height - pad - (v * (height - 2 * pad)) / max;
@@ -95,9 +96,9 @@ class WaybillDashboard extends HTMLElement {
     const top = svg("text", { x: 4, y: pad, "font-size": 12, fill: "#56616c" });
     top.textContent = String(max);
     chart.append(top);
-    for (const [name, color] of SERIES) {
+    for (const [name, color, weight] of SERIES) {
       const points = minutes.map((m, i) => `${x(i).toFixed(1)},${y(m[name] ?? 0).toFixed(1)}`).join(" ");
-      if (points) chart.append(svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2.5, "data-series": name }));
+      if (points) chart.append(svg("polyline", { points, fill: "none", stroke: color, "stroke-width": weight, "stroke-linejoin": "round", "data-series": name }));
     }
     if (minutes.length) {
       for (const [i, label] of [[0, minutes[0].minute], [minutes.length - 1, minutes.at(-1).minute]]) {
