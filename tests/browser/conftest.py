@@ -34,12 +34,14 @@ expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 def pytest_collection_modifyitems(items):
-    """Every browser test on one xdist worker: they share the browser and the platform."""
+    """Every browser test on one xdist worker: they share the browser and the platform. A
+    test that names its group (services mode) joins the tests that share its deployment."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("browser"))
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(scope="session")

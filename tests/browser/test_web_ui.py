@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
+import httpx
+import pytest
 from playwright.sync_api import expect
 
-from e2e.harness import Shop, manage
+from e2e.harness import DEMO_SKUS, READY_TIMEOUT, Shop, manage, wait_for
 
 
 def _row(page, sku: str):
@@ -93,6 +95,9 @@ def test_api_refusals_are_shown_not_swallowed(browser_platform, browse):
     expect(customer.locator("waybill-checkout [role=alert]")).to_have_text(re.compile("try again in 30 seconds"))
     expect(customer.get_by_role("button", name="Place order")).to_be_disabled()
 
+    # The staff pages are not even served to a customer (and their streams are refused).
+    assert customer.goto("/staff/stock/").status == 403
+
 
 def test_the_shop_fits_a_phone_screen(browser_platform, browse, screenshot):
     customer = browse.sign_in(browser_platform, "bob", "/", width=375, height=800)
@@ -127,3 +132,29 @@ def test_a_page_reconnects_after_a_restart_and_catches_up(platform_factory, brow
     expect(_row(board, "MUG-2").locator("[data-field=on_hand]")).to_have_text("77")
     expect(_row(board, "MUG-2").locator("[data-field=available]")).to_have_text("77")
     expect(_row(catalog, "MUG-2").locator("[data-field=available]")).to_have_text("77")
+
+
+@pytest.mark.xdist_group("services")  # shares the services deployment of tests/e2e's services group
+def test_in_services_mode_each_context_serves_its_micro_frontend_and_the_shell_composes_them(
+        services_deployment, browse):
+    deployment = services_deployment
+    shop = Shop(deployment)
+    wait_for(lambda: DEMO_SKUS <= shop.catalog().keys(), READY_TIMEOUT, "the demo catalog")
+    # A context's web process serves its own micro-frontend, and not another context's.
+    for context, owned, foreign in [("orders", "orders/catalog.js", "inventory/stock-board.js"),
+                                    ("inventory", "inventory/stock-board.js", "readmodels/dashboard.js"),
+                                    ("readmodels", "readmodels/order-tracker.js", "orders/cart.js")]:
+        direct = f"http://127.0.0.1:{deployment.port_of[f'{context}-web']}/static/"
+        served = httpx.get(direct + owned, timeout=10)
+        assert served.status_code == 200 and "customElements.define" in served.text, (context, served.status_code)
+        assert httpx.get(direct + foreign, timeout=10).status_code == 404, (context, foreign)
+
+    # Through the gateway, the shell's page composes them and the order settles live.
+    sku = shop.create_product(on_hand=4, name="Services mode mug")
+    customer = browse.sign_in(deployment, "alice", "/")
+    item = _row(customer, sku)
+    expect(item.locator("[data-field=available]")).to_have_text("4")
+    item.get_by_role("button", name="Add Services mode mug to cart").click()
+    customer.get_by_role("button", name="Place order").click()
+    expect(customer.locator("waybill-order-tracker [data-role=status]")).to_have_text("CONFIRMED")
+    expect(item.locator("[data-field=available]")).to_have_text("3")
