@@ -14,7 +14,8 @@ Endpoints (all under ``/ws/v1/``; session cookie from a browser on an allowed Or
 - ``streams/``: the web shell's one shared connection; it follows nothing until asked.
 - ``orders/`` (the customer's ``orders`` and the ``catalog``), ``catalog/``, ``stock/`` and
   ``dashboard/`` (staff): the same protocol with their streams already followed, live,
-  from the moment of connecting.
+  from the position each stream is at when the socket connects (no snapshot: a client
+  that needs one, or is resuming, sends ``subscribe`` for the endpoint's stream).
 
 Stream names (``streams.authorise`` decides who may follow which): ``orders`` (the signed-in
 customer's orders), ``order:<uuid>`` (one of them), ``catalog``, ``stock``, ``dashboard``.
@@ -118,8 +119,8 @@ def legacy_change_frame(name: str, change: dict) -> dict:
 
 @dataclass
 class Follow:
-    """One client's place in one stream: the last position it was sent (``None``: not yet
-    known, for an endpoint that follows live from connect). Used by WebSocket and SSE."""
+    """One client's place in one stream: the last position it was sent (``None`` until
+    the catch-up, or the connect of a fixed endpoint, sets it). Used by WebSocket and SSE."""
 
     subscription: streams.Subscription
     last: int | None = None
@@ -176,13 +177,24 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=NOT_SIGNED_IN)
             return
-        for name in self.fixed:
-            try:
-                subscription = await database_sync_to_async(streams.authorise)(user, name)
-            except streams.Refused:
-                await self.close(code=REFUSED)
-                return
-            await self._join(self._follow(subscription))
+        if not self.fixed:
+            return
+        try:
+            subscriptions = await database_sync_to_async(
+                lambda: [streams.authorise(user, name) for name in self.fixed])()
+        except streams.Refused:
+            await self.close(code=REFUSED)
+            return
+        follows = [self._follow(subscription) for subscription in subscriptions]
+        for follow in follows:
+            await self._join(follow)
+        # Live from now: the position each stream is at once its group is joined. Without
+        # it the first push would be the baseline, and a change that was committed before
+        # it but arrived after it (from another process) would be dropped as a repeat.
+        positions = await database_sync_to_async(
+            lambda: [changes.stream_position(follow.subscription.stream) for follow in follows])()
+        for follow, position in zip(follows, positions, strict=True):
+            follow.last = position
 
     async def dispatch(self, message):
         # Channels' own dispatch closes stale database connections before every message,

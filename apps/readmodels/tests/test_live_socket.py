@@ -310,6 +310,27 @@ def test_a_push_lost_in_the_channel_layer_is_refilled_from_the_log(application, 
     run(scenario())
 
 
+def test_a_fixed_endpoint_refills_holes_from_the_moment_it_connects(application, cookie, monkeypatch):
+    record(changes.CATALOG, key="a")
+    publish = live.publish_change
+
+    def lossy_publish(*, stream, change):
+        if change["key"] != "lost":
+            publish(stream=stream, change=change)
+
+    async def scenario():
+        socket = await opened(application, "/ws/v1/catalog/", ORIGIN, cookie["alice"])
+        assert await socket.receive_nothing(timeout=0.1)
+        monkeypatch.setattr(live, "publish_change", lossy_publish)
+        lost = await arecord(changes.CATALOG, key="lost")  # the first change after connecting
+        pushed = await arecord(changes.CATALOG, key="b")
+        got = [await socket.receive_json() for _ in range(2)]
+        assert [(f["position"], f["key"]) for f in got] == [(lost, "lost"), (pushed, "b")] == [(2, "lost"), (3, "b")]
+        await socket.disconnect()
+
+    run(scenario())
+
+
 def test_one_orders_subscription_sees_only_its_order(application, users, token):
     alice = users["alice"]
     mine, other = uuid.uuid4(), uuid.uuid4()
