@@ -22,8 +22,9 @@ class ReadModelsConfig(AppConfig):
                 inbox=models.InboxMessage,
                 dead_letters=models.DeadLetter,
                 handlers=handlers.HANDLERS,
-                # Pushes the operations dashboard, coalesced: at most once a second.
-                periodic=(services.dashboard_publish,),
+                # Pushes the operations dashboard, coalesced: at most once a second; and
+                # forgets change-log entries past their retention.
+                periodic=(services.dashboard_publish, services.changes_prune_due),
             )
         )
         # The webhooks bulkhead: its own queue, inbox and workers, so a slow receiver never

@@ -263,3 +263,13 @@ def test_the_stock_board_gets_every_product_state():
                                                                                  ("stock_item", 2, 3)]
     assert board[-1]["data"] == {"sku": "MUG-2", "name": "Product MUG-2", "price": "4.50", "on_hand": 10,
                                  "reserved": 3, "available": 7, "version": 2}
+
+
+def test_old_changes_are_pruned_by_the_periodic_job_at_most_every_ten_minutes(settings, monkeypatch):
+    settings.WAYBILL_CHANGES_RETENTION_SECONDS = -1  # everything is old
+    monkeypatch.setattr(services, "_next_prune", 0.0)
+    for version in (1, 2, 3):
+        _apply(_product("MUG-2", version=version, on_hand=10, reserved=version))
+    assert services.changes_prune_due() == 4  # of 3 catalog and 3 stock changes, each stream keeps its latest
+    _apply(_product("MUG-2", version=4, on_hand=10, reserved=0))
+    assert services.changes_prune_due() == 0  # not due again yet
