@@ -5,6 +5,11 @@
 push opened and closed a Redis connection. bench/pipeline's profile of a readmodels worker
 showed it as one of the largest costs per order. Here one long-lived loop in a daemon
 thread serves every push of the process, so the channel layer's connections are reused.
+
+In the embedded platform the same process also serves the sockets, on uvicorn's loop,
+and the in-memory channel layer's queues belong to that loop: waking a reader there from
+another loop is not thread-safe (and is only noticed at the loop's next tick). So
+``runplatform`` names its server loop (``serve_from``) and pushes run on it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ SEND_TIMEOUT_SECONDS = 5.0
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def serve_from(loop: asyncio.AbstractEventLoop) -> None:
+    """Run this process's pushes on ``loop``, the loop that serves its sockets."""
+    global _server_loop
+    _server_loop = loop
 
 
 def _push_loop() -> asyncio.AbstractEventLoop:
@@ -44,7 +56,9 @@ def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_SECON
     layer = get_channel_layer()
     if layer is None:
         return
-    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _push_loop())
+    server = _server_loop
+    loop = server if server is not None and server.is_running() else _push_loop()
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
     try:
         future.result(timeout)
     except TimeoutError:

@@ -1,3 +1,4 @@
+import asyncio
 import logging
 import os
 
@@ -6,7 +7,7 @@ from django.conf import settings
 from django.core.management import BaseCommand
 
 from paymentsandbox.process import SandboxProcess
-from waybill import contexts
+from waybill import contexts, realtime
 from waybill.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,14 @@ class Command(BaseCommand):
                 f"Demo accounts: alice, bob (customers), admin (staff) - password "
                 f"{settings.WAYBILL_DEMO_PASSWORD!r} (from WAYBILL_DEMO_PASSWORD)"
             )
+        async def serve():
+            # Projections push from the runtime's threads; the in-memory channel layer
+            # needs them on this loop (see waybill.realtime).
+            realtime.serve_from(asyncio.get_running_loop())
+            await server.serve()
+
         try:
-            server.run()  # returns on SIGINT/SIGTERM, after in-flight requests finish
+            asyncio.run(serve())  # returns on SIGINT/SIGTERM, after in-flight requests finish
         except KeyboardInterrupt:
             pass  # uvicorn re-raises Ctrl-C once it has shut down; that is our cue too
         finally:
