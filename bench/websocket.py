@@ -155,7 +155,7 @@ async def _order_wave(projector, fleet: Fleet, receipts: Receipts, orders: dict[
         latencies.append((received_at - committed_at) * 1000)
         commits.append(committed_at)
     span = (max(commits) - min(commits)) if len(commits) > 1 else 0.0
-    publish = answer["publish_ms"]  # the projector's own time in async_to_sync(group_send), after each commit
+    publish = answer["publish_ms"]  # the projector's own time in realtime.group_send, after each commit
     return {"latencies_ms": latencies, "lost": lost, "duplicates": duplicates, "projected": answer["projected"],
             "project_seconds": round(answer["seconds"], 2),
             "commits_per_s": round((len(commits) - 1) / span, 1) if span else None,

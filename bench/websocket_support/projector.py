@@ -13,8 +13,8 @@ Long-lived, run with the readmodels worker's environment: reads one JSON command
 line on stdin, ``{"status": "PENDING", "version": 1, "orders": [[order_id, customer_id],
 ...], "rate": per_second_or_null}``, projects them (paced at ``rate`` if given, else as
 fast as it can) and answers one JSON line ``{"projected": n, "seconds": s, "publish_ms":
-[...]}``, the last being how long each push (``live.publish_order_summary``, i.e.
-``async_to_sync(group_send)`` after the commit) took in this process.
+[...]}``, the last being how long each push (``live.publish_change``, i.e.
+``waybill.realtime.group_send`` after the commit) took in this process.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def main() -> None:
     django.setup()
     from apps.readmodels import live, services
 
-    # Time the push itself (async_to_sync(group_send) after the commit) without changing it.
-    publish, publish_ms = live.publish_order_summary, []
+    # Time the push itself (group_send after the commit) without changing it.
+    publish, publish_ms = live.publish_change, []
 
     def timed_publish(**kwargs):
         began = time.perf_counter()
@@ -42,7 +42,7 @@ def main() -> None:
         finally:
             publish_ms.append((time.perf_counter() - began) * 1000)
 
-    live.publish_order_summary = timed_publish
+    live.publish_change = timed_publish
 
     line = {"sku": "MUG-2", "name": "Stoneware mug", "quantity": 1, "unit_price": "12.50"}
     print(json.dumps({"ready": True}), flush=True)
