@@ -14,7 +14,7 @@ class WaybillCatalog extends HTMLElement {
           <caption class="muted">Availability updates live.</caption>
           <thead><tr><th scope="col">Product</th><th scope="col" class="num">Price</th>
             <th scope="col" class="num">Available</th><th scope="col">Quantity</th><th scope="col"><span class="vh">Action</span></th></tr></thead>
-          <tbody aria-live="polite" aria-relevant="text"></tbody>
+          <tbody></tbody>
         </table>
       </section>`;
     follow("catalog", (documents) => {

@@ -13,10 +13,18 @@ class WaybillMyOrders extends HTMLElement {
         <h2 id="my-orders-title">My orders</h2>
         <div class="message" role="alert"></div>
         <p class="message" role="status" aria-live="polite"></p>
-        <ul class="list" data-role="orders" aria-live="polite"></ul>
+        <ul class="list" data-role="orders"></ul>
       </section>`;
-    follow("orders", (documents) => {
-      for (const order of documents) keepNewer(this.#orders, order.id, order);
+    follow("orders", (documents, { snapshot }) => {
+      for (const order of documents) {
+        const before = this.#orders.get(order.id)?.status;
+        keepNewer(this.#orders, order.id, order);
+        const after = this.#orders.get(order.id).status;
+        // Announce a live status change, not the whole list (a screen reader would read it all).
+        if (!snapshot && before && before !== after) {
+          this.querySelector("[role=status]").textContent = `An order is now ${after}.`;
+        }
+      }
       this.#render();
     });
   }
