@@ -44,7 +44,10 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(pytest.mark.xdist_group("browser"))
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop marked as running
+# in the main thread while it is open, and later tests on the same xdist worker that call
+# asyncio.run() (the WebSocket tests) would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium not found at {CHROMIUM} (bin/ensure-servers installs Debian's chromium)")
