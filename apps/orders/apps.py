@@ -19,6 +19,9 @@ class OrdersConfig(AppConfig):
                 dead_letters=models.DeadLetter,
                 handlers=handlers.HANDLERS,
                 periodic=(saga.saga_expire_overdue,),
+                # Orders follows inventory.product_listed since it was split from the
+                # stock-level document.
+                retired_types=("inventory.product_updated",),
             )
         )
         # The payments bulkhead: its own queue, inbox and workers; orders' outbox.

@@ -25,8 +25,14 @@ TIMELINE_KEYS = ("step", "status", "at", "reason")
 
 def order_document(summary: OrderSummary, products: Mapping[str, CatalogItem] | None = None) -> dict:
     """The order joined with what inventory last said about its products: each line's
-    ``available`` is the product's current availability (None if the catalog does not
-    know it). ``products`` maps sku -> CatalogItem; looked up when not given."""
+    ``available`` is the product's availability when the document was built, at the
+    product's ``product_version`` (both None if the catalog does not know it).
+
+    Stock moves far more often than an order does, so a stock change does not record a
+    new order version: two documents of one order ``version`` may differ in availability,
+    and ``product_version`` says which is newer. A client that shows live availability
+    follows the ``catalog`` stream for it. ``products`` maps sku -> CatalogItem; looked up
+    when not given."""
     if products is None:
         skus = {line["sku"] for line in summary.lines}
         products = CatalogItem.objects.using("readmodels").in_bulk(skus) if skus else {}
@@ -39,6 +45,7 @@ def order_document(summary: OrderSummary, products: Mapping[str, CatalogItem] | 
             "quantity": line["quantity"],
             "unit_price": line["unit_price"],
             "available": product.available if product else None,
+            "product_version": product.version if product else None,
         })
     return {
         "id": str(summary.order_id), "status": summary.status, "reason": summary.reason,

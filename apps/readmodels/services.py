@@ -211,6 +211,8 @@ def dashboard_publish(*, now: datetime | None = None, force: bool = False) -> bo
     processes (the dashboard row is locked while folding). Runs as readmodels' periodic
     job; returns whether it recorded a change."""
     now = now or timezone.now()
+    if not force and not _dashboard_due(now):
+        return False  # decided without a transaction: on SQLite a locking one is a write lock
     with transaction.atomic(using=DB):
         _dashboard_row()
         dashboard = Dashboard.objects.using(DB).select_for_update().get(key=DASHBOARD_KEY)
@@ -229,6 +231,14 @@ def dashboard_publish(*, now: datetime | None = None, force: bool = False) -> bo
                               version=dashboard.version,
                               document=selectors.dashboard_document(version=dashboard.version, now=now))
     return True
+
+
+def _dashboard_due(now: datetime) -> bool:
+    """A plain read: is there anything to fold, and is the last build old enough?"""
+    dashboard = Dashboard.objects.using(DB).filter(key=DASHBOARD_KEY).values("dirty", "built_at").first()
+    if dashboard and dashboard["built_at"] and (now - dashboard["built_at"]).total_seconds() < DASHBOARD_MIN_SECONDS:
+        return False
+    return bool(dashboard and dashboard["dirty"]) or DashboardDelta.objects.using(DB).exists()
 
 
 def _dashboard_row() -> None:

@@ -112,4 +112,8 @@ def declare(connection: Connection) -> None:
     DEAD_QUEUE(channel).declare()
     for context in contexts.all_contexts():
         for partition in partitions():
-            context_queue(context, partition, declare=True)(channel).declare()
+            queue = context_queue(context, partition, declare=True)(channel)
+            queue.declare()
+            for message_type in context.retired_types:
+                # Unbinding a binding that is not there is harmless (RabbitMQ answers ok).
+                queue.unbind_from(EVENTS, routing_key=_partitioned(message_type, partition))

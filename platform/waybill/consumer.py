@@ -23,7 +23,7 @@ from django.db import IntegrityError, close_old_connections, connections, transa
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
-from . import bus, opsreport
+from . import bus, opsreport, retention
 from .backoff import backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
 from .inbox import InboxMessageBase
@@ -239,9 +239,10 @@ class ContextConsumer:
 
     def sweep(self) -> None:
         """Due retries, then the context's periodic work (e.g. overdue saga steps), then
-        its outbox report for the operations dashboard (rate-limited, see opsreport)."""
+        its outbox report for the operations dashboard (rate-limited, see opsreport) and
+        the pruning of old outbox and inbox rows (see retention)."""
         self.retry_due()
-        for job in (*self.context.periodic, self._outbox_report):
+        for job in (*self.context.periodic, self._outbox_report, self._prune):
             try:
                 job()
             except Exception:
@@ -249,6 +250,9 @@ class ContextConsumer:
 
     def _outbox_report(self) -> None:
         opsreport.outbox_report(self.context)
+
+    def _prune(self) -> None:
+        retention.prune_due(self.context)
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

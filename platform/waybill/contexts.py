@@ -57,6 +57,10 @@ class BoundedContext:
     # Work the runtime (embedded) or beat (services) runs about every second, such as
     # expiring overdue saga steps. Each must be safe to run in several processes at once.
     periodic: tuple[Callable[[], object], ...] = ()
+    # Message types this consumer once handled and no longer does. A broker keeps a
+    # durable queue's bindings across deployments, so the topology step unbinds these
+    # (a message nobody handles would otherwise be dead-lettered on every arrival).
+    retired_types: tuple[str, ...] = ()
 
     def handler_for(self, message_type: str) -> Handler | None:
         for schema, handler in self.handlers.items():

@@ -87,6 +87,9 @@ class Relay:
             if sent:
                 self._mark_sent(sent)
         if error is not None:
+            # A fresh channel next time: on this one, delivery tags may no longer match the
+            # rows (a publish that failed after its tag was counted), or answers may still come.
+            self.close()
             raise error
         return len(sent)
 
@@ -277,8 +280,8 @@ class _Confirms:
         return rows
 
     def abandon(self) -> None:
-        """Forget what was not confirmed; the caller closes the channel, so those tags
-        can never be answered on it."""
+        """Forget what was not confirmed; ``publish_batch`` then closes the channel, so
+        those tags can never be answered on it."""
         self._pending.clear()
 
 

@@ -105,3 +105,20 @@ def test_a_refused_publish_holds_back_only_its_aggregate_and_is_published_again(
     # every queue took it"), so it can arrive twice; never after a later version.
     versions = [v for _, v in _received(broker, watch)]
     assert versions in ([1, 2, 3], [1, 1, 2, 3])
+
+
+def test_declare_unbinds_a_type_a_consumer_retired(broker):
+    """Orders once bound inventory.product_updated; on a broker that still has that
+    binding, declaring the topology removes it (and doing so twice is harmless)."""
+    orders_queue = bus.context_queue(contexts.get("orders"), declare=True)(broker.default_channel)
+    orders_queue.bind_to(bus.EVENTS, routing_key="inventory.product_updated")  # as an old deployment left it
+    bus.declare(broker)
+    bus.declare(broker)
+    orders_queue.purge()
+    _record(["RETIRED-1"], versions=1)
+    relay = Relay(contexts.get("inventory"))
+    try:
+        assert relay.drain() == 1
+    finally:
+        relay.close()
+    assert orders_queue.get(no_ack=True) is None

@@ -124,6 +124,9 @@ def _position(value: str | None, what: str) -> int | None:
     return position
 
 
+PUSH_BUFFER = 100  # pushes held for one slow SSE client
+
+
 def event(frame: dict) -> bytes:
     """One frame (as sent over WebSocket) as one SSE event."""
     kind = frame["kind"] if frame["type"] == "change" else frame["type"]
@@ -136,16 +139,20 @@ async def events(subscription: streams.Subscription, after: int | None):
     channel = await layer.new_channel()
     group = live.stream_group(subscription.stream)
     await layer.group_add(group, channel)  # before reading the log: see live.py
-    pushes: asyncio.Queue = asyncio.Queue()
+    # Bounded: a client that reads slowly must not make this process buffer without end.
+    # When it is full the receive loop waits, the channel layer's own per-channel capacity
+    # drops what overflows (at most once, as always), and Follow.pushed refills the hole
+    # from the log once the client catches up.
+    pushes: asyncio.Queue = asyncio.Queue(maxsize=PUSH_BUFFER)
 
     async def receive():
         # One long-lived receive: cancelling a channel-layer receive on every heartbeat
         # timeout could drop a message in flight (channels_redis).
         try:
             while True:
-                pushes.put_nowait(await layer.receive(channel))
+                await pushes.put(await layer.receive(channel))
         except Exception:  # the layer is gone (e.g. Redis): end the stream, the client resumes
-            pushes.put_nowait({"type": "receiver.failed"})
+            await pushes.put({"type": "receiver.failed"})
 
     receiver = asyncio.create_task(receive())
     try:

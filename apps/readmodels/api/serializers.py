@@ -14,6 +14,8 @@ class SummaryLineOutput(serializers.Serializer):
     unit_price = serializers.DecimalField(max_digits=10, decimal_places=2, help_text="Price when ordered.")
     available = serializers.IntegerField(allow_null=True, help_text="The product's availability now "
                                          "(null if inventory has not told us about it).")
+    product_version = serializers.IntegerField(allow_null=True, help_text="The product's version that "
+                                               "`available` is from; the catalog stream carries later ones.")
 
 
 class TimelineStepOutput(serializers.Serializer):

@@ -3,11 +3,18 @@
 from django.db import migrations, models
 
 
-def orders_version_was_the_version(apps, schema_editor):
+def carry_existing_orders_over(apps, schema_editor):
     # Until now a summary's version was orders' aggregate version; the document now counts
     # its own changes from there on.
+    db = schema_editor.connection.alias
     OrderSummary = apps.get_model("readmodels", "OrderSummary")
-    OrderSummary.objects.using(schema_editor.connection.alias).update(order_version=models.F("version"))
+    OrderStatusCount = apps.get_model("readmodels", "OrderStatusCount")
+    OrderSummary.objects.using(db).update(order_version=models.F("version"))
+    # The dashboard's counts move by deltas from here on: start them from the orders there
+    # are, or an existing order's next status change would count its old status below zero.
+    counts = OrderSummary.objects.using(db).values("status").annotate(n=models.Count("pk"))
+    OrderStatusCount.objects.using(db).bulk_create(
+        [OrderStatusCount(status=row["status"], count=row["n"]) for row in counts if row["status"]])
 
 
 class Migration(migrations.Migration):
@@ -130,5 +137,5 @@ class Migration(migrations.Migration):
             model_name='ordersummary',
             index=models.Index(fields=['customer_id', '-updated_at'], name='readmodels_order_customer'),
         ),
-        migrations.RunPython(orders_version_was_the_version, migrations.RunPython.noop),
+        migrations.RunPython(carry_existing_orders_over, migrations.RunPython.noop),
     ]

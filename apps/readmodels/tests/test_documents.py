@@ -196,14 +196,15 @@ def test_the_order_document_joins_product_names_prices_and_live_availability():
     assert set(document) == {"id", "status", "reason", "total", "version", "order_version", "placed_at",
                              "updated_at", "lines", "timeline"}
     assert document["lines"] == [{"sku": "MUG-2", "name": "Mug", "quantity": 2, "unit_price": "4.50",
-                                  "available": 10}]
+                                  "available": 10, "product_version": 1}]
     assert document["timeline"] == [{"step": "placed", "status": "ok", "at": h.items[0][0].occurred_at.isoformat(),
                                      "reason": ""}]
     assert (document["status"], document["total"], document["version"]) == ("PENDING", "9.00", 1)
     _apply(_product("MUG-2", version=2, on_hand=10, reserved=2))
     sub = streams.Subscription("orders", changes.customer_stream(CUSTOMER))
     _, (current,) = streams.snapshot(sub)
-    assert current["lines"][0]["available"] == 8  # what inventory says now
+    # What inventory says now, and from which version of the product.
+    assert (current["lines"][0]["available"], current["lines"][0]["product_version"]) == (8, 2)
 
 
 def test_an_inventory_answer_before_the_order_is_kept_until_the_order_arrives():

@@ -62,7 +62,8 @@ def test_the_order_page_has_the_order_its_timeline_and_live_products_in_one_call
         confirmed_order.id, "CONFIRMED", "40.00", 2)
     assert [step["step"] for step in order["timeline"]] == ["placed", "stock_reserved", "payment_charged", "confirmed"]
     assert order["version"] == 4  # one per step
-    assert order["lines"] == [{"sku": "LAMP-1", "name": "Lamp", "quantity": 2, "unit_price": "20.00", "available": 3}]
+    assert order["lines"] == [{"sku": "LAMP-1", "name": "Lamp", "quantity": 2, "unit_price": "20.00", "available": 3,
+                               "product_version": 2}]
     assert page["products"] == [{"sku": "LAMP-1", "name": "Lamp", "price": "20.00", "available": 3, "version": 2}]
     # The summary API shows the same document.
     assert alice.get(f"/api/v1/read/orders/{confirmed_order.id}/").json() == order

@@ -94,8 +94,9 @@ def _database(alias: str) -> dict:
         # Web processes (ASGI): Django runs each request's database work in a fresh async
         # context, so a persistent connection is never reused there and every request
         # would open one; a psycopg pool per process hands them out instead.
-        config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env.int("WAYBILL_DB_POOL_SIZE", default=8),
-                                      "timeout": 10}}
+        # setdefault: keep what the URL set (e.g. ?sslmode=require).
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1, "max_size": env.int("WAYBILL_DB_POOL_SIZE", default=8), "timeout": 10}
     else:
         # Keep connections between messages (checked before reuse): a new PostgreSQL
         # connection per message held a worker to a few messages per second.
@@ -205,10 +206,34 @@ WAYBILL_SAGA_PAYMENT_SECONDS = env.float("WAYBILL_SAGA_PAYMENT_SECONDS", default
 WAYBILL_SAGA_RELEASE_SECONDS = env.float("WAYBILL_SAGA_RELEASE_SECONDS", default=30.0)
 WAYBILL_CURRENCY = "EUR"
 
+# How long sent outbox rows and processed inbox rows are kept (waybill/retention.py): the
+# inbox is what makes a late duplicate harmless, so it keeps the longer.
+WAYBILL_OUTBOX_RETENTION_SECONDS = env.int("WAYBILL_OUTBOX_RETENTION_SECONDS", default=3 * 24 * 3600)
+WAYBILL_INBOX_RETENTION_SECONDS = env.int("WAYBILL_INBOX_RETENTION_SECONDS", default=7 * 24 * 3600)
+
 # Read-model change log (apps/readmodels/changes.py): how long changes are kept for
 # clients to resume from, and the most sent on one resume before a snapshot is cheaper.
 WAYBILL_CHANGES_RETENTION_SECONDS = env.int("WAYBILL_CHANGES_RETENTION_SECONDS", default=24 * 3600)
 WAYBILL_CHANGES_RESUME_LIMIT = env.int("WAYBILL_CHANGES_RESUME_LIMIT", default=1000)
+
+# --- Webhooks (apps/readmodels/webhooks, docs/webhooks.md).
+# One POST, all told (resolving, connecting, sending, the answer): a slow receiver holds a
+# sender this long at most.
+WAYBILL_WEBHOOK_TIMEOUT_SECONDS = env.float("WAYBILL_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Tries per delivery before it is failed (an operator may redeliver it); backoff with
+# jitter between tries: base * 2**(n-1), capped.
+WAYBILL_WEBHOOK_MAX_ATTEMPTS = env.int("WAYBILL_WEBHOOK_MAX_ATTEMPTS", default=8)
+WAYBILL_WEBHOOK_RETRY_BASE_SECONDS = env.float("WAYBILL_WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+WAYBILL_WEBHOOK_RETRY_MAX_SECONDS = env.float("WAYBILL_WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+# Deliveries one sweep claims, and how many it sends at once.
+WAYBILL_WEBHOOK_BATCH_SIZE = env.int("WAYBILL_WEBHOOK_BATCH_SIZE", default=20)
+WAYBILL_WEBHOOK_CONCURRENCY = env.int("WAYBILL_WEBHOOK_CONCURRENCY", default=8)
+# Plain http:// to loopback (and nothing private) for local receivers while developing and
+# in tests. Unset: on exactly when DEBUG is (the development settings), never in production.
+WAYBILL_WEBHOOK_ALLOW_LOOPBACK = env.bool("WAYBILL_WEBHOOK_ALLOW_LOOPBACK", default=None)
+WAYBILL_WEBHOOK_MAX_ENDPOINTS = env.int("WAYBILL_WEBHOOK_MAX_ENDPOINTS", default=20)
+# Finished deliveries (and their attempts) are forgotten this long after they were created.
+WAYBILL_WEBHOOK_RETENTION_SECONDS = env.int("WAYBILL_WEBHOOK_RETENTION_SECONDS", default=14 * 24 * 3600)
 
 # --- The payment provider (the sandbox that runplatform and make up start, by default).
 WAYBILL_PAYMENT_GATEWAY_URL = env.str("WAYBILL_PAYMENT_GATEWAY_URL", default="")

@@ -1,0 +1,62 @@
+"""Forgetting what is no longer needed: sent outbox rows and processed inbox rows.
+
+A sent outbox row is kept for operators (what left, when) and an inbox row for
+deduplication: a duplicate that arrives after its row is gone would be applied again.
+Brokers redeliver within minutes to hours (unacked messages, a replayed dead letter is a
+new decision by an operator), so the inbox keeps a week by default and the outbox three
+days; both are settings. Dead letters and retrying messages are never pruned here: they
+wait for an operator or their next try.
+
+``prune_due`` runs from the consumer sweep; it works at most every ``PRUNE_EVERY_SECONDS``
+per process and deletes in bounded batches, so a large first prune never holds a long
+transaction (several processes pruning at once simply delete disjoint or no rows).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from .contexts import BoundedContext
+
+PRUNE_EVERY_SECONDS = 600.0
+BATCH = 5000
+MAX_BATCHES = 20  # per prune; the rest waits for the next one
+
+_next_due: dict[str, float] = {}
+
+
+def prune_due(context: BoundedContext) -> int:
+    """Prune ``context``'s inbox (and its outbox, if this registration relays it) when
+    due in this process. Returns how many rows were deleted."""
+    now = time.monotonic()
+    if now < _next_due.get(context.name, 0.0):
+        return 0
+    _next_due[context.name] = now + PRUNE_EVERY_SECONDS
+    return prune(context)
+
+
+def prune(context: BoundedContext) -> int:
+    now = timezone.now()
+    inbox = context.inbox.objects.using(context.database).filter(
+        status=context.inbox.Status.PROCESSED,
+        processed_at__lt=now - timedelta(seconds=settings.WAYBILL_INBOX_RETENTION_SECONDS))
+    deleted = _delete_in_batches(inbox)
+    if context.relay:  # a bulkhead shares its context's outbox; the main registration prunes it
+        outbox = context.outbox.objects.using(context.database).filter(
+            sent_at__lt=now - timedelta(seconds=settings.WAYBILL_OUTBOX_RETENTION_SECONDS))
+        deleted += _delete_in_batches(outbox)
+    return deleted
+
+
+def _delete_in_batches(rows) -> int:
+    deleted = 0
+    for _ in range(MAX_BATCHES):
+        ids = list(rows.values_list("id", flat=True)[:BATCH])
+        if not ids:
+            break
+        deleted += rows.model.objects.using(rows.db).filter(id__in=ids).delete()[0]
+    return deleted
