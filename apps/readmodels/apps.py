@@ -38,6 +38,7 @@ class ReadModelsConfig(AppConfig):
                 dead_letters=webhook_models.WebhookDeadLetter,
                 handlers=webhook_handlers.HANDLERS,
                 relay=False,
-                periodic=(webhook_services.webhook_deliveries_send_due,),
+                # Sends what is due; forgets finished deliveries past their retention.
+                periodic=(webhook_services.webhook_deliveries_send_due, webhook_services.webhook_deliveries_prune_due),
             )
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -235,7 +236,8 @@ def test_an_unreachable_receiver_is_a_failure_with_the_error_recorded(pump, staf
     assert send_all() == 4
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == Status.FAILED and delivery.last_status_code is None
-    assert "ConnectError" in delivery.last_error
+    assert delivery.last_error == "connection refused"  # the class; the detail is for staff
+    assert "ConnectError" in delivery.attempt_log.last().detail
 
 
 def test_the_admin_shows_deliveries_with_their_attempts_and_never_a_secret(pump, staff, client, django_user_model):
@@ -406,3 +408,248 @@ def test_the_api_is_in_the_schema(alice):
     paths = json.loads(schema.content)["paths"]
     assert {"/api/v1/webhooks/", "/api/v1/webhooks/{endpoint_id}/",
             "/api/v1/webhooks/{endpoint_id}/deliveries/"} <= paths.keys()
+
+
+# --- a bounded POST ----------------------------------------------------------------------------
+class Trickler:
+    """A receiver that answers one byte at a time, a fifth of a second apart, each read well
+    within httpx's per-read timeout: in the status line and headers, or in a body that
+    claims to be long. It stops when the sender hangs up, or (bounded) after 20 s."""
+
+    def __init__(self, phase: str):
+        self.phase = phase
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.hung_up = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+
+    def _serve(self) -> None:
+        self.listener.settimeout(20)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+            if self.phase == "body":
+                conn.sendall(head)
+                drip = b"x" * 100000
+            else:
+                drip = head
+            deadline = time.monotonic() + 20
+            for byte in drip:
+                if self.stop.wait(0.2) or time.monotonic() > deadline:
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    self.hung_up.set()
+                    return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_trickling_receiver_is_cut_off_at_the_deadline(pump, staff, webhook_settings, phase):
+    webhook_settings.WAYBILL_WEBHOOK_TIMEOUT_SECONDS = 1.0
+    with Trickler(phase) as receiver:
+        register(staff, receiver.url, "inventory.product_updated")
+        bring(pump, product_updated())
+        start = time.monotonic()
+        assert services.webhook_deliveries_send_due() == 1
+        took = time.monotonic() - start
+        assert receiver.hung_up.wait(5), "the sender never hung up"
+    assert took < 3.0, f"one POST took {took:.1f} s with a 1 s deadline"
+    attempt = WebhookAttempt.objects.get()
+    assert not attempt.succeeded and attempt.error == "timeout"
+    assert WebhookDelivery.objects.get().status == Status.PENDING  # to be retried
+
+
+def test_only_the_start_of_a_huge_answer_is_read(pump, staff):
+    with Receiver(statuses=(500,)) as receiver:
+        receiver.answer = b"A" * (64 * 1024 * 1024)  # more than any socket buffer holds
+        register(staff, receiver.url, "inventory.product_updated")
+        bring(pump, product_updated())
+        assert services.webhook_deliveries_send_due() == 1
+        assert receiver.answered.wait(10)
+    assert receiver.answers == [False]  # the sender hung up after the first kilobyte
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.error == "HTTP 500" and attempt.detail == "A" * 300
+
+
+def test_the_lease_outlasts_a_whole_batch(pump, staff, webhook_settings, monkeypatch):
+    """20 deliveries, 8 at a time, 15 s each at worst: 3 rounds, 45 s, and the claim must
+    hold longer than that, or another sender takes the rows back and POSTs them again."""
+    webhook_settings.WAYBILL_WEBHOOK_TIMEOUT_SECONDS = 15.0
+    webhook_settings.WAYBILL_WEBHOOK_BATCH_SIZE = 20
+    webhook_settings.WAYBILL_WEBHOOK_CONCURRENCY = 8
+    register(staff, "http://127.0.0.1:9/hooks", "inventory.product_updated")
+    for version in range(1, 21):
+        bring(pump, product_updated(version=version, on_hand=version))
+    leases = []
+
+    def post(**kwargs):
+        row = WebhookDelivery.objects.get(pk=kwargs["delivery_id"])
+        leases.append((row.next_attempt_at - timezone.now()).total_seconds())
+        return services.delivery.Outcome(timezone.now(), 1, 200)
+
+    monkeypatch.setattr(services.delivery, "post", post)
+    try:
+        assert services.webhook_deliveries_send_due() == 20
+    finally:
+        connections.close_all()  # the pool's threads opened their own
+    assert len(leases) == 20 and min(leases) > 3 * 15.0 + 10
+
+
+# --- where a POST may go (SSRF) ----------------------------------------------------------------
+def fake_resolver(monkeypatch, answers: dict[str, list[str]]):
+    """``getaddrinfo`` answering for the names in ``answers`` (each call takes the next
+    answer, the last one repeats: a name that changes its answer), the real one otherwise."""
+    real = socket.getaddrinfo
+    calls: dict[str, int] = {}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        n = calls[host] = calls.get(host, 0) + 1
+        address = answers[host][min(n, len(answers[host])) - 1]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "169.254.169.254", "192.168.1.1", "::ffff:10.0.0.7", "fd00::1"])
+def test_a_name_that_resolves_to_a_private_address_is_refused_when_sending(pump, alice, monkeypatch, address):
+    fake_resolver(monkeypatch, {"hooks.example.com": [address]})
+    endpoint = register(alice, "https://hooks.example.com/hooks", "inventory.product_listed")  # text is fine
+    bring(pump, envelope(inventory.ProductListed(sku="LAMP-1", name="Lamp", price=Decimal("5")), aggregate_id="LAMP-1"))
+    assert services.webhook_deliveries_send_due() == 1
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.error == "address not allowed" and address in attempt.detail
+    [row] = api(alice).get(f"/api/v1/webhooks/{endpoint['id']}/deliveries/").json()
+    assert row["last_error"] == "address not allowed" and address not in json.dumps(row)
+
+
+def test_loopback_allowed_means_loopback_only(pump, staff, monkeypatch):
+    fake_resolver(monkeypatch, {"intranet.test": ["10.1.2.3"]})
+    register(staff, "http://127.0.0.1:9/hooks", "inventory.product_updated")  # allowed: loopback
+    WebhookEndpoint.objects.update(url="http://intranet.test/hooks")  # as if it passed the text check
+    bring(pump, product_updated())
+    services.webhook_deliveries_send_due()
+    assert WebhookAttempt.objects.get().error == "address not allowed"
+
+
+def test_the_post_goes_to_the_address_that_was_checked(pump, staff, monkeypatch):
+    """DNS rebinding: the name answers loopback when checked, then an address where
+    nobody listens (it could as well be an internal one). The POST must reach the first."""
+    with Receiver() as receiver:
+        port = receiver.server.server_address[1]
+        calls = fake_resolver(monkeypatch, {"receiver.test": ["127.0.0.1", "127.0.0.2"]})
+        register(staff, receiver.url, "inventory.product_updated")
+        WebhookEndpoint.objects.update(url=f"http://receiver.test:{port}/hooks")  # plain http: only to loopback
+        bring(pump, product_updated())
+        assert services.webhook_deliveries_send_due() == 1
+    assert calls["receiver.test"] == 1  # resolved once, for the check
+    [request] = receiver.requests
+    assert request.headers["Host"] == f"receiver.test:{port}"
+    assert WebhookDelivery.objects.get().status == Status.DELIVERED
+
+
+def test_the_owner_never_sees_what_the_receiver_answered(pump, staff, client, django_user_model):
+    with Receiver(statuses=(500,)) as receiver:
+        receiver.answer = b"internal: db password is hunter2"
+        endpoint = register(staff, receiver.url, "inventory.product_updated")
+        bring(pump, product_updated())
+        services.webhook_deliveries_send_due()
+    shown = api(staff).get(f"/api/v1/webhooks/{endpoint['id']}/deliveries/")
+    assert shown.json()[0]["last_error"] == "HTTP 500"
+    assert b"hunter2" not in shown.content
+    # Staff operating the platform see it, in the admin's attempts.
+    client.force_login(django_user_model.objects.create_superuser("operator", password="x" * 20))
+    page = client.get(reverse("admin:readmodels_webhookdelivery_change", args=[WebhookDelivery.objects.get().pk]))
+    assert "hunter2" in page.content.decode()
+
+
+# --- rights are read, never copied ---------------------------------------------------------------
+def test_a_demoted_staff_member_no_longer_gets_customers_events(pump, staff, alice):
+    with Receiver() as receiver:
+        register(staff, receiver.url + "/staff", "orders.order_placed", "inventory.product_updated")
+        bring(pump, order_placed(customer_id=alice.id)[0])  # recorded while staff...
+        staff.is_staff = False
+        staff.save()
+        assert services.webhook_deliveries_send_due() == 0  # ...but not sent once demoted
+        bring(pump, order_placed(customer_id=alice.id)[0])
+        bring(pump, product_updated())
+        assert send_all() == 0
+    assert receiver.requests == []
+    assert WebhookDelivery.objects.get().last_error == services.NOT_PERMITTED  # only the first was recorded
+
+
+def test_a_deactivated_user_gets_nothing_even_of_their_own_orders(pump, alice):
+    with Receiver() as receiver:
+        register(alice, receiver.url, "orders.order_placed")
+        bring(pump, order_placed(customer_id=alice.id)[0])
+        alice.is_active = False
+        alice.save()
+        bring(pump, order_placed(customer_id=alice.id)[0])
+        assert send_all() == 0
+    assert receiver.requests == []
+    assert list(WebhookDelivery.objects.values_list("status", flat=True)) == [Status.FAILED]
+
+
+def test_a_promoted_user_gets_other_customers_events_from_then_on(pump, alice, bob):
+    with Receiver() as receiver:
+        register(alice, receiver.url, "orders.order_placed")
+        bring(pump, order_placed(customer_id=bob.id)[0])
+        alice.is_staff = True
+        alice.save()
+        bring(pump, order_placed(customer_id=bob.id)[0])
+        assert send_all() == 1
+    assert len(receiver.requests) == 1
+
+
+# --- retention ---------------------------------------------------------------------------------
+def test_finished_deliveries_are_pruned_after_the_retention(pump, staff, webhook_settings, monkeypatch):
+    webhook_settings.WAYBILL_WEBHOOK_RETENTION_SECONDS = 3600
+    endpoint = register(staff, "http://127.0.0.1:9/hooks", "inventory.product_updated")
+    for version in range(1, 6):
+        bring(pump, product_updated(version=version))
+    rows = list(WebhookDelivery.objects.order_by("created_at"))
+    old = timezone.now() - timezone.timedelta(hours=2)
+    states = [(Status.DELIVERED, old, None), (Status.FAILED, old, None), (Status.PENDING, old, None),
+              (Status.DELIVERED, timezone.now(), None), (Status.FAILED, old, timezone.now())]
+    for row, (status, created, redelivered) in zip(rows, states, strict=True):
+        WebhookDelivery.objects.filter(pk=row.pk).update(status=status, created_at=created,
+                                                         last_redelivered_at=redelivered)
+        WebhookAttempt.objects.create(delivery=row, started_at=created, response_ms=1, succeeded=False)
+    monkeypatch.setattr(services, "_next_prune", 0.0)
+    assert services.webhook_deliveries_prune_due() == 2
+    assert services.webhook_deliveries_prune_due() == 0  # not again for a while
+    assert {r.pk for r in WebhookDelivery.objects.all()} == {r.pk for r in rows[2:]}
+    assert WebhookAttempt.objects.count() == 3
+    # A deleted endpoint goes once its history has.
+    api(staff).delete(f"/api/v1/webhooks/{endpoint['id']}/")
+    WebhookEndpoint.objects.update(deleted_at=old)
+    WebhookDelivery.objects.update(status=Status.FAILED, created_at=old, last_redelivered_at=None)
+    assert services.webhook_deliveries_prune() == 3
+    assert not WebhookEndpoint.objects.exists() and not WebhookAttempt.objects.exists()
+
+
+def test_the_webhooks_consumer_prunes_periodically():
+    from waybill import contexts
+
+    assert services.webhook_deliveries_prune_due in contexts.get("webhooks").periodic

@@ -13,15 +13,15 @@ from .models import WebhookAttempt, WebhookDeadLetter, WebhookDelivery, WebhookE
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(ReadOnlyAdmin):
-    list_display = ("id", "owner_id", "owner_is_staff", "url", "event_types", "active", "created_at")
-    list_filter = ("active", "owner_is_staff")
+    list_display = ("id", "owner_id", "url", "event_types", "active", "created_at")
+    list_filter = ("active",)
     search_fields = ("url", "owner_id")
     exclude = ("secret",)
 
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ("started_at", "status_code", "response_ms", "succeeded", "error")
+    fields = ("started_at", "status_code", "response_ms", "succeeded", "error", "detail")
     readonly_fields = fields
     extra = 0
     can_delete = False

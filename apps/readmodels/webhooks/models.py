@@ -15,12 +15,11 @@ class WebhookEndpoint(models.Model):
     """Where an integrator wants events, and which ones.
 
     ``owner_id`` is a user id of the identity database (no foreign key across databases).
-    ``owner_is_staff`` is copied at registration: it decides whether the endpoint gets
-    every customer's order events or only its owner's (see ``events``)."""
+    What the owner may receive is decided per delivery from that user's current rights
+    (``services._may_receive``), never from a copy: see ``events``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner_id = models.BigIntegerField()
-    owner_is_staff = models.BooleanField(default=False)
     url = models.URLField(max_length=2000)
     event_types = models.JSONField()  # [message_type, ...]
     # Needed in clear to sign (an HMAC key cannot be hashed away); shown to the owner once,
@@ -88,7 +87,10 @@ class WebhookAttempt(models.Model):
     started_at = models.DateTimeField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     response_ms = models.PositiveIntegerField()
-    error = models.TextField(blank=True)  # empty: a 2xx answer
+    error = models.TextField(blank=True)  # the class of failure ("timeout", "HTTP 500"); empty: a 2xx answer
+    # What went wrong in full (exception text, the start of the answer): staff only, in the
+    # admin, never in the owner's API (it could show what some host answered us).
+    detail = models.TextField(blank=True)
     succeeded = models.BooleanField()
 
     class Meta:

@@ -22,7 +22,10 @@ class Receiver:
         self.statuses = list(statuses)  # answered in turn; the last one from then on
         self.requests: list[Received] = []
         self.gate: threading.Event | None = None
+        self.answer: bytes | None = None  # the body of every answer (default: "ok" / "no")
         self.arrived = threading.Event()  # set on every request
+        self.answers: list[bool] = []  # per answer: was all of it taken?
+        self.answered = threading.Event()
         self._lock = threading.Lock()
         receiver = self
 
@@ -38,7 +41,13 @@ class Receiver:
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"no")
+                try:
+                    self.wfile.write(receiver.answer if receiver.answer is not None else b"ok" if status < 300 else b"no")
+                    receiver.answers.append(True)
+                except OSError:  # the sender hung up before taking it all
+                    receiver.answers.append(False)
+                    self.close_connection = True
+                receiver.answered.set()
 
             def log_message(self, format, *args):  # quiet: tests read self.requests
                 pass

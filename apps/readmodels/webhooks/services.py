@@ -7,12 +7,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -21,15 +25,20 @@ from waybill.backoff import backoff_delay
 from waybill.messages import Envelope
 
 from . import delivery, signing
-from .conf import setting
 from .events import AUDIENCE, Audience, allowed_types
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 DB = "readmodels"
 Status = WebhookDelivery.Status
-# A claimed delivery whose sender died comes due again after this long past the timeout.
+# A claimed batch comes due again this long after its last POST must have ended: covers
+# resolving names (the resolver's own timeouts) and recording outcomes.
 LEASE_MARGIN_SECONDS = 30.0
+PRUNE_EVERY_SECONDS = 300.0
+PRUNE_BATCH = 1000
+PRUNE_MAX_BATCHES = 20
+NOT_PERMITTED = "owner may not receive this event"
+_next_prune = 0.0
 
 
 @dataclass
@@ -61,7 +70,7 @@ def _url_check(url: str) -> None:
         address = None
     loopback = host == "localhost" or host.endswith(".localhost") or (address is not None and address.is_loopback)
     if loopback:
-        if not setting("WAYBILL_WEBHOOK_ALLOW_LOOPBACK"):
+        if not delivery.loopback_allowed():
             raise WebhookError("url", "Loopback addresses are not allowed here.")
         return  # http or https, both fine on loopback
     if parts.scheme != "https":
@@ -87,10 +96,10 @@ def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
         raise WebhookError("event_types", f"Staff only: {refused}.")
     with transaction.atomic(using=DB):
         endpoints = WebhookEndpoint.objects.using(DB)
-        limit = setting("WAYBILL_WEBHOOK_MAX_ENDPOINTS")
+        limit = settings.WAYBILL_WEBHOOK_MAX_ENDPOINTS
         if endpoints.select_for_update().filter(owner_id=owner_id, active=True).count() >= limit:
             raise WebhookError("url", f"At most {limit} endpoints per user; delete one first.")
-        return endpoints.create(owner_id=owner_id, owner_is_staff=owner_is_staff, url=url,
+        return endpoints.create(owner_id=owner_id, url=url,
                                 event_types=sorted(set(event_types)), secret=signing.secret_generate())
 
 
@@ -102,6 +111,29 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
         WebhookEndpoint.objects.using(DB).filter(pk=endpoint.pk).update(active=False, deleted_at=now)
         WebhookDelivery.objects.using(DB).filter(endpoint_id=endpoint.pk, status=Status.PENDING).update(
             status=Status.FAILED, next_attempt_at=None, claim=None, last_error="endpoint deleted")
+
+
+# --- who may receive what ----------------------------------------------------------------------
+def _owners(owner_ids) -> dict[int, tuple[bool, bool]]:
+    """{user id: (is_active, is_staff)} as the identity database says *now*: rights are
+    never copied, so a demoted or deactivated user stops receiving at once."""
+    users = get_user_model().objects.filter(pk__in=set(owner_ids))
+    return {pk: (active, staff) for pk, active, staff in users.values_list("pk", "is_active", "is_staff")}
+
+
+def _may_receive(*, rights: tuple[bool, bool] | None, owner_id: int, event_type: str,
+                 customer_id: int | None) -> bool:
+    audience = AUDIENCE.get(event_type)
+    if rights is None or audience is None:
+        return False  # the user is gone, or the type is no longer offered
+    active, staff = rights
+    if not active:
+        return False
+    if audience is Audience.STAFF:
+        return staff
+    if audience is Audience.CUSTOMER:
+        return staff or (customer_id is not None and owner_id == customer_id)
+    return True
 
 
 # --- deliveries --------------------------------------------------------------------------------
@@ -121,16 +153,17 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
     type and may see it (an order's events: its customer's endpoints and staff's). Runs in
     the webhooks consumer's inbox transaction; sends nothing. At most one delivery per
     endpoint and message, however often the message comes. Returns how many endpoints want it."""
-    audience = AUDIENCE.get(envelope.type)
-    if audience is None:
+    if envelope.type not in AUDIENCE:
         return 0
-    endpoints = WebhookEndpoint.objects.using(DB).filter(active=True)
-    if audience is Audience.STAFF:
-        endpoints = endpoints.filter(owner_is_staff=True)
-    elif audience is Audience.CUSTOMER:
-        endpoints = endpoints.filter(Q(owner_is_staff=True) | Q(owner_id=customer_id))
     # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few.
-    wanted = [e.pk for e in endpoints.only("id", "event_types") if envelope.type in e.event_types]
+    candidates = [e for e in WebhookEndpoint.objects.using(DB).filter(active=True).only("id", "owner_id", "event_types")
+                  if envelope.type in e.event_types]
+    if not candidates:
+        return 0
+    rights = _owners(e.owner_id for e in candidates)
+    wanted = [e.pk for e in candidates
+              if _may_receive(rights=rights.get(e.owner_id), owner_id=e.owner_id, event_type=envelope.type,
+                              customer_id=customer_id)]
     if not wanted:
         return 0
     body = webhook_body(envelope=envelope, data=data)
@@ -159,65 +192,131 @@ def webhook_deliveries_send_due() -> int:
     once, outside any transaction), record each outcome. Returns how many it sent.
 
     Safe in several processes at once: a sender claims rows under ``skip_locked`` and a
-    lease, so no two send one delivery at the same time; a sender that dies mid-way leaves
-    rows that come due again when the lease runs out (a receiver may then see a delivery
-    twice: it deduplicates on Waybill-Webhook-Id)."""
+    lease, so no two send one delivery at the same time. The lease outlasts the whole
+    batch (every POST ends by WAYBILL_WEBHOOK_TIMEOUT_SECONDS: ``delivery.post``), so only a
+    sender that dies mid-way leaves rows that come due again (a receiver may then see a
+    delivery twice: it deduplicates on Waybill-Webhook-Id).
+
+    Each delivery goes out only if its owner may receive it *now* (active; staff, where the
+    event needs it): otherwise it fails without a POST."""
     token = uuid.uuid4()
     now = timezone.now()
-    lease = timedelta(seconds=setting("WAYBILL_WEBHOOK_TIMEOUT_SECONDS") + LEASE_MARGIN_SECONDS)
     deliveries = WebhookDelivery.objects.using(DB)
     due = deliveries.filter(status=Status.PENDING, next_attempt_at__lte=now)
     # A plain read first: on SQLite every transaction here takes the database's write lock
     # at BEGIN (IMMEDIATE), and this runs a few times a second beside the projector.
     if not due.exists():
         return 0
+    concurrency = max(1, settings.WAYBILL_WEBHOOK_CONCURRENCY)
     with transaction.atomic(using=DB):
         ids = list(
             due.select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
-            .values_list("id", flat=True)[: setting("WAYBILL_WEBHOOK_BATCH_SIZE")]
+            .values_list("id", flat=True)[: settings.WAYBILL_WEBHOOK_BATCH_SIZE]
         )
         if not ids:
             return 0
-        deliveries.filter(id__in=ids).update(claim=token, next_attempt_at=now + lease)
+        deliveries.filter(id__in=ids).update(claim=token, next_attempt_at=now + lease_for(len(ids)))
     claimed = list(deliveries.filter(id__in=ids, claim=token).select_related("endpoint"))
+    rights = _owners(row.endpoint.owner_id for row in claimed)
+    refused = [row for row in claimed if not _permitted(row, rights)]
+    for row in refused:
+        _refusal_record(row=row, token=token)
+    claimed = [row for row in claimed if row not in refused]
 
     def send(row: WebhookDelivery) -> delivery.Outcome:
         return delivery.post(url=row.endpoint.url, secret=row.endpoint.secret, delivery_id=str(row.id),
                              body=row.body.encode())
 
-    if len(claimed) == 1:
-        outcomes = [send(claimed[0])]
+    if len(claimed) <= 1:
+        outcomes = [send(row) for row in claimed]
     else:
-        with ThreadPoolExecutor(min(len(claimed), setting("WAYBILL_WEBHOOK_CONCURRENCY")),
-                                thread_name_prefix="webhook") as pool:
+        with ThreadPoolExecutor(min(len(claimed), concurrency), thread_name_prefix="webhook") as pool:
             outcomes = list(pool.map(send, claimed))
     for row, outcome in zip(claimed, outcomes, strict=True):
         _outcome_record(row=row, outcome=outcome, token=token)
     return len(claimed)
 
 
+def lease_for(count: int) -> timedelta:
+    """How long a sender holds ``count`` claimed deliveries: the rounds its pool needs,
+    each at most one POST's deadline, plus a margin."""
+    rounds = math.ceil(count / max(1, settings.WAYBILL_WEBHOOK_CONCURRENCY))
+    return timedelta(seconds=rounds * settings.WAYBILL_WEBHOOK_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS)
+
+
+def _permitted(row: WebhookDelivery, rights: dict) -> bool:
+    customer_id = None
+    if AUDIENCE.get(row.event_type) is Audience.CUSTOMER:
+        customer_id = (json.loads(row.body).get("data") or {}).get("customer_id")
+    owner_id = row.endpoint.owner_id
+    return _may_receive(rights=rights.get(owner_id), owner_id=owner_id, event_type=row.event_type,
+                        customer_id=customer_id)
+
+
+def _refusal_record(*, row: WebhookDelivery, token: uuid.UUID) -> None:
+    WebhookDelivery.objects.using(DB).filter(pk=row.pk, claim=token).update(
+        status=Status.FAILED, next_attempt_at=None, claim=None, last_status_code=None,
+        last_response_ms=None, last_error=NOT_PERMITTED)
+
+
 def _outcome_record(*, row: WebhookDelivery, outcome: delivery.Outcome, token: uuid.UUID) -> None:
     """The attempt, always; the delivery's new state only if our claim still holds (an
-    operator's redeliver meanwhile wins)."""
+    operator's redeliver meanwhile wins). The owner's API shows only the error class; the
+    detail stays on the attempt, for the admin."""
     attempts = row.attempts + 1
     now = timezone.now()
     if outcome.succeeded:
         state = {"status": Status.DELIVERED, "delivered_at": now, "next_attempt_at": None}
-    elif attempts >= setting("WAYBILL_WEBHOOK_MAX_ATTEMPTS"):
+    elif attempts >= settings.WAYBILL_WEBHOOK_MAX_ATTEMPTS:
         state = {"status": Status.FAILED, "next_attempt_at": None}
         log.warning("webhook delivery %s to endpoint %s failed for good after %d attempts: %s",
                     row.pk, row.endpoint_id, attempts, outcome.error)
     else:
-        delay = backoff_delay(attempts, base=setting("WAYBILL_WEBHOOK_RETRY_BASE_SECONDS"),
-                              cap=setting("WAYBILL_WEBHOOK_RETRY_MAX_SECONDS"))
+        delay = backoff_delay(attempts, base=settings.WAYBILL_WEBHOOK_RETRY_BASE_SECONDS,
+                              cap=settings.WAYBILL_WEBHOOK_RETRY_MAX_SECONDS)
         state = {"next_attempt_at": now + timedelta(seconds=delay)}
     with transaction.atomic(using=DB):
         WebhookAttempt.objects.using(DB).create(
             delivery_id=row.pk, started_at=outcome.started_at, status_code=outcome.status_code,
-            response_ms=outcome.response_ms, error=outcome.error, succeeded=outcome.succeeded,
+            response_ms=outcome.response_ms, error=outcome.error, detail=outcome.detail,
+            succeeded=outcome.succeeded,
         )
         WebhookDelivery.objects.using(DB).filter(pk=row.pk, claim=token).update(
             attempts=attempts, claim=None, last_status_code=outcome.status_code,
             last_response_ms=outcome.response_ms, last_error=outcome.error, **state,
         )
+
+
+# --- retention ---------------------------------------------------------------------------------
+def webhook_deliveries_prune_due() -> int:
+    """The webhooks consumer's periodic job, at most every PRUNE_EVERY_SECONDS per process:
+    ``webhook_deliveries_prune``. (The consumer's inbox is pruned by the kernel.)"""
+    global _next_prune
+    now = time.monotonic()
+    if now < _next_prune:
+        return 0
+    _next_prune = now + PRUNE_EVERY_SECONDS
+    return webhook_deliveries_prune()
+
+
+def webhook_deliveries_prune() -> int:
+    """Forget finished deliveries (delivered or failed, with their attempts) older than
+    WAYBILL_WEBHOOK_RETENTION_SECONDS since created and last redelivered, then deleted
+    endpoints with nothing left. Pending deliveries are never pruned. In bounded batches,
+    so a first large prune holds no long transaction; harmless to run in several
+    processes at once. Returns how many deliveries were deleted. Emits no message."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WAYBILL_WEBHOOK_RETENTION_SECONDS)
+    deliveries = WebhookDelivery.objects.using(DB)
+    old = deliveries.filter(status__in=(Status.DELIVERED, Status.FAILED), created_at__lt=cutoff).filter(
+        Q(last_redelivered_at__isnull=True) | Q(last_redelivered_at__lt=cutoff))
+    deleted = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        ids = list(old.values_list("id", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            break
+        with transaction.atomic(using=DB):
+            WebhookAttempt.objects.using(DB).filter(delivery_id__in=ids).delete()
+            deleted += deliveries.filter(id__in=ids).delete()[0]
+    WebhookEndpoint.objects.using(DB).filter(active=False, deleted_at__lt=cutoff, deliveries__isnull=True).delete()
+    return deleted

@@ -30,7 +30,9 @@ class WebhookDeliveryOutput(serializers.Serializer):
     attempts = serializers.IntegerField()
     last_status_code = serializers.IntegerField(allow_null=True)
     last_response_ms = serializers.IntegerField(allow_null=True)
-    last_error = serializers.CharField()
+    last_error = serializers.CharField(help_text=(
+        "What went wrong, as a class only: timeout, connection refused, connection failed, TLS error, "
+        "name not resolved, address not allowed, HTTP <status>, ...; never what the receiver answered."))
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     delivered_at = serializers.DateTimeField(allow_null=True)
