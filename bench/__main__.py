@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
 
     previous = RESULTS_DIR / ("results-quick.json" if run.quick else "results.json")
+    HISTORY = RESULTS_DIR / "history.json"
     results = json.loads(previous.read_text()) if previous.exists() and set(chosen) != set(SCENARIOS) else {}
     results.update({"machine": machine(), "quick": run.quick, "generated": time.strftime("%Y-%m-%d %H:%M")})
+    if HISTORY.exists():  # earlier figures, kept by hand with where they came from
+        results["history"] = json.loads(HISTORY.read_text())
     for name in chosen:
         started = time.monotonic()
         print(f"== {name} ...", flush=True)

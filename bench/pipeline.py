@@ -49,7 +49,8 @@ goes through the nginx gateway, embedded talks to runplatform directly. Both run
 (demo accounts) with WAYBILL_DEBUG=false, WAYBILL_OTEL_EXPORTER=none and the order throttle raised
 to 1000000/second (kept in the path; per second so that DRF's per-user list of request times stays
 as short as a real customer's); everything else at its defaults (1 partition, Celery workers as in
-launcher.deployment, CONN_MAX_AGE 0). PostgreSQL is the launcher's private server with fast=True
+launcher.deployment; web processes take connections from a psycopg pool of 8, workers and relays keep
+theirs). PostgreSQL is the launcher's private server with fast=True
 (fsync, synchronous_commit and full_page_writes off, as in the test suite; max_connections 400,
 since Django's ASGI handler gives every in-flight request a thread and a connection of its own),
 shared by the baseline and services mode but never used by both at once. Order of phases per system:
@@ -67,7 +68,7 @@ rate above that is offered once, for about overload_work_s seconds of the system
 phase. A transport error is retried (at most twice) with the same Idempotency-Key. Synchronous
 baseline (sync_baseline): bench/pipeline_support/syncshop, a settings module that reuses Waybill's
 base settings and its orders and inventory models on ONE PostgreSQL database (same server, no
-router, CONN_MAX_AGE 0, DEBUG off) and one extra DRF view, POST /api/v1/sync-orders/, served by one
+router, the same connection pool of 8 as a Waybill web process, DEBUG off) and one extra DRF view, POST /api/v1/sync-orders/, served by one
 uvicorn process like each Waybill web process (Django runs each request on a thread of its own, so
 concurrent requests overlap, holding their row locks across the charge): DRF token auth, Waybill's
 LineInput validation, then ONE transaction: idempotency-key lookup, read the products, insert the

@@ -10,7 +10,7 @@ RELAY_SYSTEMS = {
     "waybill": "Waybill relay (outbox, confirms)",
     "on_commit_delay": "on_commit + Celery delay()",
     "django_outbox_pattern": "django-outbox-pattern 3.2 (STOMP)",
-    "raw_kombu": "raw Kombu publish loop (ceiling)",
+    "raw_kombu": "raw Kombu publish loop, a confirm per message",
 }
 
 
@@ -48,6 +48,10 @@ def markdown(results: dict) -> str:
             latency = entry.get("commit_to_publish_ms") or {}
             lines.append(f"| {label} | {_fmt(entry.get('events_per_s'))} | {_spread(entry, 'events_per_s')} | "
                          f"{_fmt(latency.get('p50'), 1)} / {_fmt(latency.get('p99'), 1)} | {_fmt(entry.get('lost'))} |")
+        pipelined = (relay.get("raw_kombu") or {}).get("pipelined_confirms") or {}
+        if pipelined:
+            lines.append(f"| raw Kombu publish loop, confirms awaited once per 500 (the wire's ceiling) | "
+                         f"{_fmt(pipelined.get('events_per_s'))} | {_spread(pipelined, 'events_per_s')} | - | - |")
         lines += ["", relay.get("method", ""), ""]
     pipeline = results.get("pipeline")
     if pipeline:
@@ -61,6 +65,9 @@ def markdown(results: dict) -> str:
         baseline = pipeline.get("sync_baseline") or {}
         lines += [f"| synchronous baseline (one request, one transaction, no messages) | "
                   f"{_fmt(baseline.get('orders_per_s'), 1)} | - |", "",
+                  "CPU per order at saturation (ms, every process and server summed): "
+                  + "; ".join(f"{mode} {_fmt((pipeline.get(mode) or {}).get('cpu_ms_per_order_total'), 1)}"
+                              for mode in ("services", "embedded", "sync_baseline")) + ".", "",
                   f"Services / baseline: {_fmt(pipeline.get('ratio_services_to_sync'), 2)}; embedded / baseline: "
                   f"{_fmt(pipeline.get('ratio_embedded_to_sync'), 2)}.", "", pipeline.get("method", ""), ""]
     memory = results.get("memory")
@@ -68,7 +75,8 @@ def markdown(results: dict) -> str:
         lines += ["## Memory: peak RSS during the pipeline run (MiB)", "", "| process | MiB |", "|---|---:|"]
         for mode in ("services", "embedded"):
             for name, mib in (memory.get(mode) or {}).items():
-                lines.append(f"| {mode}: {name} | {_fmt(mib, 0)} |")
+                if isinstance(mib, float | int) and name != "samples":  # per-process detail is in the JSON
+                    lines.append(f"| {mode}: {name} | {_fmt(mib, 0)} |")
         lines += ["", memory.get("method", ""), ""]
     ws = results.get("websocket")
     if ws:
@@ -79,7 +87,21 @@ def markdown(results: dict) -> str:
                   f"{_fmt(ws.get('p99_ms'), 1)} | {_fmt((ws.get('broadcast_ms') or {}).get('p50'), 1)} / "
                   f"{_fmt((ws.get('broadcast_ms') or {}).get('p99'), 1)} | {_fmt(ws.get('missed'))} |",
                   "", ws.get("method", ""), ""]
+    history = results.get("history")
+    if history:
+        lines += ["## Before and after", "", history.get("note", ""), "",
+                  "| figure | before | after (this run) |", "|---|---:|---:|"]
+        for row in history.get("rows", []):
+            lines.append(f"| {row['figure']} | {_fmt(row['before'], 1)} | {_fmt(_lookup(results, row['after']), 1)} |")
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _lookup(results: dict, dotted: str):
+    value = results
+    for part in dotted.split("."):
+        value = (value or {}).get(part) if isinstance(value, dict) else None
+    return value
 
 
 def charts(results: dict, directory: Path) -> list[Path]:
