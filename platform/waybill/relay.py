@@ -115,7 +115,8 @@ class Relay:
         except Exception as exc:  # noqa: BLE001 - a lost connection or a timeout: unconfirmed rows fail
             confirms.abandon()
             acked = confirms.take_acked()
-            return acked, [row for row in attempted if row.id not in set(acked)], exc
+            confirmed = set(acked)
+            return acked, [row for row in attempted if row.id not in confirmed], exc
         nacked = confirms.take_nacked()
         acked = confirms.take_acked()
         if nacked:
