@@ -7,29 +7,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from launcher.deployment import Process, processes
 from launcher.gateway import Gateway
+from launcher.polling import wait_for
 from launcher.servers import free_port
 from launcher.stack import REPO, Stack
 
 READY_TIMEOUT = 60.0
 DEMO_PASSWORD = "waybill-demo"
 STOP_TIMEOUT = 20.0
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    interval = 0.05
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
 
 
 def _answers(url: str) -> bool:
@@ -131,7 +121,7 @@ class ServicesDeployment:
                 raise AssertionError(f"{name} exited {self.running[name].returncode}:\n{self.log_tail(name)}")
             return _answers(url)
 
-        wait_until(ready, READY_TIMEOUT, f"{name} to be ready")
+        wait_for(ready, READY_TIMEOUT, f"{name} to be ready")
 
     # --- the same HTTP face as the embedded platform (tests/e2e/harness.Platform) --------
     @property

@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
+from launcher.polling import wait_for
+from launcher.servers import free_port
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 MANAGE = REPO_DIR / "manage.py"
@@ -34,41 +32,6 @@ COMMAND_TIMEOUT = 120.0  # migrateall, load_demo, shell
 READY_TIMEOUT = 30.0  # runplatform answering /readyz
 SETTLE_TIMEOUT = 20.0  # a message flow reaching the read side
 STOP_TIMEOUT = 30.0  # SIGINT to exit
-
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.02,
-             ignore: tuple[type[BaseException], ...] = (), describe: Callable[[], str] | None = None) -> T:
-    """Poll ``predicate`` until it returns something truthy, and return that.
-
-    Fails with ``what`` and the last value (or exception) seen after ``timeout`` seconds,
-    or what ``describe()`` says of the state then. Exceptions of the ``ignore`` types
-    count as "not yet"; any other propagates at once."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            result = predicate()
-        except ignore as exc:
-            result, last = None, exc
-        else:
-            if result:
-                return result
-            last = result
-        if time.monotonic() >= deadline:
-            state = describe() if describe else repr(last)
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last seen: {state}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.2)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def unique_sku(prefix: str = "E2E") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10].upper()}"

@@ -11,7 +11,6 @@ clock), or sets a deadline setting to 0 and waits, with a bound, until it has pa
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
@@ -29,6 +28,7 @@ from apps.orders import payments, services
 from apps.orders.models import CircuitState, Order, OrderLine, OrderSaga, OutboxMessage, PaymentInboxMessage
 from apps.orders.saga import saga_expire_overdue
 from apps.readmodels.models import CatalogItem, OrderSummary
+from launcher.polling import wait_for
 from waybill import bus
 from waybill.consumer import Outcome
 from waybill.inbox import InboxMessageBase
@@ -109,18 +109,6 @@ def retry_payments(pump) -> int:
     """Make every waiting payments retry due now and run them (the inbox retry sweep)."""
     PaymentInboxMessage.objects.filter(status=RETRYING).update(next_attempt_at=timezone.now())
     return pump.consumers["payments"].retry_due()
-
-
-def wait_until(condition, *, timeout: float, interval: float = 0.02, what: str = "condition"):
-    """Poll ``condition`` until it is truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(interval)
 
 
 def assert_settled_and_consistent() -> None:
@@ -247,7 +235,7 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
         pump.settle()
         return status_of(order) == S.CONFIRMED
 
-    wait_until(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
+    wait_for(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
     assert payments.breaker().current_state == "closed"
     assert CircuitState.objects.get(name=payments.BREAKER).state == "closed"
     assert saga_of(order).state == State.COMPLETED
@@ -278,7 +266,7 @@ def test_circuit_state_row_shows_what_the_breaker_does(pump, shop, payment_sandb
         pump.settle()
         return status_of(order) == S.CONFIRMED
 
-    wait_until(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
+    wait_for(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
     assert payments.breaker().current_state == "closed"
     seen.append(CircuitState.objects.get(name=payments.BREAKER).state)
     assert seen == ["open", "closed"]  # the bug recorded ["closed", "half-open"]
@@ -318,7 +306,7 @@ def test_outage_past_the_deadline_compensates_and_never_charges(pump, shop, paym
         pump.settle()
         return not PaymentInboxMessage.objects.filter(status=RETRYING).exists()
 
-    wait_until(retries_done, timeout=10, interval=0.05, what="payments retries drained")
+    wait_for(retries_done, timeout=10, interval=0.05, what="payments retries drained")
     # The provider is back, but the saga no longer wants the money: the retry skipped it.
     assert charges(payment_sandbox, order) == []
     [refunded] = sent_by_orders(order, "orders.payment_refunded")
@@ -335,7 +323,7 @@ def test_payment_deadline_zero_skips_the_charge_and_compensates(pump, shop, paym
     assert payment_sandbox.stats()["charges"]["total"] == total_before
     assert status_of(order) == S.PENDING
 
-    wait_until(saga_expire_overdue, timeout=5, what="the payment deadline")
+    wait_for(saga_expire_overdue, timeout=5, what="the payment deadline")
     pump.settle()
     assert status_of(order) == S.REJECTED and order.reason == "Payment did not complete in time."
     assert len(sent_by_orders(order, "orders.refund_payment")) == 1
@@ -348,7 +336,7 @@ def test_reserve_deadline_compensates_and_the_late_reservation_is_released(pump,
     order = place("LAMP-1", 2)
     pump.relay()  # ReserveStock waits on inventory's queue; inventory does not answer
 
-    wait_until(saga_expire_overdue, timeout=5, what="the reserve deadline")
+    wait_for(saga_expire_overdue, timeout=5, what="the reserve deadline")
     saga = saga_of(order)
     assert (saga.state, saga.step, saga.outcome_reason) == (
         State.COMPENSATING, Step.RELEASE_STOCK, "Inventory did not answer in time.")
@@ -371,7 +359,7 @@ def test_release_overtaking_the_late_reservation_holds_nothing(pump, shop, setti
     settings.WAYBILL_SAGA_RESERVE_SECONDS = 0
     order = place("LAMP-1", 3)
     pump.relay()
-    wait_until(saga_expire_overdue, timeout=5, what="the reserve deadline")
+    wait_for(saga_expire_overdue, timeout=5, what="the reserve deadline")
     pump.relay()
     waiting = take(pump, "inventory")
     [reserve] = of_type(waiting, "inventory.reserve_stock")
@@ -502,7 +490,7 @@ def test_cancelling_while_the_charge_is_waiting_stops_the_saga(pump, shop, payme
         pump.settle()
         return not PaymentInboxMessage.objects.filter(status=RETRYING).exists()
 
-    wait_until(retries_done, timeout=10, interval=0.05, what="payments retries drained")
+    wait_for(retries_done, timeout=10, interval=0.05, what="payments retries drained")
     assert status_of(order) == S.CANCELLED
     assert charges(payment_sandbox, order) == []  # the retried charge saw the saga had stopped
     assert_settled_and_consistent()

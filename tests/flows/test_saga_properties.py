@@ -15,7 +15,6 @@ queue, the second before the first, or one already applied again.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
@@ -36,6 +35,7 @@ from apps.orders import models as orders_models
 from apps.orders import payments, services
 from apps.orders.saga import saga_expire_overdue
 from apps.readmodels import models as readmodels_models
+from launcher.polling import wait_for
 from waybill import bus
 from waybill.inbox import InboxMessageBase
 
@@ -60,15 +60,6 @@ EVERY_TABLE = (
 )
 DEAD_LETTERS = (orders_models.DeadLetter, orders_models.PaymentDeadLetter, inventory_models.DeadLetter,
                 readmodels_models.DeadLetter)
-
-
-def wait_until(condition, *, timeout: float, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(interval)
-    return value
 
 
 class SagaMachine(RuleBasedStateMachine):
@@ -354,7 +345,7 @@ class SagaMachine(RuleBasedStateMachine):
 
             # The circuit may be open from the outage: it lets a call through after its reset time.
             if orders_models.PaymentInboxMessage.objects.filter(status=RETRYING).exists():
-                wait_until(payments_done, timeout=10, what="payments retries drained")
+                wait_for(payments_done, timeout=10, what="payments retries drained")
             self._pull()
             if any(self.pending.values()):
                 continue
