@@ -29,13 +29,46 @@ def _answers(url: str) -> bool:
         return False
 
 
-class ServicesDeployment:
+class DemoApiClients:
+    """HTTP clients signed in as demo accounts, for a platform at ``self.base_url``: the
+    face the tests (and benchmarks) use on this deployment and on the embedded platform
+    (tests/e2e/harness.Platform) alike."""
+
+    demo_password = DEMO_PASSWORD
+    client_timeout = 30.0
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, str] = {}
+        self._clients: list[httpx.Client] = []
+
+    def token(self, username: str) -> str:
+        if username not in self._tokens:
+            response = httpx.post(f"{self.base_url}/api/v1/auth/token/",
+                                  json={"username": username, "password": self.demo_password}, timeout=10)
+            assert response.status_code == 200, f"login of {username}: {response.status_code} {response.text}"
+            self._tokens[username] = response.json()["token"]
+        return self._tokens[username]
+
+    def client(self, username: str | None = None) -> httpx.Client:
+        """A client for ``username`` (Token auth), or an anonymous one; ``close_clients``
+        closes them all."""
+        headers = {"Authorization": f"Token {self.token(username)}"} if username else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.client_timeout)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+
+class ServicesDeployment(DemoApiClients):
     name = "services"
 
     def __init__(self, stack: Stack, workdir: Path):
+        super().__init__()
         self.stack = stack
-        self._tokens: dict[str, str] = {}
-        self._clients: list[httpx.Client] = []
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -127,25 +160,6 @@ class ServicesDeployment:
     @property
     def log_path(self) -> Path:
         return self.logs
-
-    def token(self, username: str) -> str:
-        if username not in self._tokens:
-            response = httpx.post(f"{self.base_url}/api/v1/auth/token/",
-                                  json={"username": username, "password": DEMO_PASSWORD}, timeout=10)
-            assert response.status_code == 200, f"login of {username}: {response.status_code} {response.text}"
-            self._tokens[username] = response.json()["token"]
-        return self._tokens[username]
-
-    def client(self, username: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Token {self.token(username)}"} if username else {}
-        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
-        self._clients.append(client)
-        return client
-
-    def close_clients(self) -> None:
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
 
     def log_tail(self, name: str | None = None, lines: int = 40) -> str:
         names = [name] if name else sorted(self.running)

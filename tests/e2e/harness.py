@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 from launcher.polling import wait_for
 from launcher.servers import free_port
+from launcher.services import DemoApiClients
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 MANAGE = REPO_DIR / "manage.py"
@@ -89,18 +90,20 @@ def copy_data_dir(template: Path, data_dir: Path) -> Path:
     return data_dir
 
 
-class Platform:
+class Platform(DemoApiClients):
     """One ``manage.py runplatform`` process on a data folder, seen over HTTP."""
 
+    demo_password = DEMO_PASSWORD
+    client_timeout = 15.0
+
     def __init__(self, data_dir: Path, *, name: str = "platform"):
+        super().__init__()
         self.data_dir = data_dir
         self.name = name
         self.log_path = data_dir / f"{name}.log"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.returncodes: list[int] = []
-        self._tokens: dict[str, str] = {}
-        self._clients: list[httpx.Client] = []
 
     # --- the process -------------------------------------------------------------------
     @property
@@ -193,28 +196,6 @@ class Platform:
     def log_tail(self, lines: int = 80) -> str:
         tail = "\n".join(self.log_text().splitlines()[-lines:])
         return f"--- last {lines} lines of {self.log_path} ---\n{tail}\n--- end of log ---"
-
-    # --- HTTP --------------------------------------------------------------------------
-    def token(self, username: str) -> str:
-        if username not in self._tokens:
-            response = httpx.post(f"{self.base_url}/api/v1/auth/token/",
-                                  json={"username": username, "password": DEMO_PASSWORD}, timeout=10)
-            assert response.status_code == 200, f"login of {username}: {response.status_code} {response.text}"
-            self._tokens[username] = response.json()["token"]
-        return self._tokens[username]
-
-    def client(self, username: str | None = None) -> httpx.Client:
-        """A client for ``username`` (Token auth), or an anonymous one. Closed at stop."""
-        headers = {"Authorization": f"Token {self.token(username)}"} if username else {}
-        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=15)
-        self._clients.append(client)
-        return client
-
-    def close_clients(self) -> None:
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
-
 
 class Shop:
     """The shop's API as the tests use it, on top of a running ``Platform``."""
