@@ -82,19 +82,6 @@ def e2e_harness():
     return sys.modules[name]
 
 
-def session_cookie(base_url: str, username: str) -> str:
-    """Sign in through the browser's login form; the Cookie header it ends with."""
-    with httpx.Client(base_url=base_url, timeout=30) as browser:
-        browser.get("/accounts/login/")
-        response = browser.post("/accounts/login/", data={
-            "username": username, "password": DEMO_PASSWORD,
-            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
-        }, headers={"Referer": f"{base_url}/accounts/login/"})
-        if response.status_code != 302:
-            raise RuntimeError(f"login of {username}: {response.status_code} {response.text[:300]}")
-        return "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
-
-
 def create_products(platform, products: list[Product]) -> None:
     """As admin, through the API; then wait until the catalog and orders both know them."""
     shop = e2e_harness().Shop(platform)
@@ -105,7 +92,7 @@ def create_products(platform, products: list[Product]) -> None:
 def waybill_target(platform, products: list[Product], *, customer: str = "alice") -> Target:
     create_products(platform, products)
     return Target(base_url=platform.base_url, token=platform.token(customer), place_path="/api/v1/orders/",
-                  skus=[p.sku for p in products], cookie=session_cookie(platform.base_url, customer))
+                  skus=[p.sku for p in products], cookie=platform.session_cookie(customer))
 
 
 # --- services mode ------------------------------------------------------------------------

@@ -57,6 +57,17 @@ class DemoApiClients:
         self._clients.append(client)
         return client
 
+    def session_cookie(self, username: str) -> str:
+        """Sign in through the browser's login form; the Cookie header it ends with."""
+        with httpx.Client(base_url=self.base_url, timeout=self.client_timeout) as browser:
+            browser.get("/accounts/login/")
+            response = browser.post("/accounts/login/", data={
+                "username": username, "password": self.demo_password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            }, headers={"Referer": f"{self.base_url}/accounts/login/"})
+            assert response.status_code == 302, f"login of {username}: {response.status_code} {response.text[:300]}"
+            return "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+
     def close_clients(self) -> None:
         for client in self._clients:
             client.close()

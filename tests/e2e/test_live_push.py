@@ -7,25 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 import websockets
 
-from .harness import DEMO_PASSWORD, SETTLE_TIMEOUT, Shop
+from .harness import SETTLE_TIMEOUT, Shop
 
 pytestmark = pytest.mark.e2e
-
-
-def _session_cookie(base_url: str, username: str) -> str:
-    """Sign in through the browser's login form; returns the Cookie header it ends with."""
-    with httpx.Client(base_url=base_url, timeout=15) as browser:
-        browser.get("/accounts/login/")
-        response = browser.post("/accounts/login/", data={
-            "username": username, "password": DEMO_PASSWORD,
-            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
-        }, headers={"Referer": f"{base_url}/accounts/login/"})
-        assert response.status_code == 302, response.text
-        return "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
 
 
 async def _changes_until(socket, order_id: str, status: str) -> list[dict]:
@@ -46,7 +33,7 @@ def test_the_customer_sees_the_order_settle_live(e2e_platform):
     url = base.replace("http://", "ws://") + "/ws/v1/orders/"
 
     async def scenario():
-        headers = {"Cookie": _session_cookie(base, "alice"), "Origin": base}
+        headers = {"Cookie": e2e_platform.session_cookie("alice"), "Origin": base}
         async with websockets.connect(url, additional_headers=headers) as socket:
             response = await asyncio.to_thread(
                 shop.alice.post, "/api/v1/orders/", json={"lines": [{"sku": sku, "quantity": 2}]})
@@ -63,7 +50,7 @@ def test_the_customer_sees_the_order_settle_live(e2e_platform):
 def test_the_socket_refuses_a_cookie_from_another_site_or_without_origin(e2e_platform, origin):
     base = e2e_platform.base_url
     url = base.replace("http://", "ws://") + "/ws/v1/orders/"
-    headers = {"Cookie": _session_cookie(base, "alice")}  # signed in...
+    headers = {"Cookie": e2e_platform.session_cookie("alice")}  # signed in...
     if origin:  # ...but from another site's page (or, without Origin, not from a browser)
         headers["Origin"] = origin
 
