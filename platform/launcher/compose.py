@@ -30,6 +30,7 @@ import yaml
 
 from . import provision
 from .deployment import COMMON_VARIABLES, CONTEXTS, ROUTES, Process, database_variable, processes
+from .gateway import PROXY_DIRECTIVES
 from .stack import REPO, Stack
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -291,13 +292,7 @@ http {{
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
     server {{
         listen 80;
-        proxy_http_version 1.1;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $connection_upgrade;
-        proxy_read_timeout 1h;  # WebSockets stay open
+{PROXY_DIRECTIVES}
 {locations}
     }}
 }}

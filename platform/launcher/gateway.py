@@ -16,6 +16,19 @@ import httpx
 from .deployment import ROUTES
 
 
+# How the gateway talks to every service, here and in compose's nginx.conf alike: the
+# services trust X-Forwarded-For from exactly one proxy (WAYBILL_TRUSTED_PROXIES=1), and
+# WebSockets need the upgrade headers and a long read timeout.
+PROXY_DIRECTIVES = """\
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_read_timeout 1h;  # WebSockets stay open"""
+
+
 def nginx_conf(*, listen: str, upstreams: dict[str, str], workdir: Path) -> str:
     """``upstreams`` maps "orders", "inventory", "readmodels" and "shell" to host:port."""
     blocks = "\n".join(f"    upstream {name} {{ server {address}; }}" for name, address in upstreams.items())
@@ -43,13 +56,7 @@ http {{
 {blocks}
     server {{
         listen {listen};
-        proxy_http_version 1.1;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $connection_upgrade;
-        proxy_read_timeout 1h;  # WebSockets stay open
+{PROXY_DIRECTIVES}
 {locations}
         location / {{
             proxy_pass http://shell;
