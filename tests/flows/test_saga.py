@@ -111,6 +111,16 @@ def retry_payments(pump) -> int:
     return pump.consumers["payments"].retry_due()
 
 
+def wait_confirmed_after_breaker_reset(pump, order: Order) -> None:
+    """Retry the charge until the breaker lets it through again and the order is CONFIRMED."""
+    def confirmed() -> bool:
+        retry_payments(pump)
+        pump.settle()
+        return status_of(order) == S.CONFIRMED
+
+    wait_for(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
+
+
 def assert_settled_and_consistent() -> None:
     """Every saga ended, and stock is held exactly for the CONFIRMED orders."""
     open_sagas = list(OrderSaga.objects.exclude(state__in=OrderSaga.TERMINAL).values_list("order_id", "state", "step"))
@@ -230,12 +240,7 @@ def test_provider_outage_opens_the_breaker_and_the_saga_waits_then_completes(
 
     payment_sandbox.configure(outage=False)
 
-    def confirmed() -> bool:
-        retry_payments(pump)
-        pump.settle()
-        return status_of(order) == S.CONFIRMED
-
-    wait_for(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
+    wait_confirmed_after_breaker_reset(pump, order)
     assert payments.breaker().current_state == "closed"
     assert CircuitState.objects.get(name=payments.BREAKER).state == "closed"
     assert saga_of(order).state == State.COMPLETED
@@ -261,12 +266,7 @@ def test_circuit_state_row_shows_what_the_breaker_does(pump, shop, payment_sandb
 
     payment_sandbox.configure(outage=False)
 
-    def confirmed() -> bool:
-        retry_payments(pump)
-        pump.settle()
-        return status_of(order) == S.CONFIRMED
-
-    wait_for(confirmed, timeout=10, interval=0.05, what="confirmation after the breaker's reset")
+    wait_confirmed_after_breaker_reset(pump, order)
     assert payments.breaker().current_state == "closed"
     seen.append(CircuitState.objects.get(name=payments.BREAKER).state)
     assert seen == ["open", "closed"]  # the bug recorded ["closed", "half-open"]
