@@ -98,9 +98,7 @@ def changes_since(*, stream: str, position: int, key: str | None = None,
                 .order_by("position")[: limit + 1])
     # Consecutive or nothing: pruning goes by wall-clock time, which several writers may
     # disagree on, so a hole in the middle is as possible as one at the start.
-    if len(rows) > limit or any(row.position != position + 1 + n for n, row in enumerate(rows)):
-        return Gap(current)
-    if not rows:
+    if not rows or len(rows) > limit or any(row.position != position + 1 + n for n, row in enumerate(rows)):
         return Gap(current)
     return [change_as_message(row) for row in rows if key is None or row.key == key]
 
