@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from launcher.services import wait_until as _wait
+from launcher.polling import wait_for as _wait
 
 pytestmark = pytest.mark.xdist_group("services")
 FLOW_TIMEOUT = 90.0
