@@ -24,7 +24,7 @@ from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
 from . import bus, opsreport, retention
-from .backoff import backoff_delay
+from .backoff import Reconnects, backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
 from .inbox import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse
@@ -256,7 +256,7 @@ class ContextConsumer:
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        failures = 0
+        reconnects = Reconnects(f"consumer {self.context.name}", stop, log)
         try:
             while not stop.is_set():
                 try:
@@ -270,7 +270,7 @@ class ContextConsumer:
                             accept=[bus.JSON],
                             prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
                         ):
-                            failures = 0
+                            reconnects.succeeded()
                             while not stop.is_set():
                                 close_old_connections()
                                 try:
@@ -282,10 +282,7 @@ class ContextConsumer:
                                     # and one set of periodic jobs.
                                     self._maybe_sweep()
                 except Exception:
-                    failures += 1
-                    delay = backoff_delay(failures, base=0.5, cap=30.0)
-                    log.exception("consumer %s failed; reconnecting in %.1fs", self.context.name, delay)
-                    stop.wait(delay)
+                    reconnects.failed()
         finally:
             connections.close_all()
 

@@ -36,7 +36,7 @@ from django.db.models.functions import Now
 from kombu import Connection, Producer
 
 from . import bus
-from .backoff import backoff_delay
+from .backoff import Reconnects
 from .contexts import BoundedContext
 from .outbox import OutboxMessageBase, notify_channel, wakeup_event
 from .telemetry import SpanKind, span_for_message
@@ -191,20 +191,17 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Drain on every commit that woke us, and sweep every few seconds regardless."""
         wake = wakeup_event(self.context.name)
-        failures = 0
+        reconnects = Reconnects(f"relay {self.context.name}", stop, log)
         try:
             while not stop.is_set():
                 wake.clear()  # before draining: a commit during the drain sets it again
                 try:
                     close_old_connections()
                     self.drain()
-                    failures = 0
+                    reconnects.succeeded()
                 except Exception:
-                    failures += 1
-                    delay = backoff_delay(failures, base=0.5, cap=30.0)
-                    log.exception("relay %s failed; retrying in %.1fs", self.context.name, delay)
                     self.close()
-                    stop.wait(delay)
+                    reconnects.failed()
                     continue
                 wake.wait(settings.WAYBILL_RELAY_SWEEP_SECONDS)
         finally:
@@ -295,18 +292,15 @@ def listen_for_commits(context: BoundedContext, stop: threading.Event) -> None:
     import psycopg
 
     wake = wakeup_event(context.name)
-    failures = 0
+    reconnects = Reconnects(f"outbox listener {context.name}", stop, log)
     while not stop.is_set():
         try:
             with psycopg.connect(**database.get_connection_params(), autocommit=True) as listener:
                 listener.execute(f"LISTEN {notify_channel(context.name)}")
-                failures = 0
+                reconnects.succeeded()
                 wake.set()  # rows may have been committed while we were not listening
                 while not stop.is_set():
                     for _ in listener.notifies(timeout=1.0):
                         wake.set()
         except Exception:
-            failures += 1
-            delay = backoff_delay(failures, base=0.5, cap=30.0)
-            log.exception("outbox listener %s failed; retrying in %.1fs", context.name, delay)
-            stop.wait(delay)
+            reconnects.failed()
