@@ -140,5 +140,12 @@ def emit(result: dict) -> None:
     sys.stdout.flush()
 
 
+def committed_ids(path: str, ids: list[str]) -> dict:
+    """Write the message ids a system committed, one per line, for the loss count."""
+    with open(path, "w") as f:
+        f.write("\n".join(ids) + ("\n" if ids else ""))
+    return {"committed": len(ids)}
+
+
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))

@@ -108,7 +108,7 @@ def write(rate: float, seconds: float, workers: int, out: str, progress_path: st
 
 
 def main(argv: list[str]) -> None:
-    from .common import emit
+    from .common import committed_ids, emit
 
     command, *args = argv
     if command == "fill":
@@ -126,10 +126,7 @@ def main(argv: list[str]) -> None:
         _setup()
         from django_outbox_pattern.models import Published
 
-        ids = [body["id"] for body in Published.objects.values_list("body", flat=True)]
-        with open(args[0], "w") as f:
-            f.write("\n".join(ids) + ("\n" if ids else ""))
-        emit({"committed": len(ids)})
+        emit(committed_ids(args[0], [body["id"] for body in Published.objects.values_list("body", flat=True)]))
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -71,7 +71,7 @@ def write(rate: float, seconds: float, workers: int, out: str, progress_path: st
 
 
 def main(argv: list[str]) -> None:
-    from .common import emit
+    from .common import committed_ids, emit
 
     command, *args = argv
     if command == "migrate":
@@ -95,10 +95,7 @@ def main(argv: list[str]) -> None:
         _setup()
         from .shop.models import Shipment
 
-        ids = [str(i) for i in Shipment.objects.values_list("message_id", flat=True)]
-        with open(args[0], "w") as f:
-            f.write("\n".join(ids) + ("\n" if ids else ""))
-        emit({"committed": len(ids)})
+        emit(committed_ids(args[0], [str(i) for i in Shipment.objects.values_list("message_id", flat=True)]))
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -95,10 +95,10 @@ def status() -> dict:
 
 def ids(out: str) -> dict:
     ctx = _setup()
-    ids = [str(i) for i in ctx.outbox.objects.using(ctx.database).values_list("message_id", flat=True)]
-    with open(out, "w") as f:
-        f.write("\n".join(ids) + ("\n" if ids else ""))
-    return {"committed": len(ids)}
+    from .common import committed_ids
+
+    rows = ctx.outbox.objects.using(ctx.database)
+    return committed_ids(out, [str(i) for i in rows.values_list("message_id", flat=True)])
 
 
 def reset() -> dict:
