@@ -1,0 +1,98 @@
+"""JSON from outside, with limits: the one decoder for bodies that arrive over the bus, the
+API and WebSocket frames.
+
+``json.loads`` alone accepts what the rest of the platform cannot survive: nesting deep
+enough to raise ``RecursionError`` (which is not a ``ValueError``), bodies of any size, and
+strings that PostgreSQL refuses to store (``\\u0000``, lone surrogates such as ``\\ud800``,
+which are not Unicode text). ``loads`` refuses each of them with a reason, as a
+``JSONRefused`` (a ``ValueError``, so code that already catches malformed JSON keeps
+working), and ``too_large`` tells a 413 or close code 1009 from a 400 or 1007.
+
+Checked after parsing, in a loop rather than recursion; the walk over the value runs only
+when a cheap look at the text says a limit may be near, so the common small, flat
+message pays for one ``json.loads`` and two substring searches.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_MAX_DEPTH = 32
+
+
+class JSONRefused(ValueError):
+    def __init__(self, reason: str, *, too_large: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.too_large = too_large
+
+
+def loads(data: bytes | bytearray | str, *, max_bytes: int | None = None,
+          max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode ``data`` (UTF-8 bytes or text) or raise ``JSONRefused``.
+
+    ``max_bytes``: the size limit, counted before decoding; ``max_depth``: how many arrays
+    and objects may nest (a flat object is depth 1)."""
+    size = len(data)
+    if max_bytes is not None and size > max_bytes:
+        raise JSONRefused(f"body of {size} bytes is over the limit of {max_bytes}", too_large=True)
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise JSONRefused(f"JSON nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError as exc:
+        raise JSONRefused(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except ValueError as exc:
+        raise JSONRefused(f"malformed JSON: {exc}") from None
+    text = data if isinstance(data, str) else None
+    if _may_exceed_limits(data, text, max_depth):
+        _check(value, max_depth)
+    return value
+
+
+def _may_exceed_limits(data: bytes | bytearray | str, text: str | None, max_depth: int) -> bool:
+    # Escapes are how NUL and surrogates get into valid JSON text (raw control characters
+    # are malformed JSON already); a raw lone surrogate can only be in a str.
+    if text is not None:
+        if "\\u" in text or not _is_unicode(text):
+            return True
+        brackets = text.count("[") + text.count("{")
+    else:
+        if b"\\u" in data:
+            return True
+        brackets = data.count(b"[") + data.count(b"{")
+    return brackets > max_depth
+
+
+def _check(value: Any, max_depth: int) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, (dict, list)):
+            depth += 1
+            if depth > max_depth:
+                raise JSONRefused(f"JSON nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_text(key)
+                    stack.append((child, depth))
+            else:
+                stack.extend((child, depth) for child in item)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise JSONRefused("a string contains the NUL character (\\u0000), which cannot be stored")
+    if not _is_unicode(text):
+        raise JSONRefused("a string contains a lone surrogate (e.g. \\ud800), which is not Unicode text")
