@@ -2,11 +2,12 @@
 API and WebSocket frames.
 
 ``json.loads`` alone accepts what the rest of the platform cannot survive: nesting deep
-enough to raise ``RecursionError`` (which is not a ``ValueError``), bodies of any size, and
+enough to raise ``RecursionError`` (which is not a ``ValueError``), bodies of any size,
 strings that PostgreSQL refuses to store (``\\u0000``, lone surrogates such as ``\\ud800``,
-which are not Unicode text). ``loads`` refuses each of them with a reason, as a
-``JSONRefused`` (a ``ValueError``, so code that already catches malformed JSON keeps
-working), and ``too_large`` tells a 413 or close code 1009 from a 400 or 1007.
+which are not Unicode text), and numbers that are not JSON and that ``jsonb`` refuses too
+(``NaN``, ``Infinity``, ``1e999``, which overflows to infinity). ``loads`` refuses each of
+them with a reason, as a ``JSONRefused`` (a ``ValueError``, so code that already catches
+malformed JSON keeps working), and ``too_large`` tells a 413 or close code 1009 from a 400 or 1007.
 
 Checked after parsing, in a loop rather than recursion; the walk over the value runs only
 when a cheap look at the text says a limit may be near, so the common small, flat
@@ -16,6 +17,7 @@ message pays for one ``json.loads`` and two substring searches.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 DEFAULT_MAX_DEPTH = 32
@@ -38,7 +40,9 @@ def loads(data: bytes | bytearray | str, *, max_bytes: int | None = None,
     if max_bytes is not None and size > max_bytes:
         raise JSONRefused(f"body of {size} bytes is over the limit of {max_bytes}", too_large=True)
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except JSONRefused:
+        raise
     except RecursionError:
         raise JSONRefused(f"JSON nested deeper than {max_depth} levels") from None
     except UnicodeDecodeError as exc:
@@ -48,6 +52,17 @@ def loads(data: bytes | bytearray | str, *, max_bytes: int | None = None,
     text = data if isinstance(data, str) else None
     if _may_exceed_limits(data, text, max_depth):
         _check(value, max_depth)
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise JSONRefused(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONRefused(f"number {text[:40]} overflows to infinity")
     return value
 
 

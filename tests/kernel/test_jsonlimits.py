@@ -44,3 +44,10 @@ def test_depth_is_counted_exactly():
         loads("[" * 33 + "]" * 33, max_depth=32)
     # Brackets inside strings are text, not nesting.
     assert loads(json.dumps({"a": "[" * 100}), max_depth=2) == {"a": "[" * 100}
+
+
+@pytest.mark.parametrize("body", [b'{"price": NaN}', b"[Infinity]", b'{"a": -Infinity}', b'{"a": 1e999}'])
+def test_numbers_that_are_not_json_are_refused_as_jsonb_would(body):
+    with pytest.raises(JSONRefused, match="JSON number|infinity"):
+        loads(body)
+    assert loads(b'{"a": 1.5e300}') == {"a": 1.5e300}
