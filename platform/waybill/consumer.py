@@ -4,10 +4,18 @@ Per message: refuse what cannot be read (dead letter, ack, next); otherwise run 
 handler and write the inbox row in one transaction, then ack. A handler that raises is
 retried from the inbox with exponential backoff and jitter; ``PermanentFailure`` or the
 last try sends it to the dead letters. Nothing here blocks the messages behind a bad one.
+
+Whatever a message is, it is one message's failure, never the consumer's: a dead letter
+keeps its exact bytes (``waybill.wire``), and any exception outside the handler (in
+decoding, validating or storing it) dead-letters it too, with the bare minimum if the
+full record cannot be stored, or as a last resort rejects it to the broker's dead-letter
+exchange. The one exception is the database not answering: then the consumer holds the
+message and waits with backoff until it does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -16,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,6 +39,7 @@ from .inbox import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse
 from .outbox import handling
 from .telemetry import SpanKind, span_for_message
+from .wire import Received, preview, storable
 
 log = logging.getLogger(__name__)
 Status = InboxMessageBase.Status
@@ -40,19 +50,37 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     RETRY_SCHEDULED = "retry scheduled"
     DEAD_LETTERED = "dead-lettered"
+    # Not even a minimal dead letter could be stored: the broker dead-letters it instead
+    # (rejected to ``waybill.dead``).
+    UNSTORABLE = "unstorable"
+    # The consumer is stopping while it waited for its database: not acked, so the broker
+    # delivers the message again.
+    DEFERRED = "deferred"
 
 
 class PermanentFailure(Exception):
     """Raised by a handler for a message that no retry can fix."""
 
 
+# The encodings a JSON body may declare: none, UTF-8, or Kombu's "binary" for bytes
+# published with a content type; the body must be UTF-8 JSON in every case.
+_JSON_ENCODINGS = {"", "utf-8", "utf8", "binary"}
+
+
 class ContextConsumer:
+    """Applies one context's messages. Nothing a message holds makes it raise: each
+    message ends applied, a duplicate, scheduled for retry or dead-lettered, and acked;
+    only a lost broker connection leaves it (for whoever runs it to reconnect), and
+    while the database does not answer it waits, holding the message, until it does."""
+
     retry_sweep_seconds = 0.25
     retry_lease_seconds = 60.0
 
-    def __init__(self, context: BoundedContext, partition: int = 0):
+    def __init__(self, context: BoundedContext, partition: int = 0, *, stop: threading.Event | None = None):
         self.context = context
         self.partition = partition  # the queue run() consumes; on_message serves any
+        # Set to give up waiting for the database (shutdown): the message is not acked.
+        self.stop = stop or threading.Event()
         self._next_retry_sweep = 0.0
 
     @property
@@ -64,32 +92,81 @@ class ContextConsumer:
         # A long-lived consumer (the Celery bootstep above all) must notice a database
         # connection that died or outlived CONN_MAX_AGE, as Django does between requests.
         close_old_connections()
-        outcome = self.receive(
-            message.body,
-            content_type=message.content_type,
-            routing_key=message.delivery_info.get("routing_key", ""),
-        )
-        message.ack()  # only now: the outcome above is committed
+        outcome = self.handle(Received.from_kombu(message))
+        # Only now: the outcome is committed. A failing ack is a lost broker connection,
+        # for the caller to reconnect; the message comes again and the inbox drops it.
+        if outcome is Outcome.UNSTORABLE:
+            message.reject(requeue=False)  # to the queue's dead-letter exchange, waybill.dead
+        elif outcome is not Outcome.DEFERRED:
+            message.ack()
         return outcome
 
-    def receive(self, body: bytes | str, *, content_type: str, routing_key: str = "") -> Outcome:
-        if content_type != bus.JSON:
+    def receive(self, body: bytes | str, *, content_type: str | None, routing_key: str = "",
+                content_encoding: str | None = None, headers: dict | None = None) -> Outcome:
+        """Handle one message given by its parts (as ``on_message`` does with a Kombu one)."""
+        return self.handle(Received.of(body, content_type=content_type, content_encoding=content_encoding,
+                                       routing_key=routing_key, headers=headers))
+
+    def handle(self, received: Received) -> Outcome:
+        """Never raises: see the class docstring."""
+        return self._as_one_message(
+            lambda: self._handle(received),
+            unhandled=lambda error: self._dead_letter_minimal(received, f"could not be handled: {_describe(error)}"),
+        )
+
+    def _as_one_message(self, handle: Callable[[], Outcome], *, unhandled: Callable[[Exception], Outcome]) -> Outcome:
+        """Run ``handle``; an exception is the message's own failure, given to ``unhandled``,
+        unless the database does not answer: then wait for it with backoff (a requeue
+        would count against the queue's delivery limit) and handle the message again."""
+        reconnects = Reconnects(f"consumer {self.context.name}: database {self.context.database}", self.stop, log)
+        while True:
+            try:
+                return handle()
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                if self._database_answers():
+                    log.exception("%s: a message failed outside its handler", self.context.name)
+                    return unhandled(error)
+                while not self.stop.is_set():
+                    reconnects.failed()  # logs the error, waits
+                    if self._database_answers():
+                        break
+            if self.stop.is_set():
+                return Outcome.DEFERRED
+
+    def _database_answers(self) -> bool:
+        connection = connections[self.context.database]
+        try:
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - whatever it is, the database is not answering
+            with contextlib.suppress(Exception):
+                connection.close()
+            return False
+
+    def _handle(self, received: Received) -> Outcome:
+        encoding = received.content_encoding.lower()
+        if received.content_type != bus.JSON:
             # JSON only on the bus: never hand another serializer (pickle) a byte.
             return self._dead_letter(
-                body, f"refused content type {content_type!r}: only {bus.JSON} is accepted",
-                routing_key=routing_key,
-            )
+                received, f"refused content type {received.content_type!r}: only {bus.JSON} is accepted")
+        if encoding not in _JSON_ENCODINGS:
+            return self._dead_letter(
+                received, f"refused content encoding {received.content_encoding!r}: only UTF-8 JSON is accepted")
         try:
-            envelope, payload = parse(body)
+            envelope, payload = self._parse(received.body)
         except MessageRefused as refused:
-            return self._dead_letter(body, refused.reason, routing_key=routing_key)
+            return self._dead_letter(received, refused.reason, envelope=refused.envelope)
         handler = self.context.handler_for(envelope.type)
         if handler is None:
-            return self._dead_letter(
-                body, f"{self.context.name} has no handler for {envelope.type!r}",
-                envelope=envelope, routing_key=routing_key,
-            )
+            return self._dead_letter(received, f"{self.context.name} has no handler for {envelope.type!r}",
+                                     envelope=envelope.model_dump(mode="json"))
         return self._attempt(envelope, payload, handler)
+
+    def _parse(self, body: bytes | str) -> tuple[Envelope, Message]:
+        return parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES, max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
 
     def _attempt(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         with span_for_message(
@@ -141,6 +218,7 @@ class ContextConsumer:
 
     def _failed(self, envelope: Envelope, error: str, *, permanent: bool) -> Outcome:
         db = self.context.database
+        error = storable(error, 4000)
         with transaction.atomic(using=db):
             row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
             if row is not None and row.status != Status.RETRYING:
@@ -156,21 +234,18 @@ class ContextConsumer:
                     envelope=envelope.model_dump(mode="json"),
                 )
             row.attempts += 1
-            row.last_error = error[:4000]
+            row.last_error = error
             max_attempts = self.context.retry_max_attempts or settings.WAYBILL_RETRY_MAX_ATTEMPTS
             if permanent or row.attempts >= max_attempts:
                 row.status = Status.DEAD
                 row.next_attempt_at = None
                 row.save(using=db)
-                self.context.dead_letters.objects.using(db).create(
-                    message_id=envelope.id,
-                    message_type=envelope.type,
-                    reason=error if permanent else f"gave up after {row.attempts} attempts: {error}",
-                    attempts=row.attempts,
-                    body=envelope.to_json(),
-                    envelope=envelope.model_dump(mode="json"),
+                # What arrived was acked at the first failure: the envelope is what is kept.
+                return self._dead_letter(
+                    Received.of(envelope.to_json(), content_type=bus.JSON),
+                    error if permanent else f"gave up after {row.attempts} attempts: {error}",
+                    envelope=envelope.model_dump(mode="json"), attempts=row.attempts,
                 )
-                return Outcome.DEAD_LETTERED
             delay = backoff_delay(
                 row.attempts,
                 base=settings.WAYBILL_RETRY_BASE_SECONDS,
@@ -181,27 +256,49 @@ class ContextConsumer:
             row.save(using=db)
         return Outcome.RETRY_SCHEDULED
 
-    def _dead_letter(
-        self, body: bytes | str, reason: str, *, envelope: Envelope | None = None, routing_key: str = ""
-    ) -> Outcome:
-        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-        raw_envelope = envelope.model_dump(mode="json") if envelope else _json_object_or_none(text)
-        known = raw_envelope or {}
+    def _dead_letter(self, received: Received, reason: str, *, envelope: dict | None = None,
+                     attempts: int = 1) -> Outcome:
+        """Store the message as a dead letter, with everything known about it. Raises if
+        even that cannot be stored; ``_as_one_message`` then falls back to the minimum."""
+        known = envelope or {}
         self.context.dead_letters.objects.using(self.context.database).create(
             message_id=_uuid_or_none(known.get("id")),
-            message_type=str(known.get("type", ""))[:120],
-            reason=reason[:4000],
-            attempts=1,
-            body=text,
-            envelope=raw_envelope,
-            routing_key=routing_key,
+            message_type=storable(str(known.get("type", "")), 120),
+            reason=storable(reason, 4000),
+            attempts=attempts,
+            body=received.body,
+            body_size=len(received.body),
+            preview=preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES),
+            content_type=received.content_type,
+            content_encoding=received.content_encoding,
+            headers=received.headers,
+            envelope=envelope,
+            routing_key=received.routing_key,
         )
-        log.warning("%s dead-lettered a message: %s", self.context.name, reason)
+        log.warning("%s dead-lettered a message: %s", self.context.name, storable(reason, 300))
+        return Outcome.DEAD_LETTERED
+
+    def _dead_letter_minimal(self, received: Received, reason: str) -> Outcome:
+        """The last record of a message whose full dead letter failed: its bytes and the
+        reason, nothing parsed from it. Never raises: if even this fails, the message goes
+        to the broker's dead-letter exchange (``Outcome.UNSTORABLE``)."""
+        try:
+            self.context.dead_letters.objects.using(self.context.database).create(
+                reason=storable(reason, 4000), body=received.body, body_size=len(received.body),
+                preview=preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES),
+            )
+        except Exception:  # noqa: BLE001 - the broker keeps it instead
+            log.critical("%s could not store a dead letter (%s); rejecting the message to %s. Its start: %s",
+                         self.context.name, storable(reason, 300), bus.DEAD.name,
+                         preview(received.body, 300), exc_info=True)
+            return Outcome.UNSTORABLE
+        log.error("%s dead-lettered a message with the bare minimum: %s", self.context.name, storable(reason, 300))
         return Outcome.DEAD_LETTERED
 
     # --- retries from the inbox -----------------------------------------------------------
     def retry_due(self) -> int:
-        """Run every retry whose time has come; returns how many were tried."""
+        """Run every retry whose time has come, through the same path as a delivery:
+        nothing a row holds makes this raise. Returns how many were tried."""
         now = timezone.now()
         due = list(
             self._inbox.filter(status=Status.RETRYING, next_attempt_at__lte=now).order_by("next_attempt_at")[:100]
@@ -215,21 +312,35 @@ class ContextConsumer:
             )
             if not claimed:
                 continue
-            body = json.dumps(row.envelope)
-            try:
-                envelope, payload = parse(body)
-            except MessageRefused as refused:
-                # The schema it needs is gone (or a replayed dead letter is still invalid).
-                with transaction.atomic(using=self.context.database):
-                    self._inbox.filter(pk=row.pk).update(status=Status.DEAD, last_error=refused.reason)
-                    self._dead_letter(body, refused.reason)
-                continue
-            handler = self.context.handler_for(envelope.type)
-            if handler is None:
-                self._failed(envelope, f"{self.context.name} has no handler for {envelope.type!r}", permanent=True)
-                continue
-            self._attempt(envelope, payload, handler)
+            received = Received.of(json.dumps(row.envelope, default=repr), content_type=bus.JSON)
+            self._as_one_message(
+                lambda row=row, received=received: self._retry(row, received),
+                unhandled=lambda error, row=row, received=received: self._retry_unhandled(row, received, error),
+            )
         return len(due)
+
+    def _retry(self, row: InboxMessageBase, received: Received) -> Outcome:
+        try:
+            envelope, payload = self._parse(received.body)
+        except MessageRefused as refused:
+            # The schema it needs is gone (or a replayed dead letter is still invalid).
+            with transaction.atomic(using=self.context.database):
+                self._inbox.filter(pk=row.pk).update(status=Status.DEAD, last_error=storable(refused.reason, 4000))
+                return self._dead_letter(received, refused.reason, envelope=refused.envelope)
+        handler = self.context.handler_for(envelope.type)
+        if handler is None:
+            return self._failed(envelope, f"{self.context.name} has no handler for {envelope.type!r}", permanent=True)
+        return self._attempt(envelope, payload, handler)
+
+    def _retry_unhandled(self, row: InboxMessageBase, received: Received, error: Exception) -> Outcome:
+        reason = f"could not be retried: {_describe(error)}"
+        try:
+            # Dead, so the sweep stops coming back to it once the claim's lease runs out.
+            self._inbox.filter(pk=row.pk).update(status=Status.DEAD, next_attempt_at=None,
+                                                 last_error=storable(reason, 4000))
+        except Exception:  # noqa: BLE001 - the dead letter below still records it
+            log.exception("%s: could not mark inbox row %s dead", self.context.name, row.pk)
+        return self._dead_letter_minimal(received, reason)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
@@ -256,6 +367,7 @@ class ContextConsumer:
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        self.stop = stop
         reconnects = Reconnects(f"consumer {self.context.name}", stop, log)
         try:
             while not stop.is_set():
@@ -287,15 +399,16 @@ class ContextConsumer:
             connections.close_all()
 
 
-def _json_object_or_none(text: str) -> dict | None:
+def _describe(error: Exception) -> str:
     try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        return storable(f"{type(error).__name__}: {error}", 2000)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails
+        return type(error).__name__
 
 
 def _uuid_or_none(value) -> uuid.UUID | None:
+    if value is None:
+        return None
     try:
         return uuid.UUID(str(value))
     except ValueError:

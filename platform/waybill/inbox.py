@@ -39,14 +39,24 @@ class InboxMessageBase(models.Model):
 
 
 class DeadLetterBase(models.Model):
-    """A message this context will not process, with why, how often it tried, and the
-    original message exactly as received."""
+    """A message this context will not process, with why and how often it tried.
+
+    ``body`` is the message exactly as it arrived, byte for byte, whatever it holds (NULs,
+    invalid UTF-8, a pickle): a binary column, so storing it never fails on its content.
+    People read ``preview`` instead: storable text of bounded size (see
+    ``waybill.wire.preview``); the admin offers the bytes as a download. ``envelope`` is
+    the message as a JSON object, when it decoded as one within the limits; replay needs it."""
 
     message_id = models.UUIDField(null=True, blank=True, db_index=True)
     message_type = models.CharField(max_length=120, blank=True)
     reason = models.TextField()
     attempts = models.PositiveIntegerField(default=1)
-    body = models.TextField(help_text="The message as it arrived on the wire.")
+    body = models.BinaryField(default=b"", help_text="The message exactly as it arrived on the wire.")
+    body_size = models.PositiveBigIntegerField(default=0)
+    preview = models.TextField(blank=True, help_text="The start of the body as text, NULs and bad bytes made visible.")
+    content_type = models.CharField(max_length=200, blank=True)
+    content_encoding = models.CharField(max_length=64, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
     envelope = models.JSONField(null=True, blank=True)
     routing_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -58,3 +68,32 @@ class DeadLetterBase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type or '(unreadable)'}: {self.reason[:80]}"
+
+
+def dead_letter_text_bodies_to_bytes(app_label: str, *model_names: str):
+    """The data step of the migration that made ``body`` binary: each row's old text body
+    (renamed ``text_body`` for the step) becomes its bytes and preview, so every existing
+    dead letter stays readable.
+
+    Rows written before were decoded with replacement characters, so their bytes are that
+    text in UTF-8: the closest to the original that is left. Backwards, NULs become
+    replacement characters, since a text column refuses them."""
+    from django.db import migrations
+
+    from .wire import preview
+
+    def forwards(apps, schema_editor):
+        for model_name in model_names:
+            rows = apps.get_model(app_label, model_name).objects.using(schema_editor.connection.alias)
+            for pk, text in rows.values_list("pk", "text_body").iterator():
+                data = text.encode("utf-8", errors="surrogatepass")
+                rows.filter(pk=pk).update(body=data, body_size=len(data), preview=preview(data, 4096))
+
+    def backwards(apps, schema_editor):
+        for model_name in model_names:
+            rows = apps.get_model(app_label, model_name).objects.using(schema_editor.connection.alias)
+            for pk, data in rows.values_list("pk", "body").iterator():
+                text = bytes(data).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+                rows.filter(pk=pk).update(text_body=text)
+
+    return migrations.RunPython(forwards, backwards)

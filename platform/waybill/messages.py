@@ -8,7 +8,6 @@ refused with a reason (``MessageRefused``) so the consumer can dead-letter it an
 from __future__ import annotations
 
 import enum
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import jsonlimits
 
 
 class Kind(enum.StrEnum):
@@ -105,11 +106,15 @@ class Envelope(BaseModel):
 
 
 class MessageRefused(Exception):
-    """A message that can never be processed: malformed, unknown, or invalid."""
+    """A message that can never be processed: malformed, unknown, or invalid.
 
-    def __init__(self, reason: str):
+    ``envelope``: the message as a JSON object when it decoded as one (within the limits,
+    so it is safe to store), for the dead letter to show what it could read."""
+
+    def __init__(self, reason: str, *, envelope: dict[str, Any] | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.envelope = envelope
 
 
 def _first_errors(error: ValidationError, limit: int = 3) -> str:
@@ -120,23 +125,31 @@ def _first_errors(error: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def parse(body: bytes | str) -> tuple[Envelope, Message]:
-    """Decode and validate a message from the wire, or raise ``MessageRefused``."""
+def parse(body: bytes | str, *, max_bytes: int | None = None,
+          max_depth: int = jsonlimits.DEFAULT_MAX_DEPTH) -> tuple[Envelope, Message]:
+    """Decode and validate a message from the wire, or raise ``MessageRefused``.
+
+    JSON goes through the bounded decoder (``jsonlimits``): a body over ``max_bytes``,
+    nested deeper than ``max_depth``, or holding what a database cannot store is refused
+    with the reason, like any other malformed message."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MessageRefused(f"malformed JSON: {exc}") from None
+        raw = jsonlimits.loads(body, max_bytes=max_bytes, max_depth=max_depth)
+    except jsonlimits.JSONRefused as exc:
+        raise MessageRefused(exc.reason) from None
     if not isinstance(raw, dict):
         raise MessageRefused("malformed envelope: expected a JSON object")
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
-        raise MessageRefused(f"invalid envelope: {_first_errors(exc)}") from None
-    spec = spec_for(envelope.type, envelope.schema_version)
+        raise MessageRefused(f"invalid envelope: {_first_errors(exc)}", envelope=raw) from None
+    try:
+        spec = spec_for(envelope.type, envelope.schema_version)
+    except MessageRefused as exc:
+        raise MessageRefused(exc.reason, envelope=raw) from None
     try:
         payload = spec.schema.model_validate(envelope.payload)
     except ValidationError as exc:
         raise MessageRefused(
-            f"invalid payload for {envelope.type} v{envelope.schema_version}: {_first_errors(exc)}"
+            f"invalid payload for {envelope.type} v{envelope.schema_version}: {_first_errors(exc)}", envelope=raw
         ) from None
     return envelope, payload

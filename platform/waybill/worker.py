@@ -50,6 +50,8 @@ class ContextEventConsumer(bootsteps.ConsumerStep):
         self._timer = c.timer.call_repeatedly(SWEEP_SECONDS, self._sweep)
 
     def stop(self, c):
+        for sweeper in getattr(self, "sweepers", ()):
+            sweeper.stop.set()  # one waiting for its database gives the message back unacked
         timer = getattr(self, "_timer", None)
         if timer is not None:
             timer.cancel()

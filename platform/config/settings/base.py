@@ -195,6 +195,13 @@ WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
 WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
 WAYBILL_RETRY_BASE_SECONDS = env.float("WAYBILL_RETRY_BASE_SECONDS", default=0.5)
 WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
+# A message on the bus larger than this, or nested deeper, is dead-lettered unread; the
+# relay refuses to publish a bigger one (every consumer would refuse it).
+WAYBILL_MESSAGE_MAX_BYTES = env.int("WAYBILL_MESSAGE_MAX_BYTES", default=1024 * 1024)
+WAYBILL_MESSAGE_MAX_DEPTH = env.int("WAYBILL_MESSAGE_MAX_DEPTH", default=32)
+# How much of a message's body the admin shows as text (dead letters, inbox, outbox); the
+# whole body is a download.
+WAYBILL_MESSAGE_PREVIEW_BYTES = env.int("WAYBILL_MESSAGE_PREVIEW_BYTES", default=4096)
 
 # Order size limit, documented in the API schema and README.
 WAYBILL_ORDER_MAX_LINES = 20
