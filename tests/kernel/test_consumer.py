@@ -2,23 +2,25 @@
 dead-lettered with its reason while the ones behind it keep flowing."""
 
 import json
-import pickle
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import DataError, OperationalError
 from django.test import override_settings
+from django.utils import timezone
 
 from apps.inventory import services as inventory
 from apps.inventory.models import DeadLetter, InboxMessage, Product
 from apps.inventory import contracts as inventory_contracts
 from apps.readmodels.models import DeadLetter as ReadDeadLetter
+from apps.readmodels.models import InboxMessage as ReadInbox
 from apps.readmodels.models import OrderSummary
 from apps.readmodels.webhooks.models import WebhookDeadLetter
 from tests.poison import POISONS, Poison, order_placed, publish
-from waybill import contexts, operations
+from waybill import bus, contexts, operations
 from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -146,3 +148,105 @@ def test_every_poison_message_is_dead_lettered_exactly_and_the_next_order_still_
         assert letter.headers["x-poison"] == poison.name
         assert len(letter.preview) < 2 * settings.WAYBILL_MESSAGE_PREVIEW_BYTES
     assert OrderSummary.objects.filter(order_id=good["aggregate_id"]).exists()
+
+
+def _take(pump, context_name: str):
+    """The next message on the context's queue, unacked, as a consumer gets it."""
+    queue = bus.context_queue(contexts.get(context_name))(pump.connection.default_channel)
+    return queue.get(no_ack=False)
+
+
+def _poisoned_then_good(pump) -> dict:
+    channel = pump.connection.default_channel
+    publish(channel, POISONS[0])
+    good = order_placed()
+    publish(channel, Poison("good", json.dumps(good).encode(), ""))
+    return good
+
+
+def test_a_dead_letter_that_cannot_be_stored_whole_is_stored_bare(pump, monkeypatch):
+    real = ContextConsumer._dead_letter
+
+    def refused_by_the_database(self, received, reason, **known):
+        if known.get("envelope") is None and received.body == POISONS[0].body:
+            raise DataError("stands in for a column the database refuses")
+        return real(self, received, reason, **known)
+
+    good = _poisoned_then_good(pump)
+    monkeypatch.setattr(ContextConsumer, "_dead_letter", refused_by_the_database)
+    assert pump.deliver("readmodels") == [Outcome.DEAD_LETTERED, Outcome.APPLIED]
+    letter = ReadDeadLetter.objects.get()
+    assert letter.reason.startswith("could not be handled: DataError")
+    assert bytes(letter.body) == POISONS[0].body and letter.envelope is None
+    assert OrderSummary.objects.filter(order_id=good["aggregate_id"]).exists()
+
+
+def test_a_message_no_dead_letter_can_hold_goes_to_the_brokers_dead_letter_exchange(pump, monkeypatch):
+    good = _poisoned_then_good(pump)
+
+    def refuse(self, *args, **kwargs):
+        raise DataError("the dead-letter table refuses everything")
+
+    monkeypatch.setattr(ReadDeadLetter, "save", refuse)
+    consumer, message = pump.consumers["readmodels"], _take(pump, "readmodels")
+    rejected = []
+    monkeypatch.setattr(message, "reject", lambda requeue=False: rejected.append(requeue))
+    monkeypatch.setattr(message, "ack", lambda: pytest.fail("acked a message that was stored nowhere"))
+    assert consumer.on_message(message) is Outcome.UNSTORABLE
+    assert rejected == [False]  # no requeue: RabbitMQ moves it to waybill.dead
+    monkeypatch.undo()
+    assert pump.deliver("readmodels") == [Outcome.APPLIED]
+    assert OrderSummary.objects.filter(order_id=good["aggregate_id"]).exists()
+
+
+def test_while_the_database_does_not_answer_the_consumer_waits_and_then_applies_the_message(pump, monkeypatch):
+    good = order_placed()
+    publish(pump.connection.default_channel, Poison("good", json.dumps(good).encode(), ""))
+    consumer = pump.consumers["readmodels"]
+    real_handle = ContextConsumer._handle
+    handled, answers = [], iter([False, False, True])  # down for two looks, then back
+
+    def handle_with_the_database_gone_at_first(self, received):
+        handled.append(1)
+        if len(handled) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_handle(self, received)
+
+    monkeypatch.setattr(ContextConsumer, "_handle", handle_with_the_database_gone_at_first)
+    monkeypatch.setattr(ContextConsumer, "_database_answers", lambda self: next(answers))
+    assert pump.deliver("readmodels") == [Outcome.APPLIED]
+    assert len(handled) == 2 and not ReadDeadLetter.objects.exists()  # it waited: neither dead-lettered nor lost
+    assert OrderSummary.objects.filter(order_id=good["aggregate_id"]).exists()
+
+    # Stopping while it waits gives the message back unacked.
+    publish(pump.connection.default_channel, Poison("good", json.dumps(order_placed()).encode(), ""))
+    handled.clear()
+    monkeypatch.setattr(ContextConsumer, "_database_answers", lambda self: consumer.stop.set() or False)
+    message = _take(pump, "readmodels")
+    monkeypatch.setattr(message, "ack", lambda: pytest.fail("acked a message it never handled"))
+    assert consumer.on_message(message) is Outcome.DEFERRED
+
+
+def test_retries_go_through_the_bounded_decoder_and_never_raise(pump, monkeypatch):
+    consumer = pump.consumers["readmodels"]
+    deep = order_placed()
+    deep["payload"]["lines"][0]["name"] = json.loads("[" * 40 + "]" * 40)
+    broken = order_placed()
+    for envelope in (deep, broken):
+        ReadInbox.objects.create(message_id=envelope["id"], message_type=envelope["type"], status="retrying",
+                                 attempts=1, envelope=envelope, next_attempt_at=timezone.now())
+
+    def crash_outside_the_handler(self, envelope, payload, handler):
+        if str(envelope.id) == broken["id"]:
+            raise RecursionError("stands in for any bug outside a handler")
+        return real(self, envelope, payload, handler)
+
+    real = ContextConsumer._attempt
+    monkeypatch.setattr(ContextConsumer, "_attempt", crash_outside_the_handler)
+    assert consumer.retry_due() == 2
+    assert set(ReadInbox.objects.values_list("status", flat=True)) == {"dead"}
+    reasons = sorted(ReadDeadLetter.objects.values_list("reason", flat=True))
+    assert len(reasons) == 2
+    assert reasons[0].startswith("JSON nested deeper than 32 levels")
+    assert reasons[1].startswith("could not be retried: RecursionError")
+    assert consumer.retry_due() == 0
