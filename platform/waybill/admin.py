@@ -1,11 +1,24 @@
 """Admin for the messaging tables. Each context registers its own concrete tables with
-these classes; actions go through ``operations``."""
+these classes; actions go through ``operations``.
 
+A message body is never rendered whole: pages show a bounded preview
+(``WAYBILL_MESSAGE_PREVIEW_BYTES``) and offer the exact body as a download to staff who may
+view the row, so a 5 MB dead letter's page stays a few KB, and lists never load bodies."""
+
+import json
+
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import F
+from django.http import Http404, HttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from . import contexts, operations
+from .wire import preview
 
 
 class PendingFilter(admin.SimpleListFilter):
@@ -41,7 +54,55 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class OutboxAdmin(ReadOnlyAdmin):
+class MessageBodyAdmin(ReadOnlyAdmin):
+    """A messaging table whose rows carry a body (``body_field``): shown as a preview with
+    a download link, deferred in lists."""
+
+    body_field = "envelope"
+
+    def body_of(self, row) -> bytes:
+        return json.dumps(getattr(row, self.body_field), indent=2).encode()
+
+    def preview_of(self, row) -> str:
+        return preview(self.body_of(row), settings.WAYBILL_MESSAGE_PREVIEW_BYTES)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(self.body_field)
+
+    def get_exclude(self, request, obj=None):
+        return (*(super().get_exclude(request, obj) or ()), self.body_field)
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "body_preview")
+
+    @admin.display(description="message")
+    def body_preview(self, row):
+        opts = self.opts
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_body", args=[row.pk])
+        return format_html('<pre style="white-space: pre-wrap">{}</pre><a href="{}">Download the whole message</a>',
+                           self.preview_of(row), url)
+
+    def get_urls(self):
+        opts = self.opts
+        return [
+            path("<path:object_id>/body/", self.admin_site.admin_view(self.body_download),
+                 name=f"{opts.app_label}_{opts.model_name}_body"),
+            *super().get_urls(),
+        ]
+
+    def body_download(self, request, object_id):
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            raise Http404
+        if not self.has_view_permission(request, row):
+            raise PermissionDenied
+        response = HttpResponse(self.body_of(row), content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{self.opts.model_name}-{row.pk}.bin"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class OutboxAdmin(MessageBodyAdmin):
     list_display = ("id", "message_type", "aggregate_id", "aggregate_version", "created_at",
                     "sent_at", "age", "publish_attempts")
     list_filter = (PendingFilter, "message_type")
@@ -63,7 +124,7 @@ class OutboxAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{count} messages queued for publishing.", messages.SUCCESS)
 
 
-class InboxAdmin(ReadOnlyAdmin):
+class InboxAdmin(MessageBodyAdmin):
     list_display = ("message_type", "message_id", "status", "attempts", "received_at",
                     "processed_at", "processed_by", "next_attempt_at", "last_error")
     list_filter = ("status", "message_type")
@@ -77,10 +138,25 @@ class InboxAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{count} retries brought forward.", messages.SUCCESS)
 
 
-class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "message_type", "reason", "attempts", "routing_key", "replayed_at")
+class DeadLetterAdmin(MessageBodyAdmin):
+    list_display = ("created_at", "message_type", "reason", "attempts", "body_size", "content_type", "routing_key",
+                    "replayed_at")
     list_filter = ("message_type", ("replayed_at", admin.EmptyFieldListFilter))
-    search_fields = ("message_id", "message_type", "reason", "body")
+    search_fields = ("message_id", "message_type", "reason", "preview")
+    body_field = "body"
+
+    def body_of(self, row) -> bytes:
+        return bytes(row.body)  # exactly as it arrived
+
+    def preview_of(self, row) -> str:
+        return row.preview  # bounded when it was stored
+
+    def get_queryset(self, request):
+        # The envelope is as large as the body, and a list shows neither.
+        return super().get_queryset(request).defer("envelope")
+
+    def get_exclude(self, request, obj=None):
+        return (*super().get_exclude(request, obj), "preview", "envelope")
     actions = ("replay",)
     ordering = (F("created_at").desc(),)
 

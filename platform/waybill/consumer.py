@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -36,7 +35,7 @@ from . import bus, opsreport, retention
 from .backoff import Reconnects, backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
 from .inbox import InboxMessageBase
-from .messages import Envelope, Message, MessageRefused, parse
+from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
 from .outbox import handling
 from .telemetry import SpanKind, span_for_message
 from .wire import Received, preview, storable
@@ -262,7 +261,7 @@ class ContextConsumer:
         even that cannot be stored; ``_as_one_message`` then falls back to the minimum."""
         known = envelope or {}
         self.context.dead_letters.objects.using(self.context.database).create(
-            message_id=_uuid_or_none(known.get("id")),
+            message_id=uuid_or_none(known.get("id")),
             message_type=storable(str(known.get("type", "")), 120),
             reason=storable(reason, 4000),
             attempts=attempts,
@@ -404,12 +403,3 @@ def _describe(error: Exception) -> str:
         return storable(f"{type(error).__name__}: {error}", 2000)
     except Exception:  # noqa: BLE001 - an exception whose str() fails
         return type(error).__name__
-
-
-def _uuid_or_none(value) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None

@@ -105,6 +105,16 @@ class Envelope(BaseModel):
         return self.model_dump_json()
 
 
+def uuid_or_none(value: Any) -> uuid.UUID | None:
+    """``value`` as a message id, if it is one (from a message that may be anything)."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 class MessageRefused(Exception):
     """A message that can never be processed: malformed, unknown, or invalid.
 
