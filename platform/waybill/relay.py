@@ -19,6 +19,12 @@ when every earlier unsent row of the same aggregate is in its own batch, so one
 aggregate's messages leave in commit order. A row that keeps failing to publish is parked
 after ``WAYBILL_RELAY_MAX_ATTEMPTS`` tries (the admin can publish it again), holding back
 its own aggregate only.
+
+What fails is told apart: a row that cannot be made into a message (its type is no longer
+registered, its envelope is broken, it is over ``WAYBILL_MESSAGE_MAX_BYTES``) or that the
+broker refuses (a nack) is that row's failure, recorded on it, and the relay goes on with
+the other aggregates; only a lost connection (an exception from the transport, a confirm
+that never comes) makes the relay close, back off and reconnect.
 """
 
 from __future__ import annotations
@@ -29,17 +35,19 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.db.models.functions import Now
-from kombu import Connection, Producer
+from kombu import Connection, Exchange, Producer
 
 from . import bus
 from .backoff import Reconnects
 from .contexts import BoundedContext
 from .outbox import OutboxMessageBase, notify_channel, wakeup_event
 from .telemetry import SpanKind, span_for_message
+from .wire import storable
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +62,66 @@ class Relay:
 
     # --- one pass -------------------------------------------------------------------
     def drain(self) -> int:
-        """Publish until no publishable row is left; returns how many were published."""
-        total = 0
-        while published := self.publish_batch():
-            total += published
-        return total
+        """Publish until no publishable row is left; returns how many were published.
 
-    def publish_batch(self) -> int:
+        A row that fails (it cannot be made into a message, or the broker refuses it) is
+        not tried again within the same drain: the next one (a commit or the sweep) tries
+        it again, so its ``WAYBILL_RELAY_MAX_ATTEMPTS`` tries are spread out, not spent at once."""
+        failed_ids: set[int] = set()
+        total = 0
+        while True:
+            published, failed = self.publish_batch(failed_ids)
+            total += published
+            if not (published or failed):
+                return total
+
+    def publish_batch(self, failed_ids: set[int]) -> tuple[int, int]:
+        """Publish one batch, leaving out the rows in ``failed_ids``; returns how many rows
+        were published and how many failed (added to ``failed_ids``).
+
+        Raises only when the broker connection (or the database) is lost, after recording
+        the attempt on the rows it held. A row's own failure is recorded on the row and
+        holds back that aggregate's later rows, and nothing else."""
         ctx = self.context
         rows = ctx.outbox.objects.using(ctx.database)
+        failures_before = len(failed_ids)
         with transaction.atomic(using=ctx.database):
             claimed = list(
                 # A row that failed to publish too often is parked (operators see it in the
                 # admin and can publish it again); it holds back only its own aggregate.
                 rows.filter(sent_at__isnull=True, publish_attempts__lt=settings.WAYBILL_RELAY_MAX_ATTEMPTS)
+                .exclude(id__in=failed_ids)
                 .order_by("id")
                 .select_for_update(skip_locked=True)[: self.batch_size]
             )
             if not claimed:
-                return 0
+                return 0, 0
             sent: list[int] = []
+            held_back: set[str] = set()  # aggregates with a failed row in this batch
             error: Exception | None = None
+
+            def failed(row: OutboxMessageBase, reason: object) -> None:
+                failed_ids.add(row.id)
+                held_back.add(row.aggregate_id)
+                self._record_failure(row, reason)
+
             for window in _windows(self._in_commit_order(claimed)):
-                confirmed, failed, error = self._publish_window(window)
+                outgoing = []
+                for row in window:
+                    if row.aggregate_id in held_back:
+                        continue  # an earlier row of its aggregate failed: keep commit order
+                    try:
+                        outgoing.append(_Outgoing.of(row))
+                    except Exception as exc:  # noqa: BLE001 - this row's failure, not the relay's
+                        failed(row, exc)
+                if not outgoing:
+                    continue
+                confirmed, refused, error = self._publish_window(outgoing)
                 sent.extend(confirmed)
-                for row in failed:
-                    rows.filter(id=row.id).update(
-                        publish_attempts=row.publish_attempts + 1, last_error=repr(error)[:2000]
-                    )
+                for row in refused:
+                    failed(row, error or "the broker refused it")
                 if error is not None:
-                    break  # later windows hold later rows of the failed aggregates
+                    break  # the connection is gone: later windows wait for the next pass
             if sent:
                 self._mark_sent(sent)
         if error is not None:
@@ -91,37 +129,49 @@ class Relay:
             # rows (a publish that failed after its tag was counted), or answers may still come.
             self.close()
             raise error
-        return len(sent)
+        return len(sent), len(failed_ids) - failures_before
 
-    def _publish_window(self, window: list[OutboxMessageBase]
+    def _record_failure(self, row: OutboxMessageBase, reason: object) -> None:
+        attempts = row.publish_attempts + 1
+        self.context.outbox.objects.using(self.context.database).filter(id=row.id).update(
+            publish_attempts=attempts, last_error=storable(repr(reason) if isinstance(reason, Exception) else
+                                                           str(reason), 2000))
+        if attempts >= settings.WAYBILL_RELAY_MAX_ATTEMPTS:
+            log.error("relay %s parked %s %s after %d failed attempts (its aggregate %s waits; the admin can "
+                      "publish it again): %r", self.context.name, row.message_type, row.message_id, attempts,
+                      row.aggregate_id, reason)
+        else:
+            log.warning("relay %s could not publish %s %s (attempt %d): %r", self.context.name, row.message_type,
+                        row.message_id, attempts, reason)
+
+    def _publish_window(self, window: list[_Outgoing]
                         ) -> tuple[list[int], list[OutboxMessageBase], Exception | None]:
         """Publish rows of distinct aggregates; returns the ids the broker confirmed, the
-        rows it refused or never confirmed, and the error (None when all were confirmed)."""
+        rows it refused (nacked) or never confirmed, and the error that lost the connection
+        (None when the broker answered every publish)."""
         self._ensure_producer()
         if self._confirms is None:  # a transport without confirms takes each publish synchronously
-            for index, row in enumerate(window):
+            for index, outgoing in enumerate(window):
                 try:
-                    self._publish(row)
+                    self._publish(outgoing)
                 except Exception as exc:  # noqa: BLE001 - the caller records it on the row
-                    return [r.id for r in window[:index]], [row], exc
-            return [row.id for row in window], [], None
+                    return [o.row.id for o in window[:index]], [outgoing.row], exc
+            return [o.row.id for o in window], [], None
         confirms, attempted = self._confirms, []
         try:
-            for row in window:
-                confirms.expect(row)
-                attempted.append(row)
-                self._publish(row)
+            for outgoing in window:
+                confirms.expect(outgoing.row)
+                attempted.append(outgoing.row)
+                self._publish(outgoing)
             confirms.wait(self._connection, timeout=settings.WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a lost connection or a timeout: unconfirmed rows fail
             confirms.abandon()
             acked = confirms.take_acked()
             confirmed = set(acked)
             return acked, [row for row in attempted if row.id not in confirmed], exc
-        nacked = confirms.take_nacked()
-        acked = confirms.take_acked()
-        if nacked:
-            return acked, nacked, RuntimeError(f"broker refused {len(nacked)} message(s)")
-        return acked, [], None
+        # A nack is the broker refusing that message (e.g. a full queue that rejects new
+        # ones): the row's failure, while the connection is fine.
+        return confirms.take_acked(), confirms.take_nacked(), None
 
     def _mark_sent(self, row_ids: list[int]) -> None:
         # Database time, so every relay and the admin agree on ages.
@@ -151,23 +201,23 @@ class Relay:
                 publishable_ids.add(row_id)
         return [row for row in claimed if row.id in publishable_ids]
 
-    def _publish(self, row: OutboxMessageBase) -> None:
-        exchange, routing_key = bus.route(row.message_type, row.envelope["schema_version"], row.aggregate_id)
-        with span_for_message(f"publish {row.message_type}", traceparent=row.envelope.get("traceparent"),
+    def _publish(self, outgoing: _Outgoing) -> None:
+        row = outgoing.row
+        with span_for_message(f"publish {row.message_type}", traceparent=outgoing.traceparent,
                               kind=SpanKind.PRODUCER, **{"messaging.message.id": str(row.message_id)}):
-            self._publish_confirmed(row, exchange, routing_key)
+            self._publish_confirmed(outgoing)
 
-    def _publish_confirmed(self, row: OutboxMessageBase, exchange, routing_key: str) -> None:
+    def _publish_confirmed(self, outgoing: _Outgoing) -> None:
         # On RabbitMQ this returns at once; the confirm arrives later (see _Confirms).
         self._ensure_producer().publish(
-            json.dumps(row.envelope),
-            exchange=exchange,
-            routing_key=routing_key,
+            outgoing.body,
+            exchange=outgoing.exchange,
+            routing_key=outgoing.routing_key,
             content_type=bus.JSON,
             content_encoding="utf-8",
             delivery_mode=2,  # persistent
-            message_id=str(row.message_id),
-            headers={"traceparent": row.envelope.get("traceparent") or ""},
+            message_id=str(outgoing.row.message_id),
+            headers={"traceparent": outgoing.traceparent or ""},
             retry=False,  # failures surface to run(), which backs off and reconnects
         )
 
@@ -207,6 +257,31 @@ class Relay:
         finally:
             self.close()
             connections.close_all()
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A row made into the message the broker gets: everything that can go wrong with one
+    row's content goes wrong here, before anything is sent, as that row's failure."""
+
+    row: OutboxMessageBase
+    exchange: Exchange
+    routing_key: str
+    body: bytes
+    traceparent: str | None
+
+    @classmethod
+    def of(cls, row: OutboxMessageBase) -> _Outgoing:
+        envelope = row.envelope
+        exchange, routing_key = bus.route(row.message_type, envelope["schema_version"], row.aggregate_id)
+        body = json.dumps(envelope, allow_nan=False).encode()
+        if len(body) > settings.WAYBILL_MESSAGE_MAX_BYTES:
+            raise ValueError(f"message of {len(body)} bytes is over WAYBILL_MESSAGE_MAX_BYTES "
+                             f"({settings.WAYBILL_MESSAGE_MAX_BYTES}): every consumer would refuse it")
+        traceparent = envelope.get("traceparent")
+        if not isinstance(traceparent, str) or len(traceparent) > 255:
+            traceparent = None  # a header the broker would refuse, or not one at all: trace lost, message kept
+        return cls(row, exchange, routing_key, body, traceparent)
 
 
 def _windows(rows: list[OutboxMessageBase]) -> list[list[OutboxMessageBase]]:

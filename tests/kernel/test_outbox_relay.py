@@ -179,10 +179,10 @@ def test_a_row_that_keeps_failing_is_parked_and_holds_back_only_its_aggregate(pu
     a1, b1, a2 = InventoryOutbox.objects.order_by("id")
     real = Relay._publish_confirmed
 
-    def refuse_a1(self, row, exchange, routing_key):
-        if row.id == a1.id:
+    def refuse_a1(self, outgoing):
+        if outgoing.row.id == a1.id:
             raise ConnectionError("this one never gets through")
-        return real(self, row, exchange, routing_key)
+        return real(self, outgoing)
 
     monkeypatch.setattr(Relay, "_publish_confirmed", refuse_a1)
     for _ in range(2):
@@ -197,3 +197,32 @@ def test_a_row_that_keeps_failing_is_parked_and_holds_back_only_its_aggregate(pu
     operations.outbox_republish(context_name="inventory", row_ids=[a1.id])
     assert pump.relay("inventory") == 2
     assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
+
+
+def test_a_row_that_cannot_be_published_fails_alone_and_the_relay_keeps_publishing(pump, settings):
+    """A row the relay cannot make into a message (its type is no longer registered, its
+    envelope lost a field, it is over the size limit) is that row's failure: the others
+    go out in the same drain, nothing raises (no reconnect), and after
+    WAYBILL_RELAY_MAX_ATTEMPTS drains it is parked, holding back its own aggregate only."""
+    settings.WAYBILL_RELAY_MAX_ATTEMPTS = 3
+    settings.WAYBILL_MESSAGE_MAX_BYTES = 4000
+    for sku, version in (("RETIRED", 1), ("RETIRED", 2), ("LOST-FIELD", 1), ("HUGE", 1), ("FINE", 1)):
+        with transaction.atomic(using="inventory"):
+            outbox_record(context="inventory", message=RecountStock(sku=sku), aggregate_id=sku,
+                          aggregate_version=version)
+    rows = InventoryOutbox.objects
+    retired, retired_2, lost, huge, fine = rows.order_by("id")
+    rows.filter(id=retired.id).update(message_type="inventory.stock_teleported")
+    rows.filter(id=lost.id).update(envelope={k: v for k, v in lost.envelope.items() if k != "schema_version"})
+    rows.filter(id=huge.id).update(envelope={**huge.envelope, "payload": {"sku": "x" * 5000}})
+    assert pump.relay("inventory") == 1  # FINE; no exception
+    assert list(rows.filter(sent_at__isnull=False).values_list("id", flat=True)) == [fine.id]
+    failing = {retired.id, lost.id, huge.id}
+    assert dict(rows.filter(id__in=failing).values_list("id", "publish_attempts")) == dict.fromkeys(failing, 1)
+    assert "over WAYBILL_MESSAGE_MAX_BYTES" in rows.get(id=huge.id).last_error
+    assert rows.get(id=retired_2.id).publish_attempts == 0  # held back behind its aggregate's first row
+
+    for _ in range(3):
+        assert pump.relay("inventory") == 0
+    assert dict(rows.filter(id__in=failing).values_list("id", "publish_attempts")) == dict.fromkeys(failing, 3)
+    assert rows.filter(sent_at__isnull=True).count() == 4  # parked, and the row waiting behind one

@@ -91,8 +91,7 @@ def test_a_refused_publish_holds_back_only_its_aggregate_and_is_published_again(
     bound.declare()
     relay = Relay(contexts.get("inventory"))
     try:
-        with pytest.raises(RuntimeError, match="refused"):
-            relay.drain()
+        assert relay.drain() == 0  # refused: the row's failure, not a lost connection
         rows = OutboxMessage.objects.order_by("id")
         # Nothing of the aggregate was marked sent, only its first message was tried.
         assert [(r.aggregate_version, r.sent_at is None, r.publish_attempts) for r in rows] == [
