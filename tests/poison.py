@@ -77,10 +77,12 @@ POISONS = [
 ]
 
 
-def publish(channel, poison: Poison, *, exchange: str = "waybill.events", routing_key: str = ROUTING_KEY) -> None:
+def publish(channel, poison: Poison, *, exchange: str = "waybill.events", routing_key: str = ROUTING_KEY,
+            headers: dict | None = None) -> None:
     """Publish ``poison`` exactly as it is (a Kombu producer would serialise a body
-    without a content type, and encode text), on any Kombu transport's channel."""
+    without a content type, and encode text), on any Kombu transport's channel, with an
+    ``x-poison`` header naming it."""
     message = channel.prepare_message(poison.body, content_type=poison.content_type,
                                       content_encoding=poison.content_encoding,
-                                      headers={"x-poison": poison.name})
+                                      headers={"x-poison": poison.name, **(headers or {})})
     channel.basic_publish(message, exchange=exchange, routing_key=routing_key)

@@ -1,0 +1,74 @@
+"""What the services tests do to a running deployment: sign in, create a product, place
+orders, read a context's database, wait for orders to be confirmed on the read side."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+
+from launcher.polling import wait_for
+
+FLOW_TIMEOUT = 90.0
+
+
+def sign_in(deployment, users=("alice", "admin")) -> dict[str, str]:
+    """An API token per demo user."""
+    result = {}
+    for user in users:
+        response = httpx.post(f"{deployment.base_url}/api/v1/auth/token/",
+                              json={"username": user, "password": "waybill-demo"})
+        assert response.status_code == 200, response.text
+        result[user] = response.json()["token"]
+    return result
+
+
+def client(deployment, tokens, user) -> httpx.Client:
+    return httpx.Client(base_url=deployment.base_url, headers={"Authorization": f"Token {tokens[user]}"}, timeout=30)
+
+
+def query(url: str, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def product(deployment, tokens, on_hand: int) -> str:
+    """A new product's SKU, once orders knows of it."""
+    sku = f"FAULT-{uuid.uuid4().hex[:8].upper()}"
+    with client(deployment, tokens, "admin") as admin:
+        response = admin.post("/api/v1/inventory/products/",
+                              json={"sku": sku, "name": "Fault test", "price": "1.00", "on_hand": on_hand})
+    assert response.status_code == 201, response.text
+    # Orders validates SKUs against its copy of the catalog: wait until it has this one.
+    wait_for(lambda: query(deployment.stack.database_urls["orders"],
+                           "SELECT 1 FROM orders_productcopy WHERE sku = %s", (sku,)),
+             FLOW_TIMEOUT, f"orders to learn of {sku}")
+    return sku
+
+
+def place(deployment, tokens, sku: str, count: int) -> list[str]:
+    """Place ``count`` orders of one unit as alice, eight at a time; returns their ids."""
+    def one(_):
+        with client(deployment, tokens, "alice") as alice:
+            response = alice.post("/api/v1/orders/", json={"lines": [{"sku": sku, "quantity": 1}]})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def wait_confirmed(deployment, order_ids: list[str]) -> None:
+    url = deployment.stack.database_urls["readmodels"]
+
+    def confirmed() -> bool:
+        rows = query(url, "SELECT count(*) FROM readmodels_ordersummary WHERE status = 'CONFIRMED' "
+                          "AND order_id = ANY(%s::uuid[])", (order_ids,))
+        return rows[0][0] == len(order_ids)
+
+    try:
+        wait_for(confirmed, FLOW_TIMEOUT, f"{len(order_ids)} orders to be CONFIRMED on the read side")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{deployment.log_tail(lines=15)}") from None

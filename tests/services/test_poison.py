@@ -1,0 +1,63 @@
+"""Invariant 8 on the real broker (issue 10): whatever is published as
+``orders.order_placed``, every consumer bound to it keeps it as a dead letter with its exact
+bytes, no process of the deployment dies, and the next order is confirmed."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kombu import Connection
+
+from apps.orders.contracts import OrderPlaced
+from launcher.polling import wait_for
+from tests.poison import POISONS, publish
+from waybill import contexts
+
+from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed
+
+pytestmark = pytest.mark.xdist_group("services")
+
+
+def _bound_dead_letter_tables() -> dict[str, tuple[str, str]]:
+    """Consumer -> (database alias, dead-letter table), for each consumer of order_placed."""
+    return {
+        context.name: (context.database, context.dead_letters._meta.db_table)
+        for context in contexts.all_contexts()
+        if OrderPlaced.message_type in context.consumed_types
+    }
+
+
+def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_up(deployment, tokens):
+    bound = _bound_dead_letter_tables()
+    assert {"readmodels", "webhooks"} <= set(bound)
+    pids = {name: process.pid for name, process in deployment.running.items()}
+    run = uuid.uuid4().hex  # tells this run's dead letters from any other test's
+    with Connection(deployment.stack.broker_urls["admin"]) as broker:
+        for poison in POISONS:
+            publish(broker.default_channel, poison, headers={"x-run": run})
+    expected = {poison.name: poison for poison in POISONS}
+
+    def dead_letters(database: str, table: str) -> dict[str, tuple[bytes, str, str]]:
+        rows = query(deployment.stack.database_urls[database],
+                     f"SELECT headers->>'x-poison', body, reason, content_type FROM {table} "  # noqa: S608 - our names
+                     "WHERE headers->>'x-run' = %s", (run,))
+        return {name: (bytes(body), reason, content_type) for name, body, reason, content_type in rows}
+
+    for consumer, (database, table) in bound.items():
+        stored = wait_for(lambda: (letters := dead_letters(database, table)).keys() == expected.keys() and letters,
+                          FLOW_TIMEOUT, f"{consumer} to dead-letter all {len(expected)} poison messages",
+                          describe=lambda: f"{sorted(dead_letters(database, table))}\n{deployment.log_tail(lines=10)}")
+        for name, (body, reason, content_type) in stored.items():
+            poison = expected[name]
+            assert body == poison.body, f"{consumer}: {name} not kept byte for byte"
+            assert poison.reason in reason, f"{consumer}: {name}: {reason}"
+            assert content_type == (poison.content_type or "")
+
+    for name, pid in pids.items():
+        process = deployment.running.get(name)
+        assert process is not None and process.poll() is None and process.pid == pid, (
+            f"{name} did not survive the poison messages:\n{deployment.log_tail(name)}")
+
+    sku = product(deployment, tokens, on_hand=10)
+    wait_confirmed(deployment, place(deployment, tokens, sku, 1))
