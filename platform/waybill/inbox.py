@@ -70,17 +70,29 @@ class DeadLetterBase(models.Model):
         return f"{self.message_type or '(unreadable)'}: {self.reason[:80]}"
 
 
-def dead_letter_text_bodies_to_bytes(app_label: str, *model_names: str):
-    """The data step of the migration that made ``body`` binary: each row's old text body
-    (renamed ``text_body`` for the step) becomes its bytes and preview, so every existing
-    dead letter stays readable.
+def dead_letter_bytes_operations(app_label: str, *model_names: str) -> list:
+    """The operations of each context's migration that made dead-letter bodies binary,
+    written once for all of them, and frozen: later changes of ``DeadLetterBase`` get
+    migrations of their own.
 
-    Rows written before were decoded with replacement characters, so their bytes are that
-    text in UTF-8: the closest to the original that is left. Backwards, NULs become
-    replacement characters, since a text column refuses them."""
+    The old text ``body`` becomes the bytes and preview of each row, so every existing
+    dead letter stays readable. Rows written before were decoded with replacement
+    characters, so their bytes are that text in UTF-8: the closest to the original that is
+    left. Backwards, NULs become replacement characters, since a text column refuses them."""
     from django.db import migrations
 
     from .wire import preview
+
+    def new_fields() -> dict[str, models.Field]:
+        return {
+            "body": models.BinaryField(default=b"", help_text="The message exactly as it arrived on the wire."),
+            "body_size": models.PositiveBigIntegerField(default=0),
+            "preview": models.TextField(
+                blank=True, help_text="The start of the body as text, NULs and bad bytes made visible."),
+            "content_type": models.CharField(max_length=200, blank=True),
+            "content_encoding": models.CharField(max_length=64, blank=True),
+            "headers": models.JSONField(default=dict, blank=True),
+        }
 
     def forwards(apps, schema_editor):
         for model_name in model_names:
@@ -96,4 +108,10 @@ def dead_letter_text_bodies_to_bytes(app_label: str, *model_names: str):
                 text = bytes(data).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
                 rows.filter(pk=pk).update(text_body=text)
 
-    return migrations.RunPython(forwards, backwards)
+    return [
+        *(migrations.RenameField(model_name, "body", "text_body") for model_name in model_names),
+        *(migrations.AddField(model_name, name, field)
+          for model_name in model_names for name, field in new_fields().items()),
+        migrations.RunPython(forwards, backwards),
+        *(migrations.RemoveField(model_name, "text_body") for model_name in model_names),
+    ]

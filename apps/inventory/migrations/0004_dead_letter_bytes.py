@@ -1,6 +1,6 @@
-from django.db import migrations, models
+from django.db import migrations
 
-from waybill.inbox import dead_letter_text_bodies_to_bytes
+from waybill.inbox import dead_letter_bytes_operations
 
 
 class Migration(migrations.Migration):
@@ -11,38 +11,4 @@ class Migration(migrations.Migration):
         ('inventory', '0003_inbox_index_name'),
     ]
 
-    operations = [
-        migrations.RenameField(model_name='deadletter', old_name='body', new_name='text_body'),
-        migrations.AddField(
-            model_name='deadletter',
-            name='body_size',
-            field=models.PositiveBigIntegerField(default=0),
-        ),
-        migrations.AddField(
-            model_name='deadletter',
-            name='content_encoding',
-            field=models.CharField(blank=True, max_length=64),
-        ),
-        migrations.AddField(
-            model_name='deadletter',
-            name='content_type',
-            field=models.CharField(blank=True, max_length=200),
-        ),
-        migrations.AddField(
-            model_name='deadletter',
-            name='headers',
-            field=models.JSONField(blank=True, default=dict),
-        ),
-        migrations.AddField(
-            model_name='deadletter',
-            name='preview',
-            field=models.TextField(blank=True, help_text='The start of the body as text, NULs and bad bytes made visible.'),
-        ),
-        migrations.AddField(
-            model_name='deadletter',
-            name='body',
-            field=models.BinaryField(default=b'', help_text='The message exactly as it arrived on the wire.'),
-        ),
-        dead_letter_text_bodies_to_bytes('inventory', 'deadletter'),
-        migrations.RemoveField(model_name='deadletter', name='text_body'),
-    ]
+    operations = dead_letter_bytes_operations('inventory', 'deadletter')
