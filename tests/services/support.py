@@ -30,8 +30,10 @@ def client(deployment, tokens, user) -> httpx.Client:
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:
+    """Rows of ``sql`` on the database at ``url`` (none for a statement without rows)."""
     with psycopg.connect(url) as connection:
-        return connection.execute(sql, params).fetchall()
+        cursor = connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def product(deployment, tokens, on_hand: int) -> str:

@@ -12,7 +12,8 @@ from kombu import Connection
 from apps.orders.contracts import OrderPlaced
 from launcher.polling import wait_for
 from tests.poison import POISONS, publish
-from waybill import contexts
+from waybill import bus, contexts
+from waybill.wire import wire_bytes
 
 from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed
 
@@ -28,12 +29,18 @@ def _bound_dead_letter_tables() -> dict[str, tuple[str, str]]:
     }
 
 
+def _broker(deployment) -> Connection:
+    # Each publish waits for the broker's confirm: the connection's close must not race
+    # the last messages.
+    return Connection(deployment.stack.broker_urls["admin"], transport_options={"confirm_publish": True})
+
+
 def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_up(deployment, tokens):
     bound = _bound_dead_letter_tables()
     assert {"readmodels", "webhooks"} <= set(bound)
     pids = {name: process.pid for name, process in deployment.running.items()}
     run = uuid.uuid4().hex  # tells this run's dead letters from any other test's
-    with Connection(deployment.stack.broker_urls["admin"]) as broker:
+    with _broker(deployment) as broker:
         for poison in POISONS:
             publish(broker.default_channel, poison, headers={"x-run": run})
     expected = {poison.name: poison for poison in POISONS}
@@ -61,3 +68,36 @@ def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_u
 
     sku = product(deployment, tokens, on_hand=10)
     wait_confirmed(deployment, place(deployment, tokens, sku, 1))
+
+
+def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_queue(deployment):
+    """The last resort: readmodels' dead-letter table refuses every row (its role lost the
+    right to insert), so the worker rejects the message to ``waybill.dead`` instead of
+    losing it or dying, and the webhooks consumer, with a table of its own, is unaffected."""
+    url = deployment.stack.database_urls["readmodels"]
+    pid = deployment.running["readmodels-worker"].pid
+    run, poison = uuid.uuid4().hex, POISONS[0]
+    with _broker(deployment) as broker:
+        dead = bus.DEAD_QUEUE(broker.default_channel)
+        dead.declare()
+        query(url, "REVOKE INSERT ON readmodels_deadletter FROM CURRENT_USER")
+        try:
+            publish(broker.default_channel, poison, headers={"x-run": run})
+
+            def rejected():
+                while (message := dead.get(no_ack=True)) is not None:
+                    if message.headers.get("x-run") == run:
+                        return message
+                return None
+
+            message = wait_for(rejected, FLOW_TIMEOUT, "the message in waybill.dead",
+                               describe=lambda: deployment.log_tail("readmodels-worker", lines=10))
+        finally:
+            query(url, "GRANT INSERT ON readmodels_deadletter TO CURRENT_USER")
+    assert wire_bytes(message.body, message.content_encoding) == poison.body
+    # RabbitMQ's record of why it is there: rejected from readmodels' queue.
+    assert any(death.get("queue") == "waybill.readmodels" for death in message.headers.get("x-death") or [])
+    wait_for(lambda: query(url, "SELECT 1 FROM readmodels_webhookdeadletter WHERE headers->>'x-run' = %s", (run,)),
+             FLOW_TIMEOUT, "the webhooks consumer to dead-letter it as usual")
+    worker = deployment.running["readmodels-worker"]
+    assert worker.poll() is None and worker.pid == pid
