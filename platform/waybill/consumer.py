@@ -90,7 +90,9 @@ class ContextConsumer:
     def on_message(self, message: KombuMessage) -> Outcome:
         # A long-lived consumer (the Celery bootstep above all) must notice a database
         # connection that died or outlived CONN_MAX_AGE, as Django does between requests.
-        close_old_connections()
+        # Failing to close one is no reason to fail the message: handling it finds out.
+        with contextlib.suppress(Exception):
+            close_old_connections()
         outcome = self.handle(Received.from_kombu(message))
         # Only now: the outcome is committed. A failing ack is a lost broker connection,
         # for the caller to reconnect; the message comes again and the inbox drops it.

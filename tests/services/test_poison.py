@@ -4,6 +4,7 @@ bytes, no process of the deployment dies, and the next order is confirmed."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ from kombu import Connection
 
 from apps.orders.contracts import OrderPlaced
 from launcher.polling import wait_for
-from tests.poison import POISONS, publish
+from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts
 from waybill.wire import wire_bytes
 
@@ -101,3 +102,27 @@ def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_qu
              FLOW_TIMEOUT, "the webhooks consumer to dead-letter it as usual")
     worker = deployment.running["readmodels-worker"]
     assert worker.poll() is None and worker.pid == pid
+
+
+def test_while_its_database_is_down_a_worker_holds_the_message_and_applies_it_once_it_is_back(deployment,
+                                                                                             postgres):
+    """A lost database is not the message's failure: the worker neither acks, nor retries
+    it from the inbox, nor dead-letters it, nor dies; it waits with backoff and applies it."""
+    url = deployment.stack.database_urls["readmodels"]
+    worker = deployment.running["readmodels-worker"]
+    event, log = order_placed(), deployment.logs / "readmodels-worker.log"
+    seen = log.stat().st_size
+    postgres.stop()
+    try:
+        with _broker(deployment) as broker:
+            publish(broker.default_channel, Poison("good", json.dumps(event).encode(), ""))
+        wait_for(lambda: b"database readmodels failed; retrying" in log.read_bytes()[seen:],
+                 FLOW_TIMEOUT, "the readmodels worker to wait for its database")
+    finally:
+        postgres.start()
+    wait_for(lambda: query(url, "SELECT 1 FROM readmodels_ordersummary WHERE order_id = %s",
+                           (event["aggregate_id"],)), FLOW_TIMEOUT, "the order on the read side")
+    assert query(url, "SELECT status, attempts FROM readmodels_inboxmessage WHERE message_id = %s",
+                 (event["id"],)) == [("processed", 1)]
+    assert query(url, "SELECT count(*) FROM readmodels_deadletter WHERE message_id = %s", (event["id"],)) == [(0,)]
+    assert worker.poll() is None and deployment.running["readmodels-worker"].pid == worker.pid
