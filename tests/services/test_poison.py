@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 from kombu import Connection
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from apps.orders.contracts import OrderPlaced
 from launcher.polling import wait_for
@@ -107,19 +109,25 @@ def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_qu
 def test_while_its_database_is_down_a_worker_holds_the_message_and_applies_it_once_it_is_back(deployment,
                                                                                              postgres):
     """A lost database is not the message's failure: the worker neither acks, nor retries
-    it from the inbox, nor dead-letters it, nor dies; it waits with backoff and applies it."""
+    it from the inbox, nor dead-letters it, nor dies; it waits with backoff and applies it.
+
+    The outage is readmodels' alone (its role's connections cut, new ones refused), so the
+    other contexts' processes, which later tests use, keep their connections."""
     url = deployment.stack.database_urls["readmodels"]
+    role = conninfo_to_dict(url)["user"]
     worker = deployment.running["readmodels-worker"]
     event, log = order_placed(), deployment.logs / "readmodels-worker.log"
     seen = log.stat().st_size
-    postgres.stop()
+    query(postgres.superuser_url, sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
     try:
+        query(postgres.superuser_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+              (role,))
         with _broker(deployment) as broker:
             publish(broker.default_channel, Poison("good", json.dumps(event).encode(), ""))
         wait_for(lambda: b"database readmodels failed; retrying" in log.read_bytes()[seen:],
                  FLOW_TIMEOUT, "the readmodels worker to wait for its database")
     finally:
-        postgres.start()
+        query(postgres.superuser_url, sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role)))
     wait_for(lambda: query(url, "SELECT 1 FROM readmodels_ordersummary WHERE order_id = %s",
                            (event["aggregate_id"],)), FLOW_TIMEOUT, "the order on the read side")
     assert query(url, "SELECT status, attempts FROM readmodels_inboxmessage WHERE message_id = %s",
