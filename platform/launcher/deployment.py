@@ -52,6 +52,12 @@ COMMON_VARIABLES = (
 )
 
 
+# Where a supervised process finds its supervisor's control interface (launcher.supervision):
+# /readyz and the operations report name the processes of its context that keep crashing.
+# Not in COMMON_VARIABLES: under compose, Docker restarts the containers and there is none.
+SUPERVISOR_VARIABLE = "WAYBILL_SUPERVISOR_URL"
+
+
 def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
