@@ -128,6 +128,22 @@ class OutboxGauge(models.Model):
         return f"{self.context}: {self.pending} pending"
 
 
+class ProcessGauge(models.Model):
+    """A context's processes that its supervisor reported as crashing, as the context last
+    reported them (waybill.processes_supervised): name -> BACKOFF or FATAL, {} when all run."""
+
+    context = models.CharField(max_length=64, primary_key=True)
+    crashing = models.JSONField(default=dict)
+    measured_at = models.DateTimeField()
+    version = models.PositiveBigIntegerField()  # the report's aggregate version (ms)
+
+    class Meta:
+        ordering = ["context"]
+
+    def __str__(self) -> str:
+        return f"{self.context}: {', '.join(self.crashing) or 'all running'}"
+
+
 class Dashboard(models.Model):
     """The operations dashboard's own row: its document version, when it was last built,
     and whether a gauge changed since (counters say so by their deltas)."""

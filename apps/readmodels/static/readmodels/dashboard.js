@@ -1,5 +1,5 @@
 // <waybill-dashboard> (staff): orders per status, outbox backlog per context, dead letters,
-// and throughput over the last minutes as a small inline SVG chart (no library). It follows
+// the processes that keep crashing (as each context's supervisor reports them), and throughput over the last minutes as a small inline SVG chart (no library). It follows
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
 import { follow } from "./http.js";
 
@@ -32,6 +32,15 @@ class WaybillDashboard extends HTMLElement {
             <th scope="col" class="num">Oldest pending</th><th scope="col" class="num">Parked</th>
             <th scope="col" class="num">Dead letters</th></tr></thead>
           <tbody data-role="outboxes"></tbody>
+        </table></div>
+      </section>
+      <section aria-labelledby="dash-processes">
+        <h2 id="dash-processes">Processes</h2>
+        <p data-role="processes-ok">No process is reported crashing.</p>
+        <div class="scroll"><table class="responsive" data-role="processes-table" hidden>
+          <thead><tr><th scope="col">Process</th><th scope="col">Context</th><th scope="col">State</th>
+            <th scope="col">Reported</th></tr></thead>
+          <tbody data-role="processes"></tbody>
         </table></div>
       </section>
       <section aria-labelledby="dash-throughput" class="chart">
@@ -78,7 +87,31 @@ class WaybillDashboard extends HTMLElement {
       }
       return tr;
     }));
+    this.#processes(doc.crashing_processes ?? []);
     this.#chart(doc.throughput ?? []);
+  }
+
+  // Loud on purpose: a process the supervisor retries (BACKOFF) or gave up on (FATAL).
+  #processes(crashing) {
+    this.querySelector("[data-role=processes-ok]").hidden = crashing.length > 0;
+    const table = this.querySelector("[data-role=processes-table]");
+    table.hidden = crashing.length === 0;
+    table.setAttribute("role", crashing.length ? "alert" : "table");
+    this.querySelector("[data-role=processes]").replaceChildren(...crashing.map((process) => {
+      const tr = document.createElement("tr");
+      tr.dataset.process = process.name;
+      const at = new Date(process.measured_at);
+      for (const [label, value] of [["Process", process.name], ["Context", process.context],
+        ["State", process.state === "FATAL" ? "FATAL: given up on" : "BACKOFF: restarting"],
+        ["Reported", Number.isNaN(at.valueOf()) ? process.measured_at : at.toLocaleTimeString()]]) {
+        const td = document.createElement("td");
+        td.dataset.label = label;
+        td.textContent = value;
+        if (label === "State") td.classList.add("low");
+        tr.append(td);
+      }
+      return tr;
+    }));
   }
 
   #chart(minutes) {
