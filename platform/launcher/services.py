@@ -18,15 +18,13 @@ from launcher.gateway import Gateway
 from launcher.polling import wait_for
 from launcher.servers import free_port
 from launcher.stack import Stack
-from launcher.supervision import RESTART, Supervisor, gateway_program, process_program
+from launcher.supervision import ALIVE, RESTART, Supervisor, gateway_program, process_program
 
 READY_TIMEOUT = 60.0
 DEMO_PASSWORD = "waybill-demo"
-# supervisord's states of a process that has a pid.
-ALIVE = ("STARTING", "RUNNING")
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
@@ -122,7 +120,7 @@ class ServicesDeployment(DemoApiClients):
         for name in self.port_of:
             self.wait_ready(name)
         self.supervisor.add(gateway_program(self.gateway))
-        wait_for(lambda: _answers(self.gateway.url + "/healthz"), READY_TIMEOUT, "the gateway to answer")
+        wait_for(lambda: answers(self.gateway.url + "/healthz"), READY_TIMEOUT, "the gateway to answer")
         return self
 
     def stop(self) -> dict[str, int]:
@@ -194,7 +192,7 @@ class ServicesDeployment(DemoApiClients):
             info = self.supervisor.info(name)
             if info["statename"] in ("FATAL", "STOPPED"):
                 raise AssertionError(f"{name} is {info['statename']}:\n{self.log_tail(name)}")
-            return _answers(url)
+            return answers(url)
 
         wait_for(ready, READY_TIMEOUT, f"{name} to be ready")
 

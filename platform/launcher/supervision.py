@@ -61,9 +61,8 @@ class RestartPolicy:
 
 RESTART = RestartPolicy()
 
-# supervisord's states of a process that is not doing its job although nobody stopped it.
-CRASHING = ("BACKOFF", "FATAL")
-
+# supervisord's states of a process that has a pid.
+ALIVE = ("STARTING", "RUNNING")
 
 @dataclass(frozen=True)
 class Program:
@@ -218,11 +217,13 @@ class Supervisor(_Server):
         for name in changed + removed:
             self._remove(name)
         for name in added + changed:
-            supervisor.addProcessGroup(name)
+            supervisor.addProcessGroup(name)  # and starts it (autostart)
+        if program.name not in added + changed and self.info(program.name)["statename"] not in ALIVE:
+            supervisor.startProcess(program.name, False)  # as it was: started again
 
     def _remove(self, name: str) -> None:
         supervisor = self.rpc.supervisor
-        if supervisor.getProcessInfo(name)["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+        if supervisor.getProcessInfo(name)["statename"] in (*ALIVE, "BACKOFF"):
             supervisor.stopProcess(name, True)
         supervisor.removeProcessGroup(name)
 
@@ -249,7 +250,7 @@ class Supervisor(_Server):
         supervisord sends cannot be handled before ``sig`` lands."""
         supervisor = self.rpc.supervisor
         info = supervisor.getProcessInfo(name)
-        if info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+        if info["statename"] not in (*ALIVE, "BACKOFF"):
             return info["exitstatus"]
         if sig != signal.SIGTERM and info["pid"]:
             os.killpg(info["pid"], signal.SIGSTOP)
