@@ -64,6 +64,7 @@ RESTART = RestartPolicy()
 # supervisord's states of a process that has a pid.
 ALIVE = ("STARTING", "RUNNING")
 
+
 @dataclass(frozen=True)
 class Program:
     """One supervised process: what ``[program:<name>]`` says."""
@@ -321,7 +322,7 @@ def report_crashes() -> None:
         elif event == "PROCESS_STATE_FATAL":
             say("CRITICAL", f"{name} KEEPS CRASHING: gave up after {RESTART.start_retries + 1} failed starts. "
                             f"The other processes keep running. See logs/{name}.log, fix the cause, then "
-                            f"`supervisorctl -c {Path.cwd() / 'supervisord.conf'} start {name}`")
+                            f"`{BIN / 'supervisorctl'} -c {Path.cwd() / 'supervisord.conf'} start {name}`")
         childutils.listener.ok(sys.stdout)
 
 

@@ -48,13 +48,16 @@ class Up(DemoApiClients):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, SERVICES_DIR_VARIABLE: str(self.folder), "WAYBILL_PORT": str(self.port),
+                "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
+
     def start(self) -> float:
         """Start it; the seconds until the gateway says ready."""
         began = time.monotonic()
-        env = {**os.environ, SERVICES_DIR_VARIABLE: str(self.folder), "WAYBILL_PORT": str(self.port),
-               "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "launcher.up"], cwd=REPO, env=env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "launcher.up"], cwd=REPO, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
         def ready() -> bool:
@@ -68,6 +71,11 @@ class Up(DemoApiClients):
         wait_for(ready, START_TIMEOUT, "make up to be ready", describe=self.log_tail)
         self._tokens.clear()
         return time.monotonic() - began
+
+    def command(self, name: str) -> subprocess.CompletedProcess:
+        """``make <name>`` from another terminal: status, down or reset."""
+        return subprocess.run([sys.executable, "-m", "launcher.up", name], cwd=REPO, env=self.env,
+                              capture_output=True, text=True, timeout=STOP_TIMEOUT + 30)
 
     def signal_group(self, sig: int) -> int:
         """``sig`` to the launcher's whole process group, as a terminal's Ctrl-C or a kill -9 -PGID."""
@@ -163,7 +171,16 @@ def test_make_up_resumes_with_everything_committed_after_a_stop_and_after_sigkil
         assert up.query("waybill_inventory", "SELECT count(*) FROM inventory_product WHERE sku = %s", (SKU,)) == [(1,)]
         print(f"\nmake up ready: cold {cold:.0f}s, after a stop {warm:.0f}s, after SIGKILL {after_kill:.0f}s; "
               f"orders: {sorted(statuses.values()).count('CONFIRMED')} confirmed of {len(everything)}")
-        assert up.signal_group(signal.SIGTERM) == 0, up.log_tail()
+
+        # `make status`, `make down` and `make reset`, from another terminal.
+        status = up.command("status")
+        assert status.returncode == 0 and "orders-relay" in status.stdout and "RUNNING" in status.stdout, status
+        assert up.command("reset").returncode == 1, "reset is refused while make up runs"
+        down = up.command("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert up.proc.wait(STOP_TIMEOUT) == 0, up.log_tail()
+        reset = up.command("reset")
+        assert reset.returncode == 0 and "deleting" in reset.stdout and not up.folder.exists()
     finally:
         up.close_clients()
         if up.proc is not None and up.proc.poll() is None:
