@@ -114,8 +114,11 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
                     (*variables, "WAYBILL_DB_POOL")),
             Process(f"{context}-worker", context, "worker", worker_command(context, context),
                     (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
+            # Celery's in-memory scheduler: its sweeps come every few seconds, so a schedule
+            # file would keep nothing worth keeping, and one path under /tmp was shared by
+            # every deployment on the machine (make up beside the tests, say).
             Process(f"{context}-beat", context, "beat", (
-                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--schedule", f"/tmp/waybill-beat-{context}",
+                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler",
             ), variables),
             Process(f"{context}-relay", context, "relay", ("python", "manage.py", "runrelay"), variables),
         ]
