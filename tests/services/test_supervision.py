@@ -92,6 +92,7 @@ def test_a_process_killed_during_a_burst_is_restarted_and_every_order_completes_
 def test_a_process_that_keeps_crashing_is_given_up_on_and_reported_and_the_others_keep_running(deployment, tokens):
     before = _pids(deployment)
     broken = "orders-relay-broken"
+    began = time.monotonic()
     # A relay of orders whose settings module does not exist: it dies on every start.
     deployment.start_process("orders-relay", as_name=broken, env={"DJANGO_SETTINGS_MODULE": "config.settings.missing"})
     try:
@@ -104,6 +105,7 @@ def test_a_process_that_keeps_crashing_is_given_up_on_and_reported_and_the_other
         # Backoff: 1 s, 2 s, ... between the starts, then FATAL.
         wait_for(given_up, FLOW_TIMEOUT, f"the supervisor to give up on {broken}",
                  describe=lambda: f"{states[-5:]}\n{deployment.log_tail('supervision', lines=10)}")
+        print(f"\n{broken}: given up on (FATAL) {time.monotonic() - began:.0f}s after its first start")
         assert "BACKOFF" in states
         report = (deployment.logs / "supervision.log").read_text()
         attempts = [line for line in report.splitlines() if f"{broken} crashed while starting" in line]
