@@ -19,19 +19,26 @@ policy says the same (launcher.compose).
 The crash reporter (``python -m launcher.supervision report-crashes``) is supervisord's
 event listener: it logs every unexpected exit, every failed start and every process that
 supervisord gave up on, to ``logs/supervision.log`` (which ``make up`` prints like every
-other log).
+other log). supervisord itself knows a process that keeps failing to start (BACKOFF, then
+FATAL) but not one that runs a while and crashes again and again; the reporter counts
+those exits and names such a process in ``crash-loops.json`` (name -> until when), which
+the processes' /readyz reads beside the control socket (waybill.supervisor).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
 import sys
+import time
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
+
+from waybill.supervisor import CRASH_LOOP, CRASH_LOOPS_FILE
 
 from .deployment import Process
 from .gateway import Gateway
@@ -55,6 +62,11 @@ class RestartPolicy:
     # How long a process may take to stop cleanly before it is killed: the relay's clean
     # stop may take 20 s (Runtime.stop).
     stop_seconds: int = 30
+    # A process that started fine but exits this often within this window crashes in a
+    # loop: supervisord restarts it each time and never gives up, so the crash reporter
+    # says so (CRASH_LOOP, in crash-loops.json beside the control socket, for /readyz).
+    crash_loop_exits: int = 3
+    crash_loop_seconds: int = 300
     # docker-compose's equivalent: always restart, unless an operator stopped it.
     compose: str = "unless-stopped"
 
@@ -182,6 +194,7 @@ class Supervisor(_Server):
             for old in self.programs.glob("*.conf"):
                 old.unlink()
         self.programs.mkdir(exist_ok=True)
+        (self.data_dir / CRASH_LOOPS_FILE).unlink(missing_ok=True)  # the last run's
         conf = self.data_dir / "supervisord.conf"
         conf.write_text(supervisord_conf(folder=self.data_dir, logs=self.logs))
         conf.chmod(0o600)
@@ -301,6 +314,13 @@ def gateway_program(gateway: Gateway) -> Program:
 
 
 # --- The crash reporter: supervisord's event listener ---------------------------------------
+
+def _write_json(path: Path, value) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)  # readers never see half a file
+
+
 def report_crashes() -> None:
     """Log each process that exits unexpectedly, fails to start, or is given up on. Runs
     under supervisord, which sends the events on stdin (so the report goes to stderr)."""
@@ -309,13 +329,25 @@ def report_crashes() -> None:
     def say(level: str, text: str) -> None:
         print(f"{childutils.get_asctime()} {level} supervision: {text}", file=sys.stderr, flush=True)
 
+    exits: dict[str, list[float]] = {}
+    loops: dict[str, float] = {}  # name -> until when it counts as crashing in a loop
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         event = headers["eventname"]
         fields, _ = childutils.eventdata(payload + "\n")
         name = fields.get("processname", "?")
         if event == "PROCESS_STATE_EXITED":
+            now = time.time()
+            recent = [t for t in exits.get(name, []) if t > now - RESTART.crash_loop_seconds] + [now]
+            exits[name] = recent
             say("ERROR", f"{name} (pid {fields.get('pid')}) exited by itself: restarting it")
+            if len(recent) >= RESTART.crash_loop_exits:
+                say("CRITICAL", f"{name} KEEPS CRASHING ({CRASH_LOOP}): exited {len(recent)} times in "
+                                f"{RESTART.crash_loop_seconds // 60} minutes, restarted each time. "
+                                f"See logs/{name}.log")
+                loops = {n: until for n, until in loops.items() if until > now}
+                loops[name] = now + RESTART.crash_loop_seconds
+                _write_json(Path(CRASH_LOOPS_FILE), loops)
         elif event == "PROCESS_STATE_BACKOFF":
             say("ERROR", f"{name} crashed while starting (attempt {fields.get('tries')} of "
                          f"{RESTART.start_retries + 1}): retrying with backoff; see logs/{name}.log")

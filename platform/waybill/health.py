@@ -19,7 +19,7 @@ def healthz(request):
 
 def readyz(request):
     """Ready: this process's databases and the broker answer, and, under a supervisor, no
-    process of its contexts keeps crashing (``process:<name>``: BACKOFF or FATAL)."""
+    process of its contexts keeps crashing (``process:<name>``: BACKOFF, FATAL or CRASH_LOOP)."""
     checks: dict[str, str] = {}
     for alias in ("default", *settings.WAYBILL_CONTEXTS):
         try:

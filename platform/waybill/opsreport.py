@@ -54,8 +54,8 @@ class OutboxMeasured(Message):
 @message("waybill.processes_supervised", kind=Kind.DOCUMENT)
 class ProcessesSupervised(Message):
     """State document: one context's processes that its supervisor reports as crashing,
-    name -> "BACKOFF" (failing to start, retried with backoff) or "FATAL" (given up on),
-    as seen at ``measured_at``; empty when every one runs. Sent only by supervised
+    name -> "BACKOFF" (failing to start, retried with backoff), "FATAL" (given up on) or
+    "CRASH_LOOP" (crashes again and again, restarted each time), as seen at ``measured_at``; empty when every one runs. Sent only by supervised
     processes."""
 
     context: str

@@ -5,9 +5,11 @@ the same against the real one (tests/services/test_supervision.py)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
 import threading
+import time
 import xmlrpc.server
 
 import pytest
@@ -67,6 +69,15 @@ def test_readyz_names_the_processes_of_its_contexts_that_keep_crashing(client, s
 
     stand_in.states = {"orders-relay": "RUNNING", "inventory-worker": "RUNNING"}
     assert supervisor.crashing(["orders", "inventory"]) == {}
+
+
+def test_a_process_the_crash_reporter_saw_crash_again_and_again_counts_until_its_window_ends(stand_in, tmp_path):
+    stand_in.states = {"orders-relay": "RUNNING", "orders-worker": "RUNNING", "orders-beat": "STOPPED"}
+    now = time.time()
+    (tmp_path / supervisor.CRASH_LOOPS_FILE).write_text(json.dumps(
+        {"orders-relay": now + 60, "orders-worker": now - 1, "orders-beat": now + 60}))
+    # The worker's window is over; the beat was stopped on purpose since.
+    assert supervisor.crashing(["orders"]) == {"orders-relay": supervisor.CRASH_LOOP}
 
 
 def test_readyz_says_so_when_the_supervisor_does_not_answer(client, settings, tmp_path):

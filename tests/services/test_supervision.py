@@ -6,6 +6,7 @@ supervisor's status, /readyz, the operations dashboard), and takes nothing else 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,12 +90,19 @@ def test_a_process_killed_during_a_burst_is_restarted_and_every_order_completes_
            {name: pid for name, pid in before.items() if name != victim}, "another process was restarted too"
 
 
-def test_a_process_that_keeps_crashing_is_given_up_on_and_reported_and_the_others_keep_running(deployment, tokens):
+def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(deployment, tokens):
     before = _pids(deployment)
-    broken = "orders-relay-broken"
     began = time.monotonic()
-    # A relay of orders whose settings module does not exist: it dies on every start.
+    # A relay of orders whose settings module does not exist: it dies on every start, so
+    # supervisord retries it with backoff, then gives up (FATAL).
+    broken = "orders-relay-broken"
     deployment.start_process("orders-relay", as_name=broken, env={"DJANGO_SETTINGS_MODULE": "config.settings.missing"})
+    # One that starts fine and dies a little later, again and again: supervisord restarts it
+    # every time and never gives up, so its crash reporter says so (CRASH_LOOP).
+    flaky = "orders-beat-flaky"
+    lifetime = RESTART.start_seconds + 1
+    deployment.start_process("orders-beat", as_name=flaky,
+                             argv=[sys.executable, "-c", f"import time; time.sleep({lifetime}); raise SystemExit(3)"])
     try:
         states = []
 
@@ -113,28 +121,41 @@ def test_a_process_that_keeps_crashing_is_given_up_on_and_reported_and_the_other
         assert f"CRITICAL supervision: {broken} KEEPS CRASHING" in report
 
         # /readyz of the orders web process, and of the shell's (every context's) through the gateway.
-        orders_ready = httpx.get(f"http://127.0.0.1:{deployment.port_of['orders-web']}/readyz", timeout=10)
-        assert orders_ready.status_code == 503
-        assert orders_ready.json()["checks"][f"process:{broken}"] == "FATAL"
+        def orders_ready() -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{deployment.port_of['orders-web']}/readyz", timeout=10)
+
+        wait_for(lambda: orders_ready().json()["checks"].get(f"process:{flaky}") == "CRASH_LOOP",
+                 RESTART.crash_loop_exits * (lifetime + 5) + 30, f"{flaky} to be seen crashing in a loop",
+                 describe=lambda: deployment.log_tail("supervision", lines=10))
+        print(f"{flaky}: reported crashing in a loop {time.monotonic() - began:.0f}s after its first start")
+        ready = orders_ready()
+        assert ready.status_code == 503
+        assert ready.json()["checks"][f"process:{broken}"] == "FATAL"
         shell_ready = httpx.get(f"{deployment.base_url}/readyz", timeout=10)
         assert shell_ready.status_code == 503 and shell_ready.json()["checks"][f"process:{broken}"] == "FATAL"
         inventory_ready = httpx.get(f"http://127.0.0.1:{deployment.port_of['inventory-web']}/readyz", timeout=10)
         assert inventory_ready.status_code == 200, "inventory is not the one crashing"
+        assert f"CRITICAL supervision: {flaky} KEEPS CRASHING (CRASH_LOOP)" in \
+               (deployment.logs / "supervision.log").read_text()
 
         # The operations dashboard hears it from orders, over the bus.
         with _client(deployment, tokens, "admin") as admin:
-            def on_dashboard():
+            def on_dashboard() -> dict[str, str]:
                 crashing = admin.get("/api/v1/read/dashboard/").json()["crashing_processes"]
-                return [p for p in crashing if p["name"] == broken]
+                shown = {p["name"]: (p["context"], p["state"]) for p in crashing}
+                return shown if {broken, flaky} <= set(shown) else {}
 
-            [shown] = wait_for(on_dashboard, FLOW_TIMEOUT, f"the dashboard to show {broken}")
-        assert (shown["context"], shown["state"]) == ("orders", "FATAL")
+            shown = wait_for(on_dashboard, FLOW_TIMEOUT, "the dashboard to show both")
+        assert shown[broken] == ("orders", "FATAL") and shown[flaky] == ("orders", "CRASH_LOOP")
 
-        assert _pids(deployment) == before, "the others must keep running, untouched"
+        after = _pids(deployment)
+        after.pop(flaky, None)
+        assert after == before, "the others must keep running, untouched"
     finally:
         deployment.remove(broken)
+        deployment.remove(flaky)
     wait_for(lambda: httpx.get(f"{deployment.base_url}/readyz", timeout=10).status_code == 200,
-             FLOW_TIMEOUT, "readiness once the broken process is gone")
+             FLOW_TIMEOUT, "readiness once the crashing processes are gone")
 
 
 def test_every_process_of_the_deployment_and_the_gateway_run_under_the_supervisor(deployment):

@@ -75,7 +75,8 @@ class ThroughputOutput(serializers.Serializer):
 class CrashingProcessOutput(serializers.Serializer):
     name = serializers.CharField()
     context = serializers.CharField()
-    state = serializers.CharField(help_text="BACKOFF: failing to start, retried with backoff; FATAL: given up on.")
+    state = serializers.CharField(help_text="BACKOFF: failing to start, retried with backoff; FATAL: given up on; "
+                                            "CRASH_LOOP: crashes again and again, restarted each time.")
     measured_at = serializers.DateTimeField()
 
 

@@ -8,6 +8,12 @@ const SERIES = [
   ["placed", "#143d59", 7], ["confirmed", "#2b7a0b", 4], ["rejected", "#a4161a", 2.5], ["cancelled", "#8a8f96", 1.5],
 ];
 const SVG = "http://www.w3.org/2000/svg";
+// What each state of a crashing process means (waybill.supervisor).
+const STATES = {
+  BACKOFF: "fails to start, retried with backoff",
+  FATAL: "given up on by the supervisor",
+  CRASH_LOOP: "crashes again and again, restarted each time",
+};
 
 function svg(name, attributes = {}) {
   const node = document.createElementNS(SVG, name);
@@ -91,7 +97,7 @@ class WaybillDashboard extends HTMLElement {
     this.#chart(doc.throughput ?? []);
   }
 
-  // Loud on purpose: a process the supervisor retries (BACKOFF) or gave up on (FATAL).
+  // Loud on purpose: a process that keeps crashing, whatever its supervisor does about it.
   #processes(crashing) {
     this.querySelector("[data-role=processes-ok]").hidden = crashing.length > 0;
     const table = this.querySelector("[data-role=processes-table]");
@@ -102,7 +108,7 @@ class WaybillDashboard extends HTMLElement {
       tr.dataset.process = process.name;
       const at = new Date(process.measured_at);
       for (const [label, value] of [["Process", process.name], ["Context", process.context],
-        ["State", process.state === "FATAL" ? "FATAL: given up on" : "BACKOFF: restarting"],
+        ["State", `${process.state}: ${STATES[process.state] ?? "crashing"}`],
         ["Reported", Number.isNaN(at.valueOf()) ? process.measured_at : at.toLocaleTimeString()]]) {
         const td = document.createElement("td");
         td.dataset.label = label;
