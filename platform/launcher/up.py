@@ -56,17 +56,19 @@ def services_dir() -> Path:
 
 
 # --- Who is running ------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited, whatever kill(0) says
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def _started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process, so a
+    pid file from before a reboot, or a pid used again since, is never taken for ours."""
+    fields = _stat(pid)
+    return fields[19] if fields and fields[0] != "Z" else None  # a zombie has exited
 
 
 class Pids:
@@ -76,21 +78,25 @@ class Pids:
     def __init__(self, workdir: Path):
         self.path = workdir / "pids.json"
 
-    def read(self) -> dict[str, int]:
+    def _read(self) -> dict[str, list]:
         try:
             return json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
 
-    def add(self, **pids: int) -> None:
-        self.path.write_text(json.dumps(self.read() | pids))
+    def add(self, **pids: int | None) -> None:
+        self.path.write_text(json.dumps(self._read() | {name: [pid, _started(pid)] for name, pid in pids.items()}))
+
+    def alive(self) -> dict[str, int]:
+        """Those of the recorded processes that still run, by name."""
+        return {name: pid for name, (pid, started) in self._read().items() if started and _started(pid) == started}
 
     def launcher(self) -> int | None:
-        pid = self.read().get("launcher")
-        return pid if pid and pid != os.getpid() and _alive(pid) else None
+        pid = self.alive().get("launcher")
+        return pid if pid != os.getpid() else None
 
     def leftovers(self) -> dict[str, int]:
-        return {name: pid for name, pid in self.read().items() if name != "launcher" and _alive(pid)}
+        return {name: pid for name, pid in self.alive().items() if name != "launcher"}
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -99,11 +105,9 @@ class Pids:
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # the field after the name: ppid
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
+        fields = _stat(int(stat.parent.name))
+        if fields and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
     return found
 
 
@@ -276,7 +280,7 @@ def down() -> int:
         return 0
     print(f"stopping make up (pid {pid}): every process, then the servers ...", flush=True)
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not _alive(pid) and not pids.leftovers(), DOWN_TIMEOUT, "make up to stop")
+    wait_for(lambda: not pids.alive(), DOWN_TIMEOUT, "make up to stop")
     print(f"stopped; the data stays in {workdir} (`make reset` deletes it)")
     return 0
 
