@@ -102,7 +102,7 @@ class Pids:
         self.path.unlink(missing_ok=True)
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         fields = _stat(int(stat.parent.name))
@@ -119,7 +119,7 @@ def _wait_for_leftovers(pids: Pids) -> None:
     if "supervisord" in left:
         # Its own shutdown stops one process after the other; stopping them all at once is
         # what it does anyway, sooner. Each is the leader of its process group.
-        for child in _children(left["supervisord"]):
+        for child in child_pids(left["supervisord"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child, signal.SIGTERM)
     try:

@@ -1,14 +1,16 @@
 """`make up` keeps what was committed: the launcher itself (``python -m launcher.up``, in its
 own process group, in a temporary WAYBILL_SERVICES_DIR on a free WAYBILL_PORT) is stopped
 with SIGINT, started again, then killed with SIGKILL (the whole process group) and started
-again. Every order is still there and completes, applied once; no outbox row is lost;
-the demo users, their tokens and their sessions still work.
+again, then everything is killed at once with SIGKILL, servers included (a power cut), and
+started again. Every order is still there and completes, applied once; no outbox row is
+lost; the demo users, their tokens and their sessions still work.
 
-It starts real servers three times, so it runs in an xdist group of its own, beside the
+It starts real servers four times, so it runs in an xdist group of its own, beside the
 services group."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,13 +26,13 @@ from launcher.polling import wait_for
 from launcher.servers import free_port
 from launcher.services import DemoApiClients
 from launcher.stack import REPO
-from launcher.up import SERVICES_DIR_VARIABLE, Pids
+from launcher.up import SERVICES_DIR_VARIABLE, Pids, child_pids
 
 pytestmark = pytest.mark.xdist_group("launcher")
 START_TIMEOUT = 300.0
 STOP_TIMEOUT = 120.0
 FLOW_TIMEOUT = 120.0
-ORDERS = 12  # per round: under the default throttle of 60 orders a minute per customer
+ORDERS = 10  # per round: under the default throttle of 60 orders a minute per customer
 SKU = "TEA-4"  # a demo product with stock for every round
 TERMINAL = {"CONFIRMED", "REJECTED"}
 
@@ -81,6 +83,19 @@ class Up(DemoApiClients):
         """``sig`` to the launcher's whole process group, as a terminal's Ctrl-C or a kill -9 -PGID."""
         os.killpg(self.proc.pid, sig)
         return self.proc.wait(STOP_TIMEOUT)
+
+    def power_cut(self) -> None:
+        """Everything dies at once with SIGKILL, as in a power cut: the launcher's group,
+        each server's group and each supervised process's group, none of them warned."""
+        alive = Pids(self.folder).alive()
+        groups = [pid for name, pid in alive.items() if name != "launcher"]
+        groups += child_pids(alive["supervisord"])
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        self.proc.wait(STOP_TIMEOUT)
+        wait_for(lambda: not Pids(self.folder).alive(), STOP_TIMEOUT, "everything to be dead")
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
@@ -169,7 +184,19 @@ def test_make_up_resumes_with_everything_committed_after_a_stop_and_after_sigkil
         up.assert_applied_once(everything)
         assert set(statuses) == set(everything)
         assert up.query("waybill_inventory", "SELECT count(*) FROM inventory_product WHERE sku = %s", (SKU,)) == [(1,)]
-        print(f"\nmake up ready: cold {cold:.0f}s, after a stop {warm:.0f}s, after SIGKILL {after_kill:.0f}s; "
+
+        # A power cut: the databases, the broker and Redis get no chance to stop cleanly either.
+        cut = up.place(token, ORDERS)
+        outbox = up.outbox()
+        up.power_cut()
+        after_cut = up.start()
+        statuses |= up.wait_completed(token, cut)
+        _assert_kept(up, outbox)
+        everything += cut
+        up.assert_applied_once(everything)
+        assert set(statuses) == set(everything)
+        print(f"\nmake up ready: cold {cold:.0f}s, after a stop {warm:.0f}s, after SIGKILL {after_kill:.0f}s, "
+              f"after a power cut {after_cut:.0f}s; "
               f"orders: {sorted(statuses.values()).count('CONFIRMED')} confirmed of {len(everything)}")
 
         # `make status`, `make down` and `make reset`, from another terminal.
