@@ -100,7 +100,7 @@ def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(d
     # One that starts fine and dies a little later, again and again: supervisord restarts it
     # every time and never gives up, so its crash reporter says so (CRASH_LOOP).
     flaky = "orders-beat-flaky"
-    lifetime = RESTART.start_seconds + 1
+    lifetime = RESTART.start_seconds + 3  # well past the start: it counts as started each time
     deployment.start_process("orders-beat", as_name=flaky,
                              argv=[sys.executable, "-c", f"import time; time.sleep({lifetime}); raise SystemExit(3)"])
     try:
