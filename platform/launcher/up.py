@@ -66,9 +66,11 @@ def _stat(pid: int) -> list[str] | None:
 
 def _started(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot): with the pid, names one process, so a
-    pid file from before a reboot, or a pid used again since, is never taken for ours."""
+    pid file from before a reboot, or a pid used again since, is never taken for ours.
+    A zombie counts until it is reaped: PostgreSQL, for one, refuses to start while the pid
+    in its lock file exists at all."""
     fields = _stat(pid)
-    return fields[19] if fields and fields[0] != "Z" else None  # a zombie has exited
+    return fields[19] if fields else None
 
 
 class Pids:
