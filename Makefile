@@ -17,6 +17,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
+# What tests need (pytest, Playwright, import-linter, ...) is installed only for them.
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	@touch $@
+
 venv: $(VENV)/.installed
 
 run: venv
@@ -41,7 +46,7 @@ status:
 reset:
 	PYTHONPATH=platform $(PY) -m launcher.up reset
 
-test: venv
+test: $(VENV)/.test-installed
 	bin/ensure-servers
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
@@ -57,7 +62,7 @@ bench-quick: $(VENV)/.bench-installed
 	bin/ensure-servers
 	PYTHONPATH=platform:. $(PY) -m bench --quick
 
-lint: venv
+lint: $(VENV)/.test-installed
 	PYTHONPATH=platform $(VENV)/bin/lint-imports
 
 clean:

@@ -204,6 +204,9 @@ WAYBILL_ORDER_MAX_QUANTITY = 100
 WAYBILL_SAGA_RESERVE_SECONDS = env.float("WAYBILL_SAGA_RESERVE_SECONDS", default=30.0)
 WAYBILL_SAGA_PAYMENT_SECONDS = env.float("WAYBILL_SAGA_PAYMENT_SECONDS", default=60.0)
 WAYBILL_SAGA_RELEASE_SECONDS = env.float("WAYBILL_SAGA_RELEASE_SECONDS", default=30.0)
+# Orders sweeps deadlines about every second while it is connected to the bus; a longer
+# gap than this is an outage (broker, or every orders process), and deadlines pause for it.
+WAYBILL_SAGA_CLOCK_GAP_SECONDS = env.float("WAYBILL_SAGA_CLOCK_GAP_SECONDS", default=5.0)
 WAYBILL_CURRENCY = "EUR"
 
 # How long sent outbox rows and processed inbox rows are kept (waybill/retention.py): the
