@@ -16,7 +16,7 @@ import pytest
 
 from launcher.polling import wait_for
 from launcher.supervision import RESTART
-from services.test_faults import (  # noqa: F401 - deployment and tokens are fixtures
+from .test_faults import (  # noqa: F401 - deployment and tokens are fixtures
     FLOW_TIMEOUT, _assert_applied_once, _client, _product, _query, _wait_confirmed, deployment, tokens)
 
 pytestmark = pytest.mark.xdist_group("services")
