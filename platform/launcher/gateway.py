@@ -61,6 +61,12 @@ http {{
 """
 
 
+def upstreams(processes, port_of: dict[str, str]) -> dict[str, str]:
+    """Where the gateway sends each service's paths ("orders", ..., "shell"): its web
+    process on loopback, at the port the launcher picked for it."""
+    return {(p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in processes if p.is_web}
+
+
 class Gateway:
     """The gateway's configuration and command; the supervisor runs it (launcher.supervision)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from launcher.deployment import Process, processes
-from launcher.gateway import Gateway
+from launcher.gateway import Gateway, upstreams
 from launcher.polling import wait_for
 from launcher.servers import free_port
 from launcher.stack import Stack
@@ -96,9 +96,8 @@ class ServicesDeployment(DemoApiClients):
         self.supervisor = Supervisor(workdir / "supervisor", logs=self.logs)
         stack.payment_gateway_url = self.payment_sandbox_url
         stack.supervisor_url = self.supervisor.url
-        self.gateway = Gateway(workdir / "gateway", port=free_port(), upstreams={
-            (p.context or "shell"): f"127.0.0.1:{self.port_of[p.name]}" for p in self.specs.values() if p.is_web
-        })
+        self.gateway = Gateway(workdir / "gateway", port=free_port(),
+                               upstreams=upstreams(self.specs.values(), self.port_of))
 
     # --- the whole deployment --------------------------------------------------------------
     @property

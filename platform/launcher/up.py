@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import provision
 from .deployment import processes
-from .gateway import Gateway
+from .gateway import Gateway, upstreams
 from .polling import wait_for
 from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, missing_packages, stored_secret
 from .services import answers
@@ -227,9 +227,7 @@ def run() -> int:
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()
 
-        gateway = Gateway(workdir / "gateway", port=port, upstreams={
-            (p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in deployment if p.is_web
-        })
+        gateway = Gateway(workdir / "gateway", port=port, upstreams=upstreams(deployment, port_of))
         supervisor.logs.mkdir(parents=True, exist_ok=True)
         logs = LogFollower(supervisor.logs)
         supervisor.start()
