@@ -7,7 +7,7 @@ export WAYBILL_PORT
 # pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
 TEST_WORKERS ?= 2
 
-.PHONY: venv run up test lint clean bench bench-quick
+.PHONY: venv run up down status reset test lint clean bench bench-quick
 
 $(VENV)/.installed: requirements.txt
 	@python=$$(bin/find-python) || exit 1; \
@@ -29,9 +29,22 @@ run: venv
 	$(PY) manage.py load_demo
 	$(PY) manage.py runplatform --port $(WAYBILL_PORT)
 
+# Services mode; its data (databases, broker, secrets, logs) stays in var/services, or in
+# $$WAYBILL_SERVICES_DIR, from one `make up` to the next.
 up: venv
 	bin/ensure-servers
 	PYTHONPATH=platform $(PY) -m launcher.up
+
+# Stop a running `make up` from another terminal (its data stays).
+down:
+	PYTHONPATH=platform $(PY) -m launcher.up down
+
+status:
+	PYTHONPATH=platform $(PY) -m launcher.up status
+
+# Delete what `make up` keeps (refused while it runs).
+reset:
+	PYTHONPATH=platform $(PY) -m launcher.up reset
 
 test: $(VENV)/.test-installed
 	bin/ensure-servers

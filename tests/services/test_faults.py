@@ -4,7 +4,6 @@ and applied once (invariants 2 and 3), and competing workers share a queue."""
 
 from __future__ import annotations
 
-import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -100,7 +99,7 @@ def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment,
         workers = set(_assert_applied_once(deployment, sku, order_ids))
         assert len(workers) == 2, f"one worker did all the work: {workers}"
     finally:
-        deployment.kill("inventory-worker-2", signal.SIGTERM)
+        deployment.remove("inventory-worker-2")
 
 
 def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment, tokens):

@@ -329,3 +329,9 @@ CHANNEL_LAYERS = {
 WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="none")
 WAYBILL_OTEL_CONSOLE_FILE = env.str("WAYBILL_OTEL_CONSOLE_FILE", default="")
 WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".join(WAYBILL_CONTEXTS or ["shell"]))
+
+# --- Supervision (services mode under `make up` and the services tests): the control
+# interface of the supervisor that runs this process (unix:///.../supervisor.sock). /readyz
+# and the operations report name the processes of this process's contexts that keep
+# crashing. Empty (embedded mode, compose): nothing to ask.
+WAYBILL_SUPERVISOR_URL = env.str("WAYBILL_SUPERVISOR_URL", default="")
