@@ -7,7 +7,7 @@ export WAYBILL_PORT
 # pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
 TEST_WORKERS ?= 2
 
-.PHONY: venv run up test lint clean bench bench-quick
+.PHONY: venv run up down status reset test lint clean bench bench-quick
 
 $(VENV)/.installed: requirements.txt
 	@python=$$(bin/find-python) || exit 1; \
@@ -17,6 +17,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
+# What tests need (pytest, Playwright, import-linter, ...) is installed only for them.
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	@touch $@
+
 venv: $(VENV)/.installed
 
 run: venv
@@ -24,11 +29,24 @@ run: venv
 	$(PY) manage.py load_demo
 	$(PY) manage.py runplatform --port $(WAYBILL_PORT)
 
+# Services mode; its data (databases, broker, secrets, logs) stays in var/services, or in
+# $$WAYBILL_SERVICES_DIR, from one `make up` to the next.
 up: venv
 	bin/ensure-servers
 	PYTHONPATH=platform $(PY) -m launcher.up
 
-test: venv
+# Stop a running `make up` from another terminal (its data stays).
+down:
+	PYTHONPATH=platform $(PY) -m launcher.up down
+
+status:
+	PYTHONPATH=platform $(PY) -m launcher.up status
+
+# Delete what `make up` keeps (refused while it runs).
+reset:
+	PYTHONPATH=platform $(PY) -m launcher.up reset
+
+test: $(VENV)/.test-installed
 	bin/ensure-servers
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
@@ -44,7 +62,7 @@ bench-quick: $(VENV)/.bench-installed
 	bin/ensure-servers
 	PYTHONPATH=platform:. $(PY) -m bench --quick
 
-lint: venv
+lint: $(VENV)/.test-installed
 	PYTHONPATH=platform $(VENV)/bin/lint-imports
 
 clean:

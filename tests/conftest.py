@@ -26,8 +26,8 @@ from launcher.services import ServicesDeployment
 SERVICE_PACKAGES = ("postgresql", "rabbitmq-server", "redis-server")
 
 
-def _require_servers() -> None:
-    missing = missing_packages(SERVICE_PACKAGES)
+def _require_servers(packages: tuple[str, ...] = SERVICE_PACKAGES) -> None:
+    missing = missing_packages(packages)
     if not missing:
         return
     message = (
@@ -38,6 +38,12 @@ def _require_servers() -> None:
     if os.environ.get("WAYBILL_SKIP_SERVICES") == "1":
         pytest.skip(message)
     pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def launcher_packages() -> None:
+    """What `make up` runs: the servers and nginx (tests of launcher.up itself)."""
+    _require_servers(SERVICE_PACKAGES + ("nginx",))
 
 
 @pytest.fixture(scope="session")

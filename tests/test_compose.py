@@ -64,6 +64,14 @@ def test_no_other_app_service_runs_for_long():
     assert app - one_shot == {p.name for p in DEPLOYMENT}
 
 
+def test_every_long_running_service_is_restarted_when_it_exits_as_under_make_up():
+    from launcher.supervision import RESTART
+
+    long_running = {name: service for name, service in SERVICES.items() if service.get("restart") != "no"}
+    assert {p.name for p in DEPLOYMENT} | {"postgres", "rabbitmq", "redis", "gateway"} == set(long_running)
+    assert {service["restart"] for service in long_running.values()} == {RESTART.compose}
+
+
 WAYBILL_PROCESSES = [p for p in DEPLOYMENT if p.kind != "sandbox"]  # the sandbox is no Waybill process
 
 

@@ -117,6 +117,21 @@ class OrderSaga(models.Model):
         return self.state in self.TERMINAL
 
 
+class SagaClock(models.Model):
+    """When orders last swept its sagas' deadlines (one row). Saga time runs only while
+    orders is there to sweep: a gap between sweeps longer than
+    ``WAYBILL_SAGA_CLOCK_GAP_SECONDS`` is time the sweeper could not run (a broker outage
+    disconnects every orders consumer; a stopped or restarting deployment runs nothing),
+    and every open deadline moves on by it. So an infrastructure outage is never taken for
+    a business failure, while time the platform spends running still counts."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    ticked_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"saga clock, last swept {self.ticked_at}"
+
+
 class SagaStep(models.Model):
     """The saga's timeline: what each step did, when and why, and the message it sent."""
 

@@ -31,6 +31,7 @@ from waybill.outbox import outbox_record
 
 from . import contracts
 from .models import CircuitState, OrderSaga
+from .saga import saga_clock_tick
 
 log = logging.getLogger(__name__)
 DB = "orders"
@@ -123,11 +124,21 @@ def _post(path: str, body: dict, *, idempotency_key: str) -> dict:
 
 
 # --- charge ----------------------------------------------------------------------------------
-def _charge(envelope: Envelope, command: contracts.ChargePayment) -> ChargeResult:
-    waiting = OrderSaga.objects.using(DB).filter(
-        order_id=command.order_id, state=OrderSaga.State.RUNNING, step=OrderSaga.Step.CHARGE_PAYMENT,
+def _saga_waits_for_charge(order_id) -> bool:
+    return OrderSaga.objects.using(DB).filter(
+        order_id=order_id, state=OrderSaga.State.RUNNING, step=OrderSaga.Step.CHARGE_PAYMENT,
         deadline_at__gte=Now(),  # past it, the saga is about to compensate: charging would only mean a refund
     ).exists()
+
+
+def _charge(envelope: Envelope, command: contracts.ChargePayment) -> ChargeResult:
+    # A deadline that looks past may only be waiting for the saga clock to make up for an
+    # outage (after a restart this consumer can run before, or during, the first sweep):
+    # tick it, then ask again.
+    waiting = _saga_waits_for_charge(command.order_id)
+    if not waiting:
+        saga_clock_tick()
+        waiting = _saga_waits_for_charge(command.order_id)
     if not waiting:
         return ChargeResult(succeeded=False, skipped=True)  # gave up meanwhile: do not charge
     answer = _post("/v1/charges", {"amount": f"{command.amount:.2f}", "currency": command.currency,

@@ -2,9 +2,11 @@
 
 A failed step compensates the steps before it in reverse: payment declined -> stock
 released -> order REJECTED with the reason. Every step has a deadline in database time;
-``saga_expire_overdue`` (run about every second by whichever process hosts orders)
-compensates a step that missed it, so a saga ends even if every process was down
-meanwhile (invariant 5).
+``saga_expire_overdue`` (run about every second by whichever process hosts orders, while
+it is connected to the bus) compensates a step that missed it, so a saga ends across
+restarts (invariant 5). Deadlines count only time in which orders was running: a broker
+outage or a stopped deployment pauses them (``SagaClock``), so an outage of the
+infrastructure never rejects an order for lack of an answer.
 
 Each function here is one transaction on the orders database that locks the saga row,
 checks that the message is the one the current step waits for, moves the saga on and
@@ -21,15 +23,15 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Now
+from django.db.models import F, Subquery
+from django.db.models.functions import Coalesce, Least, Now
 
 from apps.inventory import contracts as inventory
 from waybill.messages import Envelope, Message
 from waybill.outbox import outbox_record
 
 from . import contracts
-from .models import Order, OrderSaga, SagaStep
+from .models import Order, OrderSaga, SagaClock, SagaStep
 
 log = logging.getLogger(__name__)
 DB = "orders"
@@ -199,8 +201,10 @@ def saga_on_order_cancelled(*, order_id: UUID) -> None:
 
 # --- deadlines ---------------------------------------------------------------------------------
 def saga_expire_overdue(*, limit: int = 100) -> int:
-    """Compensate every saga step past its deadline (database time). Safe to run in
-    several processes at once: each saga is claimed with SKIP LOCKED on PostgreSQL."""
+    """Compensate every saga step past its deadline (database time), after moving the
+    deadlines on by any time orders was not sweeping (``saga_clock_tick``). Safe to run
+    in several processes at once: each saga is claimed with SKIP LOCKED on PostgreSQL."""
+    saga_clock_tick()
     expired = 0
     with transaction.atomic(using=DB):
         overdue = list(
@@ -217,6 +221,35 @@ def saga_expire_overdue(*, limit: int = 100) -> int:
             except Exception:
                 log.exception("could not expire saga %s; trying again at the next sweep", saga.order_id)
     return expired
+
+
+def saga_clock_tick() -> timedelta:
+    """Note that orders is sweeping now; if the last sweep is longer ago than
+    ``WAYBILL_SAGA_CLOCK_GAP_SECONDS``, nobody could sweep in between (the broker was
+    unreachable, so every orders consumer was disconnected, or no orders process ran), and
+    every open deadline moves on by the whole gap. Returns the pause it made up for.
+
+    One row, locked: of several sweepers that see the same gap, the first moves the
+    deadlines and the others find a fresh tick."""
+    with transaction.atomic(using=DB):
+        clock, created = SagaClock.objects.using(DB).select_for_update().get_or_create(pk=1)
+        if created:
+            return timedelta(0)
+        ticked_at, now = (SagaClock.objects.using(DB).filter(pk=clock.pk)
+                          .annotate(now=Now()).values_list("ticked_at", "now").get())
+        gap = now - ticked_at
+        if gap > timedelta(seconds=settings.WAYBILL_SAGA_CLOCK_GAP_SECONDS):
+            # Only deadlines still to come when sweeping stopped: one due before that was
+            # due while orders ran (or was brought forward by an operator, see below).
+            moved = (OrderSaga.objects.using(DB)
+                     .filter(state__in=(State.RUNNING, State.COMPENSATING), deadline_at__gt=ticked_at)
+                     .update(deadline_at=F("deadline_at") + gap))
+            log.warning("saga clock: orders could not sweep for %.1f s (broker unreachable or no orders "
+                        "process running); %d open deadlines moved on by that time", gap.total_seconds(), moved)
+        else:
+            gap = timedelta(0)
+        SagaClock.objects.using(DB).filter(pk=clock.pk).update(ticked_at=Now())
+    return gap
 
 
 def _expire(saga: OrderSaga) -> None:
@@ -239,9 +272,12 @@ def _expire(saga: OrderSaga) -> None:
 def saga_deadline_bring_forward(*, order_ids: list[UUID]) -> int:
     """An operator's "compensate now": the open sagas' deadlines become now, and the next
     sweep compensates them like any overdue step."""
+    # Due before the last sweep, too, so that a pause of the saga clock (saga_clock_tick)
+    # never moves it on again. A second back: "now" has millisecond precision on SQLite,
+    # and the sweep asks "<".
+    last_sweep = Coalesce(Subquery(SagaClock.objects.using(DB).values("ticked_at")[:1]), Now())
     return (
         OrderSaga.objects.using(DB)
         .filter(order_id__in=order_ids, state__in=(State.RUNNING, State.COMPENSATING))
-        # A second back: "now" has millisecond precision on SQLite, and the sweep asks "<".
-        .update(deadline_at=Now() - timedelta(seconds=1), updated_at=Now())
+        .update(deadline_at=Least(Now(), last_sweep) - timedelta(seconds=1), updated_at=Now())
     )

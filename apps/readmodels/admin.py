@@ -5,7 +5,7 @@ from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmi
 from .webhooks import admin as webhooks_admin  # noqa: F401  (registers the webhook pages)
 from .models import (
     CatalogItem, Change, Dashboard, DashboardDelta, DeadLetter, InboxMessage, OrderStatusCount, OrderSummary,
-    OrderThroughput, OutboxGauge, OutboxMessage, Stream,
+    OrderThroughput, OutboxGauge, OutboxMessage, ProcessGauge, Stream,
 )
 
 
@@ -58,6 +58,11 @@ class DashboardDeltaAdmin(ReadOnlyAdmin):
 @admin.register(OutboxGauge)
 class OutboxGaugeAdmin(ReadOnlyAdmin):
     list_display = ("context", "pending", "oldest_pending_age_s", "parked", "dead_letters", "measured_at")
+
+
+@admin.register(ProcessGauge)
+class ProcessGaugeAdmin(ReadOnlyAdmin):
+    list_display = ("context", "crashing", "measured_at")
 
 
 @admin.register(Dashboard)

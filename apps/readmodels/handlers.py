@@ -70,6 +70,11 @@ def on_outbox_measured(envelope: Envelope, report: opsreport.OutboxMeasured) -> 
     )
 
 
+def on_processes_supervised(envelope: Envelope, report: opsreport.ProcessesSupervised) -> None:
+    services.process_gauge_project(context=report.context, crashing=report.crashing,
+                                   measured_at=report.measured_at, version=envelope.aggregate_version)
+
+
 HANDLERS = {
     orders.OrderPlaced: _order_changed("placed", OK),
     orders.OrderConfirmed: _order_changed("confirmed", OK),
@@ -83,4 +88,5 @@ HANDLERS = {
     inventory.StockReleased: on_stock_released,
     inventory.ProductUpdated: on_product_updated,
     opsreport.OutboxMeasured: on_outbox_measured,
+    opsreport.ProcessesSupervised: on_processes_supervised,
 }

@@ -109,23 +109,39 @@ class DashboardDelta(models.Model):
         return f"{self.status} {self.delta:+d}" if self.status else f"{self.event} @{self.minute}"
 
 
-class OutboxGauge(models.Model):
-    """A context's outbox and dead letters as it last reported them (waybill.outbox_measured):
-    readmodels never reads another context's database."""
+class Gauge(models.Model):
+    """What one context last reported of itself (an operations report on the bus, see
+    waybill.opsreport): readmodels never reads another context's database."""
 
     context = models.CharField(max_length=64, primary_key=True)
-    pending = models.PositiveIntegerField()
-    oldest_pending_age_s = models.FloatField(null=True, blank=True)
-    parked = models.PositiveIntegerField()
-    dead_letters = models.PositiveIntegerField()
     measured_at = models.DateTimeField()
     version = models.PositiveBigIntegerField()  # the report's aggregate version (ms)
 
     class Meta:
+        abstract = True
         ordering = ["context"]
+
+
+class OutboxGauge(Gauge):
+    """A context's outbox and dead letters as it last reported them (waybill.outbox_measured)."""
+
+    pending = models.PositiveIntegerField()
+    oldest_pending_age_s = models.FloatField(null=True, blank=True)
+    parked = models.PositiveIntegerField()
+    dead_letters = models.PositiveIntegerField()
 
     def __str__(self) -> str:
         return f"{self.context}: {self.pending} pending"
+
+
+class ProcessGauge(Gauge):
+    """A context's processes that its supervisor reported as crashing, as the context last
+    reported them (waybill.processes_supervised): name -> BACKOFF or FATAL, {} when all run."""
+
+    crashing = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.context}: {', '.join(self.crashing) or 'all running'}"
 
 
 class Dashboard(models.Model):

@@ -9,7 +9,7 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import CatalogItem, Dashboard, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge
+from .models import CatalogItem, Dashboard, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge
 from .serializers_live import order_documents
 
 THROUGHPUT_MINUTES = 15
@@ -43,7 +43,8 @@ def dashboard_version() -> int:
 def dashboard_document(*, version: int | None = None, now: datetime | None = None) -> dict:
     """The operations dashboard: orders per status and throughput per minute (folded
     counters: changes not folded yet show at the next version), and each context's last
-    outbox report. ``throughput`` has one entry per minute of the last 15, oldest first."""
+    outbox report, and the processes that the contexts' supervisors report as crashing.
+    ``throughput`` has one entry per minute of the last 15, oldest first."""
     now = now or timezone.now()
     if version is None:
         version = dashboard_version()
@@ -62,6 +63,10 @@ def dashboard_document(*, version: int | None = None, now: datetime | None = Non
             {"context": gauge.context, "pending": gauge.pending, "oldest_pending_age_s": gauge.oldest_pending_age_s,
              "parked": gauge.parked, "dead_letters": gauge.dead_letters, "measured_at": gauge.measured_at.isoformat()}
             for gauge in OutboxGauge.objects.order_by("context")
+        ],
+        "crashing_processes": [
+            {"name": name, "context": gauge.context, "state": state, "measured_at": gauge.measured_at.isoformat()}
+            for gauge in ProcessGauge.objects.order_by("context") for name, state in sorted(gauge.crashing.items())
         ],
         "throughput": throughput,
     }

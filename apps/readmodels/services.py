@@ -21,7 +21,9 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from . import changes, selectors
-from .models import CatalogItem, Dashboard, DashboardDelta, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge
+from .models import (
+    CatalogItem, Dashboard, DashboardDelta, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge,
+)
 from .serializers_live import catalog_item_document, order_document, stock_item_document
 
 DB = "readmodels"
@@ -192,12 +194,20 @@ def outbox_gauge_project(
 ) -> bool:
     """Keep a context's newest outbox report; marks the dashboard changed (pushed by
     ``dashboard_publish``, not here: reports and orders would push it far too often)."""
+    return _gauge_project(OutboxGauge, context=context, version=version, values={
+        "pending": pending, "oldest_pending_age_s": oldest_pending_age_s, "parked": parked,
+        "dead_letters": dead_letters, "measured_at": measured_at})
+
+
+def process_gauge_project(*, context: str, crashing: dict[str, str], measured_at: datetime, version: int) -> bool:
+    """Keep a context's newest word on its crashing processes; marks the dashboard changed."""
+    return _gauge_project(ProcessGauge, context=context, version=version,
+                          values={"crashing": crashing, "measured_at": measured_at})
+
+
+def _gauge_project(model: type[models.Model], *, context: str, version: int, values: dict) -> bool:
     with transaction.atomic(using=DB):
-        applied = _apply_if_newer(
-            OutboxGauge, key={"context": context}, version=version,
-            values={"pending": pending, "oldest_pending_age_s": oldest_pending_age_s, "parked": parked,
-                    "dead_letters": dead_letters, "measured_at": measured_at},
-        )
+        applied = _apply_if_newer(model, key={"context": context}, version=version, values=values)
         if applied:
             _dashboard_row()
             Dashboard.objects.using(DB).filter(key=DASHBOARD_KEY).update(dirty=True)

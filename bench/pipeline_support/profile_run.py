@@ -34,16 +34,11 @@ SERVICES_PROFILED = ("orders-web", "orders-worker", "orders-payments-worker", "i
 
 def _profile_services_process(deployment, name: str, outdir: Path) -> None:
     """Replace a running process of the deployment by the same command under the profiler."""
-    spec = deployment.specs[name]
     deployment.kill(name, signal.SIGTERM)
-    argv = deployment.stack.argv(spec)
+    argv = deployment.stack.argv(deployment.specs[name])
     rest = argv[1:] if argv[0] == sys.executable else argv  # a console script (celery) runs as a path
-    log = open(deployment.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-    proc = subprocess.Popen([sys.executable, "-m", "bench.pipeline_support.profiled", str(outdir / f"{name}.prof"),
-                             *rest], cwd=REPO, env=deployment.stack.process_env(spec), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    deployment.running[name] = proc
+    deployment.start_process(name, argv=[sys.executable, "-m", "bench.pipeline_support.profiled",
+                                         str(outdir / f"{name}.prof"), *rest])
     if name in deployment.port_of:
         deployment.wait_ready(name)
 

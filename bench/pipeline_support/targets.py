@@ -122,9 +122,10 @@ def services(workdir: Path, postgres, products: list[Product], *, database_url_q
         try:
             deployment.start()
             target = waybill_target(deployment, products)
-            processes = {name: (deployment.specs[name].kind, proc.pid) for name, proc in deployment.running.items()}
+            processes = {name: (deployment.specs[name].kind, proc.pid) for name, proc in deployment.running.items()
+                         if name in deployment.specs}
             trees = {"postgres": postgres._proc.pid, "rabbitmq": rabbitmq._proc.pid, "redis": redis._proc.pid,
-                     "gateway": deployment.gateway.process.pid}
+                     "gateway": deployment.running["gateway"].pid}
             yield Deployed(target, processes, trees, notes={"startup_s": round(time.monotonic() - began, 1),
                                                             "logs": str(deployment.logs), "deployment": deployment})
         finally:

@@ -84,7 +84,7 @@ def helper_pids(deployment: ServicesDeployment) -> dict[str, int]:
     for proc in psutil.process_iter(["name", "cmdline"]):
         if proc.info["name"] == "redis-server" and any(port in part for part in proc.info["cmdline"] or []):
             found["redis"] = proc.pid
-    gateway = deployment.gateway.process
+    gateway = deployment.running.get("gateway")
     if gateway is not None:
         workers = psutil.Process(gateway.pid).children()
         if workers:

@@ -32,6 +32,7 @@ from . import provision
 from .deployment import COMMON_VARIABLES, CONTEXTS, ROUTES, Process, database_variable, processes
 from .gateway import PROXY_DIRECTIVES
 from .stack import REPO, Stack
+from .supervision import RESTART
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
@@ -59,6 +60,10 @@ HEADER = """\
 # with local-only defaults; set them (URL-safe, e.g. hex) in .env for anything else.
 # PostgreSQL creates its roles only when its volume is new (`docker compose down -v` to
 # start over); RabbitMQ reloads its users at every start.
+#
+# A service that exits is started again (restart: unless-stopped; Docker waits longer after
+# each quick failure), as supervisord restarts the processes under `make up`; its health
+# check tells `docker compose ps` which ones keep failing.
 """
 
 
@@ -158,13 +163,13 @@ def _process_health(process: Process) -> dict:
 def _process_service(process: Process) -> dict:
     if process.kind == "sandbox":  # the payment provider's stand-in: no database, no broker
         return _app(process.command, process_environment(process), healthcheck=_process_health(process),
-                    volumes=["payment-sandbox-data:/app/var/payment-sandbox"], restart="unless-stopped")
+                    volumes=["payment-sandbox-data:/app/var/payment-sandbox"], restart=RESTART.compose)
     return _app(
         process.command, process_environment(process),
         depends_on={"setup": {"condition": "service_completed_successfully"},
                     **_healthy("postgres", "rabbitmq", "redis")},
         healthcheck=_process_health(process),
-        restart="unless-stopped",
+        restart=RESTART.compose,
         # The relay's clean stop may take 20 s (Runtime.stop); Docker's default is 10 s.
         stop_grace_period="30s",
     )
@@ -194,7 +199,7 @@ def services() -> dict:
                         "postgres-data:/var/lib/postgresql/data"],
             # Over TCP: while the init scripts run, the server listens on its socket only.
             "healthcheck": _health(("pg_isready", "--host", "127.0.0.1", "--username", "postgres")),
-            "restart": "unless-stopped",
+            "restart": RESTART.compose,
         },
         "rabbitmq-definitions": _app(
             ("python", "-m", "launcher.compose", "rabbitmq-definitions", f"{DEFINITIONS_DIR}/definitions.json"),
@@ -215,14 +220,14 @@ def services() -> dict:
             # Not just `ping` (the Erlang VM answers): the AMQP listener opens at the end of the boot.
             "healthcheck": _health(("rabbitmq-diagnostics", "-q", "check_port_connectivity"),
                                    interval="10s", timeout="15s"),  # the CLI starts an Erlang VM
-            "restart": "unless-stopped",
+            "restart": RESTART.compose,
         },
         "redis": {
             "image": "redis:7",
             # Only the channel layer's short-lived messages: nothing worth keeping on disk.
             "command": Flow(("redis-server", "--save", "", "--appendonly", "no")),
             "healthcheck": _health(("redis-cli", "ping")),
-            "restart": "unless-stopped",
+            "restart": RESTART.compose,
         },
         "setup": _app(
             ("python", "-m", "launcher.compose", "setup"), _setup_environment(),
@@ -236,7 +241,7 @@ def services() -> dict:
             "ports": ["127.0.0.1:${WAYBILL_PORT:-8000}:80"],
             "depends_on": _healthy(*(p.name for p in deployment if p.is_web)),
             "healthcheck": _health(("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/healthz")),
-            "restart": "unless-stopped",
+            "restart": RESTART.compose,
         },
     }
 

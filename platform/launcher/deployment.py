@@ -52,6 +52,12 @@ COMMON_VARIABLES = (
 )
 
 
+# Where a supervised process finds its supervisor's control interface (launcher.supervision):
+# /readyz and the operations report name the processes of its context that keep crashing.
+# Not in COMMON_VARIABLES: under compose, Docker restarts the containers and there is none.
+SUPERVISOR_VARIABLE = "WAYBILL_SUPERVISOR_URL"
+
+
 def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
@@ -108,8 +114,11 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
                     (*variables, "WAYBILL_DB_POOL")),
             Process(f"{context}-worker", context, "worker", worker_command(context, context),
                     (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
+            # Celery's in-memory scheduler: its sweeps come every few seconds, so a schedule
+            # file would keep nothing worth keeping, and one path under /tmp was shared by
+            # every deployment on the machine (make up beside the tests, say).
             Process(f"{context}-beat", context, "beat", (
-                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--schedule", f"/tmp/waybill-beat-{context}",
+                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler",
             ), variables),
             Process(f"{context}-relay", context, "relay", ("python", "manage.py", "runrelay"), variables),
         ]

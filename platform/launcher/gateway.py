@@ -6,12 +6,7 @@ forwarded requests would be a hand-written proxy with none of its hardening."""
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
-
-import httpx
 
 from .deployment import ROUTES
 
@@ -66,10 +61,17 @@ http {{
 """
 
 
+def upstreams(processes, port_of: dict[str, str]) -> dict[str, str]:
+    """Where the gateway sends each service's paths ("orders", ..., "shell"): its web
+    process on loopback, at the port the launcher picked for it."""
+    return {(p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in processes if p.is_web}
+
+
 class Gateway:
+    """The gateway's configuration and command; the supervisor runs it (launcher.supervision)."""
+
     def __init__(self, workdir: Path, *, port: int, upstreams: dict[str, str]):
         self.workdir, self.port, self.upstreams = Path(workdir), port, upstreams
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -83,26 +85,3 @@ class Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = nginx_conf(listen=f"127.0.0.1:{self.port}", upstreams=self.upstreams, workdir=self.workdir)
         (self.workdir / "nginx.conf").write_text(conf)
-
-    def start(self, timeout: float = 15.0) -> None:
-        self.write_conf()
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {(self.workdir / 'error.log').read_text()[-2000:]}")
-            try:
-                httpx.get(self.url + "/healthz", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("nginx did not start listening in time")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open requests
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()

@@ -91,12 +91,12 @@ def missing_packages(packages: Iterable[str] = tuple(_PACKAGES)) -> list[str]:
     return [name for name in packages if not _PACKAGES[name]()]
 
 
-def _secret(path: Path, *, mode: int = 0o600) -> str:
-    """Read a secret from `path`, creating it (random hex: safe in URLs and config
-    files, and a valid Erlang cookie) the first time."""
+def stored_secret(path: Path, *, mode: int = 0o600, nbytes: int = 16) -> str:
+    """Read a secret from `path`, creating it (`nbytes` random bytes as hex: safe in URLs
+    and config files, and a valid Erlang cookie) the first time."""
     if path.exists():
         return path.read_text().strip()
-    value = secrets.token_hex(16)
+    value = secrets.token_hex(nbytes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value)
@@ -164,6 +164,10 @@ class _Server:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
         parts = [f"--- {p} ---\n{_tail(p, lines)}" for p in self._log_files() if p.exists()]
@@ -299,7 +303,7 @@ class PostgresServer(_Server):
 
     @property
     def superuser_password(self) -> str:
-        return _secret(self.data_dir / "superuser.password")
+        return stored_secret(self.data_dir / "superuser.password")
 
     @property
     def superuser_url(self) -> str:
@@ -364,9 +368,14 @@ class PostgresServer(_Server):
 
 
 class RedisServer(_Server):
-    """A Redis that keeps nothing on disk (no RDB snapshots, no AOF)."""
+    """A Redis that keeps nothing on disk (no RDB snapshots, no AOF), unless
+    ``persistent``: then an append-only file in the folder, synced every second."""
 
     name = "Redis"
+
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, persistent: bool = False):
+        super().__init__(data_dir, port)
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -376,9 +385,10 @@ class RedisServer(_Server):
         binary = _which("redis-server")
         if binary is None:
             raise ServerError("Redis is not installed: apt-get install -y redis-server")
+        keep = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         return _setpriv(self.stop_signal) + [
             binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir),
-            "--save", "", "--appendonly", "no", "--daemonize", "no"]
+            "--save", "", *keep, "--daemonize", "no"]
 
     def _check_ready(self) -> None:
         # A bare PING: redis-py would retry with back-off, hiding an early exit.
@@ -391,7 +401,9 @@ class RedisServer(_Server):
 class RabbitMQServer(_Server):
     """A single RabbitMQ node whose every file (and Erlang's own epmd) is private.
 
-    Node name ``waybill-<port>@localhost``; AMQP on 127.0.0.1:<port>; Erlang distribution
+    Node name ``waybill-<port>@localhost`` unless ``node`` names it: RabbitMQ keeps its data
+    (``mnesia/<node>``: users, queues, quorum queue logs) under the node's name, so a
+    node that must find its data again on another port needs a fixed one. AMQP on 127.0.0.1:<port>; Erlang distribution
     and epmd on other free loopback ports, so it coexists with any other node or epmd.
     HOME is ``data_dir`` because that is where Erlang looks for the cookie that
     rabbitmqctl must share with the node. Runs as the calling user (root is fine for
@@ -403,10 +415,11 @@ class RabbitMQServer(_Server):
     name = "RabbitMQ"
     admin_user = "waybill_admin"
 
-    def __init__(self, data_dir: Path | str, port: int | None = None, *, plugins: Iterable[str] = ()):
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, plugins: Iterable[str] = (),
+                 node: str | None = None):
         super().__init__(data_dir, port)
         self.plugins = list(plugins)
-        self.node = f"waybill-{self.port}@localhost"
+        self.node = node or f"waybill-{self.port}@localhost"
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.stomp_port = free_port() if "rabbitmq_stomp" in self.plugins else None
@@ -414,7 +427,7 @@ class RabbitMQServer(_Server):
 
     @property
     def admin_password(self) -> str:
-        return _secret(self.data_dir / "admin.password")
+        return stored_secret(self.data_dir / "admin.password")
 
     @property
     def admin_url(self) -> str:
@@ -452,7 +465,7 @@ class RabbitMQServer(_Server):
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             raise ServerError("RabbitMQ is not installed: apt-get install -y rabbitmq-server")
         d = self.data_dir
-        _secret(d / ".erlang.cookie", mode=0o400)  # Erlang insists on 0400
+        stored_secret(d / ".erlang.cookie", mode=0o400)  # Erlang insists on 0400
         (d / "rabbitmq-env.conf").touch()
         (d / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         config = [

@@ -1,28 +1,30 @@
-"""A services deployment driven from Python: every process of ``launcher.deployment`` as
-its own OS process (a log file each), behind the nginx gateway, on a provisioned
-``Stack``. The services test suite and the benchmarks use it; they can kill, restart or
-add processes. (``make up`` runs the same processes under honcho instead.)"""
+"""A services deployment driven from Python: every process of ``launcher.deployment`` and
+the nginx gateway under supervisord (``launcher.supervision``, a log file each), on a
+provisioned ``Stack``, exactly as ``make up`` runs them. The services test suite and the
+benchmarks use it; they can crash, stop, restart or add processes, and watch the
+supervisor restart them."""
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from launcher.deployment import Process, processes
-from launcher.gateway import Gateway
+from launcher.gateway import Gateway, upstreams
 from launcher.polling import wait_for
 from launcher.servers import free_port
-from launcher.stack import REPO, Stack
+from launcher.stack import Stack
+from launcher.supervision import ALIVE, RESTART, Supervisor, gateway_program, process_program
 
 READY_TIMEOUT = 60.0
 DEMO_PASSWORD = "waybill-demo"
-STOP_TIMEOUT = 20.0
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
@@ -74,6 +76,12 @@ class DemoApiClients:
         self._clients.clear()
 
 
+@dataclass(frozen=True)
+class Running:
+    name: str
+    pid: int
+
+
 class ServicesDeployment(DemoApiClients):
     name = "services"
 
@@ -85,11 +93,11 @@ class ServicesDeployment(DemoApiClients):
         self.logs.mkdir(parents=True, exist_ok=True)
         self.port_of = {p.name: str(free_port()) for p in processes() if p.listens}
         self.specs = {p.name: p for p in processes(port_of=self.port_of)}
+        self.supervisor = Supervisor(workdir / "supervisor", logs=self.logs)
         stack.payment_gateway_url = self.payment_sandbox_url
-        self.running: dict[str, subprocess.Popen] = {}
-        self.gateway = Gateway(workdir / "gateway", port=free_port(), upstreams={
-            (p.context or "shell"): f"127.0.0.1:{self.port_of[p.name]}" for p in self.specs.values() if p.is_web
-        })
+        stack.supervisor_url = self.supervisor.url
+        self.gateway = Gateway(workdir / "gateway", port=free_port(),
+                               upstreams=upstreams(self.specs.values(), self.port_of))
 
     # --- the whole deployment --------------------------------------------------------------
     @property
@@ -101,55 +109,70 @@ class ServicesDeployment(DemoApiClients):
         return f"http://127.0.0.1:{self.port_of['payment-sandbox']}"
 
     def start(self) -> ServicesDeployment:
+        self.supervisor.start()
         self.start_process("payment-sandbox")
         self.wait_ready("payment-sandbox")
+        running = self.running
         for name in self.specs:
-            if name not in self.running:
+            if name not in running:
                 self.start_process(name)
         for name in self.port_of:
             self.wait_ready(name)
-        self.gateway.start()
+        self.supervisor.add(gateway_program(self.gateway))
+        wait_for(lambda: answers(self.gateway.url + "/healthz"), READY_TIMEOUT, "the gateway to answer")
         return self
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM everything (the way an orchestrator stops it); returns the exit codes."""
-        self.gateway.stop()
-        for proc in self.running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, proc in self.running.items():
-            try:
-                codes[name] = proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
-        self.running.clear()
+        """Stop everything with its stop signal (the way an orchestrator stops it), then
+        the supervisor; returns the exit codes."""
+        supervisor = self.supervisor.rpc.supervisor
+        supervisor.stopAllProcesses(True)
+        codes = {name: info["exitstatus"] for name, info in self.supervisor.processes().items()}
+        self.supervisor.stop()
         return codes
 
+    @property
+    def running(self) -> dict[str, Running]:
+        """The processes that have a pid now, by name."""
+        return {name: Running(name, info["pid"]) for name, info in self.supervisor.processes().items()
+                if info["statename"] in ALIVE and info["pid"]}
+
+    def states(self) -> dict[str, str]:
+        """Every supervised process -> supervisord's state (RUNNING, BACKOFF, FATAL, ...)."""
+        return {name: info["statename"] for name, info in self.supervisor.processes().items()}
+
     # --- single processes ------------------------------------------------------------------
-    def start_process(self, name: str, *, as_name: str | None = None,
-                      env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start process ``name`` (again); ``as_name`` runs one more instance of it, e.g. a
-        second worker competing for the same queue; ``env`` adds variables."""
+    def start_process(self, name: str, *, as_name: str | None = None, env: dict[str, str] | None = None,
+                      argv: list[str] | None = None) -> Running:
+        """Start process ``name`` (again) under the supervisor; ``as_name`` runs one more
+        instance of it, e.g. a second worker competing for the same queue; ``env`` adds
+        variables; ``argv`` replaces its command (a profiler around it)."""
         spec: Process = self.specs[name]
         label = as_name or name
-        argv = self.stack.argv(spec)
-        if as_name and spec.kind == "worker":
-            argv[argv.index("-n") + 1] = f"{label}@%h"
-        log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - owned by the process
-        # The sandbox keeps its data under its working folder: this deployment's, not the repo's.
-        cwd = self.workdir if spec.kind == "sandbox" else REPO
-        proc = subprocess.Popen(argv, cwd=cwd, env={**self.stack.process_env(spec), **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.running[label] = proc
-        return proc
+        self.supervisor.add(process_program(self.stack, spec, name=label, env=env, argv=argv))
+        return Running(label, self.supervisor.info(label)["pid"])
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        proc = self.running.pop(name)
-        proc.send_signal(sig)
-        return proc.wait(STOP_TIMEOUT)
+        """Stop ``name`` with ``sig`` and keep it stopped (until ``start_process``): for
+        tests that need a process gone for a while. Returns its exit status."""
+        return self.supervisor.stop_process(name, sig)
+
+    def crash(self, name: str, sig: int = signal.SIGKILL) -> tuple[int, int]:
+        """``kill -9`` from outside, as a crash looks to the supervisor: it starts the
+        process again. Waits for the new one (ready, if it listens); returns the old and
+        the new pid."""
+        old = self.running[name].pid
+        os.kill(old, sig)
+
+        def restarted() -> int:
+            info = self.supervisor.info(name)
+            return info["pid"] if info["statename"] in ALIVE and info["pid"] not in (0, old) else 0
+
+        new = wait_for(restarted, RESTART.start_retries * 10.0, f"the supervisor to restart {name}",
+                       describe=lambda: self.log_tail(name, lines=10))
+        if name in self.port_of:
+            self.wait_ready(name)
+        return old, new
 
     def restart(self, name: str) -> None:
         self.kill(name, signal.SIGKILL)
@@ -157,13 +180,18 @@ class ServicesDeployment(DemoApiClients):
         if name in self.port_of:
             self.wait_ready(name)
 
+    def remove(self, name: str) -> None:
+        """Stop an extra process (``start_process(as_name=...)``) and forget it."""
+        self.supervisor.remove(name)
+
     def wait_ready(self, name: str) -> None:
         url = f"http://127.0.0.1:{self.port_of[name]}{self.specs[name].ready_path}"
 
         def ready() -> bool:
-            if self.running[name].poll() is not None:
-                raise AssertionError(f"{name} exited {self.running[name].returncode}:\n{self.log_tail(name)}")
-            return _answers(url)
+            info = self.supervisor.info(name)
+            if info["statename"] in ("FATAL", "STOPPED"):
+                raise AssertionError(f"{name} is {info['statename']}:\n{self.log_tail(name)}")
+            return answers(url)
 
         wait_for(ready, READY_TIMEOUT, f"{name} to be ready")
 
@@ -173,7 +201,7 @@ class ServicesDeployment(DemoApiClients):
         return self.logs
 
     def log_tail(self, name: str | None = None, lines: int = 40) -> str:
-        names = [name] if name else sorted(self.running)
+        names = [name] if name else sorted(self.supervisor.processes())
         parts = []
         for label in names:
             path = self.logs / f"{label}.log"

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .deployment import CONTEXTS, Process, database_variable
+from .deployment import CONTEXTS, SUPERVISOR_VARIABLE, Process, database_variable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -28,6 +28,7 @@ class Stack:
     payment_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     settings_module: str = "config.settings.dev"  # dev: demo accounts, as `make run`
     otel_exporter: str = "none"
+    supervisor_url: str = ""  # unix://... of the supervisor that runs the processes, if any
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
     def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
@@ -48,6 +49,8 @@ class Stack:
             "WAYBILL_TRUSTED_PROXIES": "1",  # the gateway
             "WAYBILL_DATA_DIR": str(self.workdir / service_name),
         })
+        if self.supervisor_url:
+            env[SUPERVISOR_VARIABLE] = self.supervisor_url
         for context in contexts:
             env[database_variable(context)] = self.database_urls[context]
         if "orders" in contexts:
@@ -68,6 +71,10 @@ class Stack:
             # Under ASGI persistent connections are not reused (see config/settings/base.py).
             env["WAYBILL_DB_POOL"] = "true"
         return {**env, **dict(process.fixed)}
+
+    def cwd(self, process: Process) -> Path:
+        # The sandbox keeps its data under its working folder: this deployment's, not the repo's.
+        return self.workdir if process.kind == "sandbox" else REPO
 
     @staticmethod
     def argv(process: Process) -> list[str]:

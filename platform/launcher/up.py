@@ -1,79 +1,318 @@
 """`make up`: the services mode on this machine, no Docker needed.
 
+    python -m launcher.up            # start (or resume) and follow the logs; Ctrl-C stops it all
+    python -m launcher.up status     # what the supervisor says of every process
+    python -m launcher.up down       # stop a running `make up` from another terminal
+    python -m launcher.up reset      # delete its data (only while it is stopped)
+
 Starts PostgreSQL, RabbitMQ and Redis from the installed binaries in a private folder
-(``var/services``, fresh every time), provisions a database and role and a broker user per
-context, migrates, declares the bus topology, loads the demo data, then runs every process
-of ``deployment.processes()`` plus the nginx gateway under honcho (prefixed logs; Ctrl-C
-stops them all, then the servers).
+(``var/services``, or ``$WAYBILL_SERVICES_DIR``), provisions a database and role and a broker
+user per context, migrates, declares the bus topology, loads the demo data, then runs every
+process of ``deployment.processes()`` plus the nginx gateway under supervisord
+(``launcher.supervision``): a process that exits is started again, one that keeps crashing
+is given up on and reported, and the others keep running. Every process's log is printed
+here with its name in front.
+
+The folder outlives the processes: the databases (PostgreSQL with fsync on), the broker's
+data (a fixed node name, so RabbitMQ finds its queues again on new ports), Redis's
+append-only file, the payment sandbox's data and the secrets that sessions, tokens and
+payments depend on (``secrets/``) are all kept, so the next start resumes with everything
+that was committed. Provisioning and migrations run again, harmlessly: the roles and
+broker users get new passwords, which only these processes use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import shlex
 import shutil
+import signal
 import sys
-
-from honcho.manager import Manager
+import time
+from pathlib import Path
 
 from . import provision
 from .deployment import processes
-from .gateway import Gateway
-from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, missing_packages
+from .gateway import Gateway, upstreams
+from .polling import wait_for
+from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, missing_packages, stored_secret
+from .services import answers
 from .stack import REPO, Stack
+from .supervision import Supervisor, gateway_program, process_program, rpc
+
+SERVICES_DIR_VARIABLE = "WAYBILL_SERVICES_DIR"
+# RabbitMQ keeps its data under its node's name: the same at every start.
+RABBITMQ_NODE = "waybill@localhost"
+# How long a start waits for what an earlier, killed run left stopping (its servers and
+# supervisor stop by themselves once the launcher is gone: parent-death signals).
+LEFTOVER_TIMEOUT = 90.0
+DOWN_TIMEOUT = 120.0
+COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94")
 
 
-def main() -> int:
+def services_dir() -> Path:
+    return Path(os.environ.get(SERVICES_DIR_VARIABLE) or REPO / "var" / "services").resolve()
+
+
+# --- Who is running ------------------------------------------------------------------------
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process, so a
+    pid file from before a reboot, or a pid used again since, is never taken for ours.
+    A zombie counts until it is reaped: PostgreSQL, for one, refuses to start while the pid
+    in its lock file exists at all."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+class Pids:
+    """``pids.json``: the launcher's pid and those of the servers and the supervisor it
+    started, so ``down`` finds the launcher and a new start waits for an old run's leftovers."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "pids.json"
+
+    def _read(self) -> dict[str, list]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def add(self, **pids: int | None) -> None:
+        self.path.write_text(json.dumps(self._read() | {name: [pid, _started(pid)] for name, pid in pids.items()}))
+
+    def alive(self) -> dict[str, int]:
+        """Those of the recorded processes that still run, by name."""
+        return {name: pid for name, (pid, started) in self._read().items() if started and _started(pid) == started}
+
+    def launcher(self) -> int | None:
+        pid = self.alive().get("launcher")
+        return pid if pid != os.getpid() else None
+
+    def leftovers(self) -> dict[str, int]:
+        return {name: pid for name, pid in self.alive().items() if name != "launcher"}
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(int(stat.parent.name))
+        if fields and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for_leftovers(pids: Pids) -> None:
+    left = pids.leftovers()
+    if not left:
+        return
+    print(f"waiting for what the last run left stopping: {', '.join(left)} ...", flush=True)
+    if "supervisord" in left:
+        # Its own shutdown stops one process after the other; stopping them all at once is
+        # what it does anyway, sooner. Each is the leader of its process group.
+        for child in child_pids(left["supervisord"]):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGTERM)
+    try:
+        wait_for(lambda: not pids.leftovers(), LEFTOVER_TIMEOUT, "the last run's servers to stop")
+    except AssertionError:
+        for name, pid in pids.leftovers().items():
+            print(f"killing {name} (pid {pid}), still running after {LEFTOVER_TIMEOUT:.0f}s", flush=True)
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pids.leftovers(), 30, "the last run's servers to die")
+
+
+# --- Logs on the terminal ------------------------------------------------------------------
+class LogFollower:
+    """Prints what every process writes to ``logs/<name>.log``, as it comes, with the
+    process's name in front (what honcho did). Starts at the end of what an earlier run wrote."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.offsets = {path.name: path.stat().st_size for path in folder.glob("*.log")}
+        self.partial: dict[str, bytes] = {}
+        self.colour = sys.stdout.isatty()
+
+    def print_new(self) -> None:
+        paths = sorted(self.folder.glob("*.log"))
+        width = max((len(path.stem) for path in paths), default=0)
+        for index, path in enumerate(paths):
+            offset = self.offsets.get(path.name, 0)
+            size = path.stat().st_size
+            if size < offset:
+                offset = 0  # rotated by the supervisor
+            if size == offset:
+                continue
+            with open(path, "rb") as log:
+                log.seek(offset)
+                chunk = self.partial.pop(path.name, b"") + log.read(size - offset)
+            self.offsets[path.name] = size
+            *lines, rest = chunk.split(b"\n")
+            if rest:
+                self.partial[path.name] = rest
+            prefix = f"{path.stem:<{width}} |"
+            if self.colour:
+                prefix = f"\033[{COLOURS[index % len(COLOURS)]}m{prefix}\033[0m"
+            for line in lines:
+                print(f"{prefix} {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+# --- make up -------------------------------------------------------------------------------
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (`make down`, an orchestrator) stops like Ctrl-C
+
+
+def run() -> int:
     missing = missing_packages()
     if missing:
         print(f"make up needs these Debian packages: {' '.join(missing)}\n"
               f"Install them with: apt-get install -y {' '.join(missing)}", file=sys.stderr)
         return 1
     port = int(os.environ.get("WAYBILL_PORT", "8000"))
-    workdir = REPO / "var" / "services"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    workdir = services_dir()
+    workdir.mkdir(parents=True, exist_ok=True)
+    pids = Pids(workdir)
+    if pids.launcher():
+        print(f"make up is already running in {workdir} (pid {pids.launcher()}): `make down` stops it.",
+              file=sys.stderr)
+        return 1
+    _wait_for_leftovers(pids)
+    resumed = (workdir / "postgres" / "pgdata" / "PG_VERSION").exists()
+    print(f"{'resuming' if resumed else 'starting'} the services deployment in {workdir}"
+          f"{'' if resumed else ' (new)'}; `make reset` deletes it", flush=True)
+    pids.clear()
+    pids.add(launcher=os.getpid())
+    signal.signal(signal.SIGTERM, _terminate)
 
     # Every worker and relay thread keeps its connections (CONN_MAX_AGE): room for them all.
     servers = [PostgresServer(workdir / "postgres", fast=False, settings={"max_connections": "300"}),
-               RabbitMQServer(workdir / "rabbitmq"),
-               RedisServer(workdir / "redis")]
+               RabbitMQServer(workdir / "rabbitmq", node=RABBITMQ_NODE),
+               RedisServer(workdir / "redis", persistent=True)]
     postgres, rabbitmq, redis = servers
+    supervisor = Supervisor(workdir / "supervisor", logs=workdir / "logs")
+    began = time.monotonic()
     try:
         for server in servers:
             print(f"starting {type(server).__name__} ...", flush=True)
             server.start()
+            pids.add(**{server.name: server.pid})
         port_of = {p.name: str(free_port()) for p in processes() if p.listens}
         deployment = processes(port_of=port_of)
+        secrets = workdir / "secrets"
+        secrets.mkdir(mode=0o700, exist_ok=True)
         stack = Stack(
             workdir=workdir,
             database_urls=provision.provision_postgres(postgres),
             broker_urls=provision.provision_rabbitmq(rabbitmq),
             redis_url=redis.url,
+            # Kept: sessions are signed with the key, and the sandbox knows orders by the API key.
+            secret_key=stored_secret(secrets / "secret-key", nbytes=40),
+            payment_api_key=stored_secret(secrets / "payment-api-key", nbytes=24),
             payment_gateway_url=f"http://127.0.0.1:{port_of['payment-sandbox']}",
             otel_exporter=os.environ.get("WAYBILL_OTEL_EXPORTER", "none"),
+            supervisor_url=supervisor.url,
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()
 
-        gateway = Gateway(workdir / "gateway", port=port, upstreams={
-            (p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in deployment if p.is_web
-        })
-        gateway.write_conf()
-
-        manager = Manager()
+        gateway = Gateway(workdir / "gateway", port=port, upstreams=upstreams(deployment, port_of))
+        supervisor.logs.mkdir(parents=True, exist_ok=True)
+        logs = LogFollower(supervisor.logs)
+        supervisor.start()
+        pids.add(supervisord=supervisor.pid)
         for process in deployment:
-            manager.add_process(process.name, shlex.join(stack.argv(process)), env=stack.process_env(process), cwd=str(REPO))
-        manager.add_process("gateway", shlex.join(gateway.command()))
+            supervisor.add(process_program(stack, process))
+        supervisor.add(gateway_program(gateway))
         password = os.environ.get("WAYBILL_DEMO_PASSWORD", "waybill-demo")
-        print(f"\nWaybill services mode on {gateway.url}/  (Ctrl-C stops everything)\n"
-              f"Demo accounts: alice, bob (customers), admin (staff) - password {password!r}\n", flush=True)
-        manager.loop()
-        return manager.returncode or 0
+        announced = False
+        while supervisor.running:
+            logs.print_new()
+            if not announced and answers(gateway.url + "/readyz"):
+                announced = True
+                print(f"\nWaybill services mode on {gateway.url}/ (ready in {time.monotonic() - began:.0f}s; "
+                      f"Ctrl-C or `make down` stops everything, `make status` shows each process)\n"
+                      f"Demo accounts: alice, bob (customers), admin (staff) - password {password!r}\n", flush=True)
+            time.sleep(0.2)
+        print("the supervisor exited: stopping the servers", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping every process, then the servers ...", flush=True)
+        return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
+        supervisor.stop()
         for server in reversed(servers):
             server.stop()
+        pids.clear()
+        print(f"stopped; the data stays in {workdir}", flush=True)
+
+
+# --- make status / down / reset --------------------------------------------------------------
+def status() -> int:
+    workdir = services_dir()
+    socket = workdir / "supervisor" / "supervisor.sock"
+    if not Pids(workdir).launcher() or not socket.exists():
+        print(f"nothing is running in {workdir}")
+        return 1
+    for info in rpc(f"unix://{socket}").supervisor.getAllProcessInfo():
+        print(f"{info['name']:<28} {info['statename']:<9} {info['description']}")
+    return 0
+
+
+def down() -> int:
+    workdir = services_dir()
+    pids = Pids(workdir)
+    pid = pids.launcher()
+    if pid is None:
+        print(f"nothing is running in {workdir}")
+        return 0
+    print(f"stopping make up (pid {pid}): every process, then the servers ...", flush=True)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pids.alive(), DOWN_TIMEOUT, "make up to stop")
+    print(f"stopped; the data stays in {workdir} (`make reset` deletes it)")
+    return 0
+
+
+def reset() -> int:
+    workdir = services_dir()
+    pids = Pids(workdir)
+    if pids.launcher() or pids.leftovers():
+        print(f"make up is running in {workdir}: `make down` first", file=sys.stderr)
+        return 1
+    if workdir.exists():
+        print(f"deleting {workdir}: every database, the broker's queues, the secrets and the logs", flush=True)
+        shutil.rmtree(workdir)
+    else:
+        print(f"{workdir} does not exist: nothing to delete")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    match argv:
+        case []:
+            return run()
+        case ["status"]:
+            return status()
+        case ["down"]:
+            return down()
+        case ["reset"]:
+            return reset()
+        case _:
+            print("usage: python -m launcher.up [status | down | reset]", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

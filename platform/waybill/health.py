@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
 
-from . import bus
+from . import bus, supervisor
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def healthz(request):
 
 
 def readyz(request):
-    """Ready: this process's databases and the broker answer."""
+    """Ready: this process's databases and the broker answer, and, under a supervisor, no
+    process of its contexts keeps crashing (``process:<name>``: BACKOFF, FATAL or CRASH_LOOP)."""
     checks: dict[str, str] = {}
     for alias in ("default", *settings.WAYBILL_CONTEXTS):
         try:
@@ -36,6 +37,11 @@ def readyz(request):
     except Exception:
         log.exception("readyz: broker unavailable")
         checks["broker"] = "unavailable"
+    try:
+        checks |= {f"process:{name}": state for name, state in supervisor.crashing(settings.WAYBILL_CONTEXTS).items()}
+    except supervisor.SupervisorUnavailable:
+        log.exception("readyz: supervisor unavailable")
+        checks["supervisor"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status=200 if ready else 503)

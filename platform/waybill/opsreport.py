@@ -11,10 +11,15 @@ arriving, and its last one grows old on the dashboard.
 that sweeps the context); it is rate-limited per process, and across processes by the
 last report in the outbox itself (under an advisory lock on PostgreSQL), so several
 workers of one context still report about once per ``REPORT_SECONDS``.
+
+Under a supervisor (services mode on one machine), the same report also says which of
+the context's processes keep crashing (``ProcessesSupervised``): the dashboard shows a
+relay that the supervisor gave up on although readmodels cannot see the supervisor.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from datetime import datetime, timedelta
@@ -24,7 +29,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from . import contexts
+from . import contexts, supervisor
 from .messages import Kind, Message, message
 from .outbox import outbox_record
 
@@ -46,8 +51,27 @@ class OutboxMeasured(Message):
     measured_at: datetime
 
 
+@message("waybill.processes_supervised", kind=Kind.DOCUMENT)
+class ProcessesSupervised(Message):
+    """State document: one context's processes that its supervisor reports as crashing,
+    name -> "BACKOFF" (failing to start, retried with backoff), "FATAL" (given up on) or
+    "CRASH_LOOP" (crashes again and again, restarted each time), as seen at ``measured_at``; empty when every one runs. Sent only by supervised
+    processes."""
+
+    context: str
+    crashing: dict[str, str]
+    measured_at: datetime
+
+
+log = logging.getLogger(__name__)
+
+
 def aggregate_id(context_name: str) -> str:
     return f"outbox.{context_name}"
+
+
+def processes_aggregate_id(context_name: str) -> str:
+    return f"processes.{context_name}"
 
 
 # Per process: when each context's next report is due (monotonic clock).
@@ -64,6 +88,7 @@ def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> O
     if not force and now_mono < _next_due.get(context.name, 0.0):
         return None
     _next_due[context.name] = now_mono + REPORT_SECONDS
+    crashing = _crashing(context)  # asked before the transaction: keep the lock short
     db = context.database
     with transaction.atomic(using=db):
         connection = transaction.get_connection(db)
@@ -84,10 +109,27 @@ def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> O
         if not force and last is not None and last > recent:
             return None
         report = _measure(context, now)
+        # Reports of one context are ordered by time; readers keep the newest.
+        version = int(now.timestamp() * 1000)
         outbox_record(context=context.name, message=report, aggregate_id=aggregate_id(context.name),
-                      # Reports of one context are ordered by time; readers keep the newest.
-                      aggregate_version=int(now.timestamp() * 1000))
+                      aggregate_version=version)
+        if crashing is not None:
+            outbox_record(context=context.name, aggregate_id=processes_aggregate_id(context.name),
+                          aggregate_version=version,
+                          message=ProcessesSupervised(context=context.name, crashing=crashing, measured_at=now))
     return report
+
+
+def _crashing(context: contexts.BoundedContext) -> dict[str, str] | None:
+    """What the supervisor says of the context's processes; None when unsupervised or when
+    it does not answer (the dashboard then keeps its last word, which grows old)."""
+    if not supervisor.supervised():
+        return None
+    try:
+        return supervisor.crashing([context.name])
+    except supervisor.SupervisorUnavailable:
+        log.warning("operations report: the supervisor did not answer", exc_info=True)
+        return None
 
 
 def _measure(context: contexts.BoundedContext, now: datetime) -> OutboxMeasured:

@@ -61,6 +61,8 @@ def test_a_customer_orders_and_watches_it_settle_while_staff_see_the_stock_fall(
     expect(dashboard.locator("[data-status=CONFIRMED] dd")).to_have_text(re.compile(r"[1-9]"))
     expect(dashboard.locator("svg polyline[data-series=confirmed]")).to_have_count(1)
     expect(dashboard.locator("tbody tr[data-context=orders]")).to_have_count(1)
+    expect(dashboard.locator("[data-role=processes-ok]")).to_be_visible()  # nothing crashing
+    expect(dashboard.locator("[data-role=processes-table]")).to_be_hidden()
     screenshot(board, "dashboard", full_page=True)
 
     # The tracker page of that order, loaded fresh (backend-for-frontend, then the stream).

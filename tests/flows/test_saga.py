@@ -25,8 +25,10 @@ from apps.inventory import services as inventory
 from apps.inventory.models import InboxMessage as InventoryInbox
 from apps.inventory.models import Product, Reservation
 from apps.orders import payments, services
-from apps.orders.models import CircuitState, Order, OrderLine, OrderSaga, OutboxMessage, PaymentInboxMessage
-from apps.orders.saga import saga_expire_overdue
+from apps.orders.models import (
+    CircuitState, Order, OrderLine, OrderSaga, OutboxMessage, PaymentInboxMessage, SagaClock,
+)
+from apps.orders.saga import saga_deadline_bring_forward, saga_expire_overdue
 from apps.readmodels.models import CatalogItem, OrderSummary
 from launcher.polling import wait_for
 from waybill import bus
@@ -102,7 +104,7 @@ def feed(pump, context_name: str, body: str) -> Outcome:
 
 def deadline_passes(order: Order) -> None:
     """Time passes beyond the saga's current deadline (which is database time)."""
-    OrderSaga.objects.filter(order_id=order.id).update(deadline_at=Now() - timedelta(seconds=1))
+    saga_deadline_bring_forward(order_ids=[order.id])
 
 
 def retry_payments(pump) -> int:
@@ -353,6 +355,51 @@ def test_reserve_deadline_compensates_and_the_late_reservation_is_released(pump,
     assert Product.objects.get(sku="LAMP-1").reserved == 0
     assert sent_by_orders(order, "orders.charge_payment") == []
     assert_settled_and_consistent()
+
+
+def _orders_stopped_sweeping(seconds_ago: float, *, deadline_in: float, order: Order) -> None:
+    """Orders' last sweep was ``seconds_ago`` (nothing swept since: the broker was out),
+    and the saga's deadline was ``deadline_in`` seconds after that sweep."""
+    SagaClock.objects.update(ticked_at=Now() - timedelta(seconds=seconds_ago))
+    OrderSaga.objects.filter(order_id=order.id).update(
+        deadline_at=Now() - timedelta(seconds=seconds_ago - deadline_in))
+
+
+def test_an_outage_pauses_the_deadlines_so_a_late_answer_still_confirms(pump, shop, payment_sandbox):
+    order = place("LAMP-1", 1)
+    pump.relay()  # ReserveStock is on its way; inventory has not answered
+    assert saga_expire_overdue() == 0
+
+    # A 60-second outage began 20 s into the 30-second reserve step: by the wall clock its
+    # deadline passed 50 s ago, but orders could not sweep, so saga time stood still.
+    _orders_stopped_sweeping(60, deadline_in=10, order=order)
+    assert saga_expire_overdue() == 0
+    saga = saga_of(order)
+    assert saga.state == State.RUNNING
+    left = (saga.deadline_at - timezone.now()).total_seconds()
+    assert 8 < left <= 10, left  # the 10 s the step still had when the outage began
+
+    pump.settle()  # the answer arrives after the outage
+    assert status_of(order) == S.CONFIRMED
+    assert ("reserve_stock", "timed_out") not in timeline(order)
+    assert_settled_and_consistent()
+
+
+def test_time_the_platform_ran_still_counts_after_an_outage(pump, shop, settings):
+    first, second = place("LAMP-1", 1), place("KETTLE-1", 1)
+    pump.relay()
+    assert saga_expire_overdue() == 0
+    # ``first``'s deadline passed before orders stopped sweeping (an operator brought it
+    # forward): the outage gives it no extra time. A short pause moves nothing either.
+    saga_deadline_bring_forward(order_ids=[first.id])
+    _orders_stopped_sweeping(60, deadline_in=-5, order=first)
+    assert saga_expire_overdue() == 1
+    assert saga_of(first).step == Step.RELEASE_STOCK
+
+    settings.WAYBILL_SAGA_CLOCK_GAP_SECONDS = 120
+    _orders_stopped_sweeping(60, deadline_in=10, order=second)
+    assert saga_expire_overdue() == 1  # under the gap: an ordinary pause between sweeps
+    assert saga_of(second).outcome_reason == "Inventory did not answer in time."
 
 
 def test_release_overtaking_the_late_reservation_holds_nothing(pump, shop, settings):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from datetime import timedelta
 from decimal import Decimal
 
 import httpx
@@ -33,7 +32,7 @@ from apps.inventory import models as inventory_models
 from apps.inventory import services as inventory
 from apps.orders import models as orders_models
 from apps.orders import payments, services
-from apps.orders.saga import saga_expire_overdue
+from apps.orders.saga import saga_deadline_bring_forward, saga_expire_overdue
 from apps.readmodels import models as readmodels_models
 from launcher.polling import wait_for
 from waybill import bus
@@ -213,7 +212,7 @@ class SagaMachine(RuleBasedStateMachine):
         def post(url, *args, **kwargs):
             if url.endswith("/v1/charges") and not raced:
                 raced.append(url)
-                OrderSaga.objects.filter(order_id=order_id).update(deadline_at=Now() - timedelta(seconds=1))
+                saga_deadline_bring_forward(order_ids=[order_id])
                 saga_expire_overdue()
                 self._pull()
                 for refund in [b for b in self.pending["payments"] if order_id in b
@@ -242,7 +241,7 @@ class SagaMachine(RuleBasedStateMachine):
         """Time passes beyond one open saga's deadline; the expiry job runs."""
         open_ids = list(self._open_sagas().order_by("started_at", "order_id").values_list("order_id", flat=True))
         order_id = open_ids[index % len(open_ids)]
-        OrderSaga.objects.filter(order_id=order_id).update(deadline_at=Now() - timedelta(seconds=1))
+        saga_deadline_bring_forward(order_ids=[order_id])
         assert saga_expire_overdue() >= 1
         self._pull()
 
@@ -351,7 +350,7 @@ class SagaMachine(RuleBasedStateMachine):
                 continue
             if not self._open_sagas().exists():
                 return
-            self._open_sagas().update(deadline_at=Now() - timedelta(seconds=1))
+            saga_deadline_bring_forward(order_ids=list(self._open_sagas().values_list("order_id", flat=True)))
             saga_expire_overdue()
             self._pull()
         raise AssertionError("the shop did not settle")

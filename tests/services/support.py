@@ -74,3 +74,13 @@ def wait_confirmed(deployment, order_ids: list[str]) -> None:
         wait_for(confirmed, FLOW_TIMEOUT, f"{len(order_ids)} orders to be CONFIRMED on the read side")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{deployment.log_tail(lines=15)}") from None
+
+
+def assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str]:
+    """Stock reserved once per order, one inbox row per order; returns who applied them."""
+    inventory = deployment.stack.database_urls["inventory"]
+    assert query(inventory, "SELECT reserved FROM inventory_product WHERE sku = %s", (sku,)) == [(len(order_ids),)]
+    rows = query(inventory, "SELECT processed_by FROM inventory_inboxmessage WHERE message_type = "
+                            "'inventory.reserve_stock' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
+    assert len(rows) == len(order_ids)
+    return [row[0] for row in rows]

@@ -4,25 +4,13 @@ and applied once (invariants 2 and 3), and competing workers share a queue."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from launcher.polling import wait_for as _wait
 
-from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed
+from .support import FLOW_TIMEOUT, assert_applied_once, place, product, query, wait_confirmed
 
 pytestmark = pytest.mark.xdist_group("services")
-
-
-def _assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str]:
-    """Stock reserved once per order, one inbox row per order; returns who applied them."""
-    inventory = deployment.stack.database_urls["inventory"]
-    assert query(inventory, "SELECT reserved FROM inventory_product WHERE sku = %s", (sku,)) == [(len(order_ids),)]
-    rows = query(inventory, "SELECT processed_by FROM inventory_inboxmessage WHERE message_type = "
-                            "'inventory.reserve_stock' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
-    assert len(rows) == len(order_ids)
-    return [row[0] for row in rows]
 
 
 def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment, tokens):
@@ -31,10 +19,10 @@ def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment,
         sku = product(deployment, tokens, on_hand=1000)
         order_ids = place(deployment, tokens, sku, 80)
         wait_confirmed(deployment, order_ids)
-        workers = set(_assert_applied_once(deployment, sku, order_ids))
+        workers = set(assert_applied_once(deployment, sku, order_ids))
         assert len(workers) == 2, f"one worker did all the work: {workers}"
     finally:
-        deployment.kill("inventory-worker-2", signal.SIGTERM)
+        deployment.remove("inventory-worker-2")
 
 
 def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment, tokens):
@@ -57,7 +45,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment,
     deployment.start_process("orders-relay")
     deployment.start_process("orders-beat")
     wait_confirmed(deployment, order_ids)
-    _assert_applied_once(deployment, sku, order_ids)
+    assert_applied_once(deployment, sku, order_ids)
 
 
 def test_worker_killed_mid_message_loses_nothing_and_duplicates_nothing(deployment, tokens):
@@ -72,7 +60,7 @@ def test_worker_killed_mid_message_loses_nothing_and_duplicates_nothing(deployme
     deployment.kill("inventory-worker")  # SIGKILL: no goodbye, unacked messages go back
     deployment.start_process("inventory-worker")
     wait_confirmed(deployment, order_ids)
-    _assert_applied_once(deployment, sku, order_ids)
+    assert_applied_once(deployment, sku, order_ids)
 
 
 def test_broker_restart_keeps_the_backlog_in_the_outbox(deployment, tokens, rabbitmq):
@@ -84,4 +72,4 @@ def test_broker_restart_keeps_the_backlog_in_the_outbox(deployment, tokens, rabb
     finally:
         rabbitmq.start()
     wait_confirmed(deployment, order_ids)
-    _assert_applied_once(deployment, sku, order_ids)
+    assert_applied_once(deployment, sku, order_ids)

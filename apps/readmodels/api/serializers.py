@@ -72,10 +72,20 @@ class ThroughputOutput(serializers.Serializer):
     cancelled = serializers.IntegerField()
 
 
+class CrashingProcessOutput(serializers.Serializer):
+    name = serializers.CharField()
+    context = serializers.CharField()
+    state = serializers.CharField(help_text="BACKOFF: failing to start, retried with backoff; FATAL: given up on; "
+                                            "CRASH_LOOP: crashes again and again, restarted each time.")
+    measured_at = serializers.DateTimeField()
+
+
 class DashboardOutput(serializers.Serializer):
     version = serializers.IntegerField()
     orders_by_status = serializers.DictField(child=serializers.IntegerField())
     outboxes = OutboxReportOutput(many=True, help_text="Each context's last outbox report.")
+    crashing_processes = CrashingProcessOutput(
+        many=True, help_text="Processes that keep crashing, as each context's supervisor last reported them.")
     throughput = ThroughputOutput(many=True, help_text="Per minute, the last 15 minutes, oldest first.")
 
 

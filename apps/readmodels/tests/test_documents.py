@@ -104,12 +104,14 @@ def _shop_history() -> tuple[History, dict[str, uuid.UUID]]:
     report = opsreport.OutboxMeasured(context="orders", pending=3, oldest_pending_age_s=1.5, parked=0,
                                       dead_letters=1, measured_at=h.clock)
     h.items.append((_envelope(report, aggregate_id="outbox.orders", version=1000, at=h.clock), report))
+    processes = opsreport.ProcessesSupervised(context="orders", crashing={"orders-relay": "FATAL"}, measured_at=h.clock)
+    h.items.append((_envelope(processes, aggregate_id="processes.orders", version=1000, at=h.clock), processes))
     return h, ids
 
 
 def _wipe() -> None:
     for model in (rm.OrderSummary, rm.CatalogItem, rm.OrderStatusCount, rm.OrderThroughput, rm.DashboardDelta,
-                  rm.OutboxGauge, rm.Dashboard, rm.Change, rm.Stream):
+                  rm.OutboxGauge, rm.ProcessGauge, rm.Dashboard, rm.Change, rm.Stream):
         model.objects.all().delete()
 
 
@@ -231,10 +233,12 @@ def test_dashboard_counts_orders_per_status_and_throughput_and_is_pushed_coalesc
     (change,) = changes.changes_since(stream=changes.DASHBOARD, position=0)
     assert (change["kind"], change["key"], change["version"]) == ("dashboard", "dashboard", 1)
     dashboard = change["data"]
-    assert set(dashboard) == {"version", "orders_by_status", "outboxes", "throughput"}
+    assert set(dashboard) == {"version", "orders_by_status", "outboxes", "crashing_processes", "throughput"}
     assert dashboard["orders_by_status"] == {"CANCELLED": 1, "CONFIRMED": 1, "REJECTED": 2}
     assert dashboard["outboxes"] == [{"context": "orders", "pending": 3, "oldest_pending_age_s": 1.5, "parked": 0,
                                       "dead_letters": 1, "measured_at": history.clock.isoformat()}]
+    assert dashboard["crashing_processes"] == [{"name": "orders-relay", "context": "orders", "state": "FATAL",
+                                                "measured_at": history.clock.isoformat()}]
     assert len(dashboard["throughput"]) == 15
     totals = {event: sum(m[event] for m in dashboard["throughput"])
               for event in ("placed", "confirmed", "rejected", "cancelled")}

@@ -211,6 +211,9 @@ WAYBILL_ORDER_MAX_QUANTITY = 100
 WAYBILL_SAGA_RESERVE_SECONDS = env.float("WAYBILL_SAGA_RESERVE_SECONDS", default=30.0)
 WAYBILL_SAGA_PAYMENT_SECONDS = env.float("WAYBILL_SAGA_PAYMENT_SECONDS", default=60.0)
 WAYBILL_SAGA_RELEASE_SECONDS = env.float("WAYBILL_SAGA_RELEASE_SECONDS", default=30.0)
+# Orders sweeps deadlines about every second while it is connected to the bus; a longer
+# gap than this is an outage (broker, or every orders process), and deadlines pause for it.
+WAYBILL_SAGA_CLOCK_GAP_SECONDS = env.float("WAYBILL_SAGA_CLOCK_GAP_SECONDS", default=5.0)
 WAYBILL_CURRENCY = "EUR"
 
 # How long sent outbox rows and processed inbox rows are kept (waybill/retention.py): the
@@ -333,3 +336,9 @@ CHANNEL_LAYERS = {
 WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="none")
 WAYBILL_OTEL_CONSOLE_FILE = env.str("WAYBILL_OTEL_CONSOLE_FILE", default="")
 WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".join(WAYBILL_CONTEXTS or ["shell"]))
+
+# --- Supervision (services mode under `make up` and the services tests): the control
+# interface of the supervisor that runs this process (unix:///.../supervisor.sock). /readyz
+# and the operations report name the processes of this process's contexts that keep
+# crashing. Empty (embedded mode, compose): nothing to ask.
+WAYBILL_SUPERVISOR_URL = env.str("WAYBILL_SUPERVISOR_URL", default="")

@@ -1,5 +1,5 @@
 // <waybill-dashboard> (staff): orders per status, outbox backlog per context, dead letters,
-// and throughput over the last minutes as a small inline SVG chart (no library). It follows
+// the processes that keep crashing (as each context's supervisor reports them), and throughput over the last minutes as a small inline SVG chart (no library). It follows
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
 import { follow } from "./http.js";
 
@@ -8,6 +8,12 @@ const SERIES = [
   ["placed", "#143d59", 7], ["confirmed", "#2b7a0b", 4], ["rejected", "#a4161a", 2.5], ["cancelled", "#8a8f96", 1.5],
 ];
 const SVG = "http://www.w3.org/2000/svg";
+// What each state of a crashing process means (waybill.supervisor).
+const STATES = {
+  BACKOFF: "fails to start, retried with backoff",
+  FATAL: "given up on by the supervisor",
+  CRASH_LOOP: "crashes again and again, restarted each time",
+};
 
 function svg(name, attributes = {}) {
   const node = document.createElementNS(SVG, name);
@@ -32,6 +38,15 @@ class WaybillDashboard extends HTMLElement {
             <th scope="col" class="num">Oldest pending</th><th scope="col" class="num">Parked</th>
             <th scope="col" class="num">Dead letters</th></tr></thead>
           <tbody data-role="outboxes"></tbody>
+        </table></div>
+      </section>
+      <section aria-labelledby="dash-processes">
+        <h2 id="dash-processes">Processes</h2>
+        <p data-role="processes-ok">No process is reported crashing.</p>
+        <div class="scroll"><table class="responsive" data-role="processes-table" hidden>
+          <thead><tr><th scope="col">Process</th><th scope="col">Context</th><th scope="col">State</th>
+            <th scope="col">Reported</th></tr></thead>
+          <tbody data-role="processes"></tbody>
         </table></div>
       </section>
       <section aria-labelledby="dash-throughput" class="chart">
@@ -78,7 +93,31 @@ class WaybillDashboard extends HTMLElement {
       }
       return tr;
     }));
+    this.#processes(doc.crashing_processes ?? []);
     this.#chart(doc.throughput ?? []);
+  }
+
+  // Loud on purpose: a process that keeps crashing, whatever its supervisor does about it.
+  #processes(crashing) {
+    this.querySelector("[data-role=processes-ok]").hidden = crashing.length > 0;
+    const table = this.querySelector("[data-role=processes-table]");
+    table.hidden = crashing.length === 0;
+    table.setAttribute("role", crashing.length ? "alert" : "table");
+    this.querySelector("[data-role=processes]").replaceChildren(...crashing.map((process) => {
+      const tr = document.createElement("tr");
+      tr.dataset.process = process.name;
+      const at = new Date(process.measured_at);
+      for (const [label, value] of [["Process", process.name], ["Context", process.context],
+        ["State", `${process.state}: ${STATES[process.state] ?? "crashing"}`],
+        ["Reported", Number.isNaN(at.valueOf()) ? process.measured_at : at.toLocaleTimeString()]]) {
+        const td = document.createElement("td");
+        td.dataset.label = label;
+        td.textContent = value;
+        if (label === "State") td.classList.add("low");
+        tr.append(td);
+      }
+      return tr;
+    }));
   }
 
   #chart(minutes) {

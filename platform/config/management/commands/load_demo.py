@@ -27,7 +27,10 @@ class Command(BaseCommand):
         for username, staff in (("alice", False), ("bob", False), ("admin", True)):
             user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.test"})
             user.is_staff = user.is_superuser = staff
-            user.set_password(password)
+            # Only when it changed: a new hash (new salt) would sign out every session of
+            # the account, and `make up` loads the demo data at every start.
+            if not user.check_password(password):
+                user.set_password(password)
             user.save()
         for sku, name, price, on_hand in DEMO_PRODUCTS:
             if inventory_selectors.product_get(sku=sku) is None:

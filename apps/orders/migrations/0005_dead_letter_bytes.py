@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     the content type, encoding and headers; existing rows are carried over."""
 
     dependencies = [
-        ('orders', '0003_saga_payments'),
+        ('orders', '0004_saga_clock'),
     ]
 
     operations = dead_letter_bytes_operations('orders', 'deadletter', 'paymentdeadletter')

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     the content type, encoding and headers; existing rows are carried over."""
 
     dependencies = [
-        ('readmodels', '0008_webhooks_rights_detail'),
+        ('readmodels', '0009_process_gauge'),
     ]
 
     operations = dead_letter_bytes_operations('readmodels', 'deadletter', 'webhookdeadletter')
