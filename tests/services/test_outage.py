@@ -1,16 +1,25 @@
-"""A broker outage is not a business failure: RabbitMQ stops for 60 seconds in the middle
-of a burst of orders, with the platform's own saga deadlines (30 s to reserve stock), and
-every order completes once it is back, none rejected for lack of an answer, none lost or
-applied twice. The web services keep taking orders meanwhile (they wait, committed, in the
-outbox), and the saga clock (apps/orders/saga.py) pauses the deadlines while orders cannot
-sweep."""
+"""Outages of the infrastructure, on the services deployment.
+
+A broker outage is not a business failure: RabbitMQ stops for 60 seconds in the middle of a
+burst of orders, with the platform's own saga deadlines (30 s to reserve stock), and every
+order completes once it is back, none rejected for lack of an answer, none lost or applied
+twice. The web services keep taking orders meanwhile (they wait, committed, in the outbox),
+and the saga clock (apps/orders/saga.py) pauses the deadlines while orders cannot sweep.
+
+A database restart loses nothing either: requests meanwhile get a 503 and are retried by
+their clients with the same Idempotency-Key, every process rides it out (same pids), and
+every accepted order completes once."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 
+import httpx
 import pytest
+
+from launcher.polling import wait_for
 
 from .support import assert_applied_once, place, product, query, wait_confirmed
 
@@ -37,11 +46,6 @@ def default_deadlines(services_deployment):
         deployment.stack.extra.update(overridden)
         for name in DEADLINE_SETTERS:
             deployment.restart(name)
-
-
-@pytest.fixture
-def tokens(services_deployment):
-    return {user: services_deployment.token(user) for user in ("alice", "admin")}
 
 
 def test_a_60_second_broker_outage_during_a_burst_rejects_no_order(default_deadlines, tokens, rabbitmq):
@@ -71,4 +75,48 @@ def test_a_60_second_broker_outage_during_a_burst_rejects_no_order(default_deadl
     assert_applied_once(deployment, sku, order_ids)
     # The orders placed before the outage were 30 s from their deadline by the wall clock
     # when it began: they are confirmed because the saga clock paused, not by luck.
-    assert "saga clock: orders could not sweep" in deployment.log_tail("orders-worker", lines=10_000)
+    # Whichever orders consumer swept first after the outage (the payments consumer ticks
+    # the clock too, before it skips a charge that looks late).
+    assert "saga clock: orders could not sweep" in (
+        deployment.log_tail("orders-worker", lines=10_000) + deployment.log_tail("orders-payments-worker", lines=10_000))
+
+
+def _place_until_accepted(deployment, tokens, sku: str, key: str, give_up_after: float) -> str:
+    """What a client does while the database is away: the same request with the same
+    Idempotency-Key until it is accepted (202). Anything but 202 or a 503 is a failure."""
+    with deployment.client("alice") as alice:
+        def accepted():
+            try:
+                response = alice.post("/api/v1/orders/", json={"lines": [{"sku": sku, "quantity": 1}]},
+                                      headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                return None
+            assert response.status_code in (202, 503), (response.status_code, response.text[:300])
+            assert response.headers["content-type"].startswith("application/json"), response.text[:300]
+            return response.json()["id"] if response.status_code == 202 else None
+
+        return wait_for(accepted, give_up_after, f"order {key} to be accepted")
+
+
+def test_a_database_restart_during_a_burst_loses_nothing_and_no_process_dies(services_deployment, tokens, postgres):
+    deployment = services_deployment
+    sku = product(deployment, tokens, on_hand=1000)
+    pids = {name: process.pid for name, process in deployment.running.items()}
+    before = place(deployment, tokens, sku, 20)
+
+    postgres.stop()
+    try:
+        # While it is away the web services refuse with a 503 in JSON; nothing is half done.
+        with deployment.client("alice") as alice:
+            response = alice.post("/api/v1/orders/", json={"lines": [{"sku": sku, "quantity": 1}]})
+        assert response.status_code == 503, (response.status_code, response.text[:300])
+        assert response.headers["content-type"].startswith("application/json")
+    finally:
+        postgres.start()
+    after = [_place_until_accepted(deployment, tokens, sku, f"db-restart-{uuid.uuid4()}", 60) for _ in range(20)]
+
+    order_ids = before + after
+    wait_confirmed(deployment, order_ids)
+    assert_applied_once(deployment, sku, order_ids)
+    assert {name: process.pid for name, process in deployment.running.items()} == pids
+    assert all(process.poll() is None for process in deployment.running.values())
