@@ -166,6 +166,11 @@ WAYBILL_JSON_MAX_DEPTH = env.int("WAYBILL_JSON_MAX_DEPTH", default=jsonlimits.DE
 # One WebSocket frame from a client (a subscribe is under 200 bytes): over it, close 1009.
 # The server (uvicorn's ws_max_size) enforces it too, before the frame is buffered whole.
 WAYBILL_WS_MAX_FRAME_BYTES = env.int("WAYBILL_WS_MAX_FRAME_BYTES", default=64 * 1024)
+# Live connections (WebSockets and SSE streams together, apps/readmodels/connections.py),
+# counted per web process: one user's (a browser tab holds one), and all of the process's.
+# Past either: WebSocket close 4429, SSE 429 with Retry-After.
+WAYBILL_LIVE_CONNECTIONS_PER_USER = env.int("WAYBILL_LIVE_CONNECTIONS_PER_USER", default=20)
+WAYBILL_LIVE_CONNECTIONS_PER_PROCESS = env.int("WAYBILL_LIVE_CONNECTIONS_PER_PROCESS", default=2000)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Waybill API",
