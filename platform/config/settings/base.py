@@ -135,6 +135,12 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 
+# How many proxies stand between clients and this server, each appending to X-Forwarded-For
+# (services mode: 1, the gateway, which overwrites whatever the client sent). 0 (embedded,
+# the default): forwarded headers are ignored, by uvicorn (runplatform) and by the throttle
+# alike, so a client cannot pick the address its sign-in attempts are counted against.
+WAYBILL_TRUSTED_PROXIES = env.int("WAYBILL_TRUSTED_PROXIES", default=0)
+
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header is what turns "no credentials" into 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -147,9 +153,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     # Per user for placing orders, per client address for signing in; over the limit: 429
-    # with Retry-After. The address is the one the trusted proxies saw (the gateway in
-    # services mode: 1), never a client-supplied X-Forwarded-For.
-    "NUM_PROXIES": env.int("WAYBILL_TRUSTED_PROXIES", default=0),
+    # with Retry-After. The address is the one the trusted proxies saw (see below).
+    "NUM_PROXIES": WAYBILL_TRUSTED_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
         "orders.place": env.str("WAYBILL_THROTTLE_ORDERS", default="60/minute"),
         "auth": env.str("WAYBILL_THROTTLE_AUTH", default="20/minute"),
