@@ -189,16 +189,23 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
         self.follows: dict[str, Follow] = {}
         self.groups: Counter[str] = Counter()
         user = self.scope.get("user")
+        signed_in = user is not None and user.is_authenticated
+        too_many = None
+        if signed_in:
+            # Counted before the accept, so a client that saw its socket accepted knows
+            # that socket holds its place.
+            try:
+                self.held = connections.live_connections.hold(user_id=user.id)
+            except connections.TooMany as refused:
+                too_many = refused
         # Accept first, then close: a close before accepting becomes an HTTP 403 at the
         # handshake, and the client could not tell "sign in" from "not allowed".
         await self.accept()
-        if user is None or not user.is_authenticated:
+        if not signed_in:
             await self.close(code=NOT_SIGNED_IN)
             return
-        try:
-            self.held = connections.live_connections.hold(user_id=user.id)
-        except connections.TooMany as refused:
-            await self.send_json({"type": "error", "reason": str(refused)})
+        if too_many is not None:
+            await self.send_json({"type": "error", "reason": str(too_many)})
             await self.close(code=connections.TOO_MANY)
             return
         if not self.fixed:
