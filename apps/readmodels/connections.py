@@ -25,11 +25,16 @@ from collections import Counter
 
 from django.conf import settings
 
+from waybill.memory import memory_release
+
 # Close code of a WebSocket refused for the limits (4000-4999 are ours; 429 echoes HTTP).
 TOO_MANY = 4429
 # What an SSE client refused for the limits is told to wait: long enough not to hammer, short
 # enough that a closed tab's slot is reused soon.
 RETRY_AFTER_SECONDS = 10
+# When the last connection of a burst at least this big closes, free memory is handed back
+# to the system (waybill.memory): the allocators would otherwise keep the burst's peak.
+RELEASE_AFTER_PEAK = 100
 
 
 class TooMany(Exception):
@@ -54,6 +59,7 @@ class LiveConnections:
         self._lock = threading.Lock()
         self.total = 0
         self.by_user: Counter[int] = Counter()
+        self.peak = 0  # since memory was last handed back
 
     def hold(self, *, user_id: int) -> Held:
         per_user = settings.WAYBILL_LIVE_CONNECTIONS_PER_USER
@@ -66,6 +72,7 @@ class LiveConnections:
                 raise TooMany(f"this server holds its most live connections ({per_process}, "
                               f"WAYBILL_LIVE_CONNECTIONS_PER_PROCESS); try again later")
             self.total += 1
+            self.peak = max(self.peak, self.total)
             self.by_user[user_id] += 1
         return Held(self, user_id)
 
@@ -78,6 +85,11 @@ class LiveConnections:
             self.by_user[held.user_id] -= 1
             if not self.by_user[held.user_id]:
                 del self.by_user[held.user_id]  # a user gone leaves no key behind
+            burst_over = self.total == 0 and self.peak >= RELEASE_AFTER_PEAK
+            if burst_over:
+                self.peak = 0
+        if burst_over:
+            memory_release()
 
 
 # The process's one count, shared by the WebSocket consumers and the SSE view.

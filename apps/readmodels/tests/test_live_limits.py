@@ -135,3 +135,22 @@ def test_counts_after_many_connections_come_and_go(application, users, token):
                 await socket.disconnect()
 
     run(scenario())
+
+
+def test_the_end_of_a_burst_hands_free_memory_back_once(application, users, token, monkeypatch):
+    released = []
+    monkeypatch.setattr(connections, "memory_release", lambda: released.append(True))
+    monkeypatch.setattr(connections, "RELEASE_AFTER_PEAK", 3)
+
+    async def scenario():
+        sockets = [await opened(application, "/ws/v1/streams/", token["alice"]) for _ in range(3)]
+        for socket in sockets[:2]:
+            await socket.disconnect()
+        assert released == []  # one still open: the burst is not over
+        await sockets[2].disconnect()
+        assert released == [True]
+        small = await opened(application, "/ws/v1/streams/", token["alice"])
+        await small.disconnect()
+        assert released == [True]  # a small one after it is not a burst
+
+    run(scenario())
