@@ -35,6 +35,9 @@ RETRY_AFTER_SECONDS = 10
 # When the last connection of a burst at least this big closes, free memory is handed back
 # to the system (waybill.memory): the allocators would otherwise keep the burst's peak.
 RELEASE_AFTER_PEAK = 100
+# ...a moment later: the last release runs as its connection ends, before the consumers,
+# tasks and buffers of the burst are freed.
+RELEASE_DELAY_SECONDS = 2.0
 
 
 class TooMany(Exception):
@@ -89,7 +92,13 @@ class LiveConnections:
             if burst_over:
                 self.peak = 0
         if burst_over:
-            memory_release()
+            release_memory_later()
+
+
+def release_memory_later() -> None:
+    timer = threading.Timer(RELEASE_DELAY_SECONDS, memory_release)
+    timer.daemon = True
+    timer.start()
 
 
 # The process's one count, shared by the WebSocket consumers and the SSE view.

@@ -139,7 +139,7 @@ def test_counts_after_many_connections_come_and_go(application, users, token):
 
 def test_the_end_of_a_burst_hands_free_memory_back_once(application, users, token, monkeypatch):
     released = []
-    monkeypatch.setattr(connections, "memory_release", lambda: released.append(True))
+    monkeypatch.setattr(connections, "release_memory_later", lambda: released.append(True))
     monkeypatch.setattr(connections, "RELEASE_AFTER_PEAK", 3)
 
     async def scenario():
