@@ -36,8 +36,12 @@ PROXY_DIRECTIVES = """\
 # crosses the gateway, and is refused in JSON like every other API error, not in
 # nginx's HTML page.
 MAX_BODY_BYTES = 1024 * 1024
+# A body up to the limit stays in memory: nginx's workers (nobody, when started as root)
+# may not write temp files under the launcher's private folder, and a body over 16 KB
+# was a 500 from the gateway.
 BODY_LIMIT_DIRECTIVES = f"""\
         client_max_body_size {MAX_BODY_BYTES};
+        client_body_buffer_size {MAX_BODY_BYTES};
         error_page 413 @request_too_large;
         location @request_too_large {{
             default_type application/json;
