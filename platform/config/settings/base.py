@@ -135,10 +135,10 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 
-# How many proxies stand between clients and this server, each appending to X-Forwarded-For
-# (services mode: 1, the gateway, which overwrites whatever the client sent). 0 (embedded,
-# the default): forwarded headers are ignored, by uvicorn (runplatform) and by the throttle
-# alike, so a client cannot pick the address its sign-in attempts are counted against.
+# How many proxies stand in front of this server, each adding the address it saw to
+# X-Forwarded-For (services mode: 1, the gateway, which also drops what the client sent).
+# 0 (embedded, the default): forwarded headers are ignored, by uvicorn (runplatform) and by
+# the throttle alike, so a client cannot pick the address its sign-in attempts count against.
 WAYBILL_TRUSTED_PROXIES = env.int("WAYBILL_TRUSTED_PROXIES", default=0)
 
 REST_FRAMEWORK = {
