@@ -87,6 +87,19 @@ def markdown(results: dict) -> str:
                   f"{_fmt(ws.get('p99_ms'), 1)} | {_fmt((ws.get('broadcast_ms') or {}).get('p50'), 1)} / "
                   f"{_fmt((ws.get('broadcast_ms') or {}).get('p99'), 1)} | {_fmt(ws.get('missed'))} |",
                   "", ws.get("method", ""), ""]
+    live = results.get("connections")
+    if live:
+        rss, refused = live.get("rss_mib") or {}, live.get("refused_past_the_limit") or {}
+        lines += ["## Live connections: memory, and the limit", "",
+                  "| WebSockets + SSE | RSS cold / before / peak / after MiB | after/before | after/cold "
+                  "| refused past the limit (WS 4429, SSE 429) |",
+                  "|---:|---:|---:|---:|---:|",
+                  f"| {_fmt(live.get('websockets'))} + {_fmt(live.get('sse_streams'))} | {_fmt(rss.get('cold'), 1)} / "
+                  f"{_fmt(rss.get('before'), 1)} / {_fmt(rss.get('peak'), 1)} / {_fmt(rss.get('after'), 1)} | "
+                  f"{_fmt(live.get('after_over_before'), 3)} | {_fmt(live.get('after_over_cold'), 3)} | "
+                  f"{_fmt(refused.get('websockets_4429'))} + {_fmt(refused.get('sse_429'))} of "
+                  f"{_fmt(live.get('tried_past_the_limit'))} + {_fmt(live.get('tried_past_the_limit'))} |",
+                  "", live.get("method", ""), ""]
     history = results.get("history")
     if history:
         lines += ["## Before and after", "", history.get("note", ""), "",

@@ -264,3 +264,21 @@ def test_setup_migrates_and_declares_the_topology(compose_postgres, compose_rabb
     assert all(f"waybill.{context}" in queues for context in CONTEXTS)
     definitions = json.loads((compose_rabbitmq.data_dir / "definitions.json").read_text())
     assert [u["name"] for u in definitions["users"]] == [compose.ADMIN_USER, *(f"waybill_{c}" for c in CONTEXTS)]
+
+
+def test_the_web_processes_frame_limit_is_the_settings_default():
+    from django.conf import settings
+
+    from launcher.deployment import WS_MAX_FRAME_BYTES
+
+    assert settings.WAYBILL_WS_MAX_FRAME_BYTES == WS_MAX_FRAME_BYTES
+    assert all(str(WS_MAX_FRAME_BYTES) in p.command for p in DEPLOYMENT if p.is_web)
+
+
+def test_the_gateways_body_limit_is_the_settings_default():
+    from django.conf import settings
+
+    from launcher.gateway import MAX_BODY_BYTES
+
+    assert settings.WAYBILL_REQUEST_MAX_BYTES == MAX_BODY_BYTES
+    assert f"client_max_body_size {MAX_BODY_BYTES};" in NGINX_TEXT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
@@ -122,7 +123,7 @@ def _idempotent_replay(order: Order, fingerprint: str) -> Order:
 
 def _transition(order_id: UUID, *, to: str, allowed_from: set[str], reason: str = "",
                 schema: type[contracts.OrderSnapshot], customer_id: int | None = None,
-                expected_version: int | None = None) -> Order | None:
+                expected_versions: Collection[int] | None = None) -> Order | None:
     with transaction.atomic(using=DB):
         orders = Order.objects.using(DB).select_for_update()
         if customer_id is not None:
@@ -130,8 +131,9 @@ def _transition(order_id: UUID, *, to: str, allowed_from: set[str], reason: str 
         order = orders.filter(id=order_id).first()
         if order is None:
             return None
-        if expected_version is not None and order.version != expected_version:
-            raise OrderVersionMismatch(f"The order is at version {order.version}, not {expected_version}.")
+        if expected_versions is not None and order.version not in expected_versions:
+            expected = " or ".join(map(str, sorted(expected_versions))) or "a version it never had"
+            raise OrderVersionMismatch(f"The order is at version {order.version}, not {expected}.")
         if order.status not in allowed_from:
             if customer_id is None:
                 return order  # a late or repeated message about a settled order: nothing to do
@@ -166,12 +168,12 @@ def order_reject(*, order_id: UUID, reason: str) -> Order | None:
                        schema=contracts.OrderRejected)
 
 
-def order_cancel(*, order_id: UUID, customer_id: int, expected_version: int | None = None) -> Order | None:
+def order_cancel(*, order_id: UUID, customer_id: int, expected_versions: Collection[int] | None = None) -> Order | None:
     """The customer cancels a PENDING or CONFIRMED order; emits ``orders.order_cancelled``,
     on which inventory releases the stock and the payments consumer refunds the charge
     (choreography), and the saga stops waiting. Returns None if the customer has no such order;
-    raises ``OrderVersionMismatch`` if ``expected_version`` is stale and ``OrderConflict``
-    if the order is already settled."""
+    raises ``OrderVersionMismatch`` if the order's version is not one of ``expected_versions``
+    (``None``: any will do) and ``OrderConflict`` if the order is already settled."""
     S = Order.Status
     with transaction.atomic(using=DB):
         # The saga's row first, then the order's: the order in which the saga's own
@@ -179,7 +181,7 @@ def order_cancel(*, order_id: UUID, customer_id: int, expected_version: int | No
         saga.saga_lock(order_id=order_id)
         return _transition(order_id, to=S.CANCELLED, allowed_from={S.PENDING, S.CONFIRMED},
                            reason="Cancelled by the customer.", schema=contracts.OrderCancelled,
-                           customer_id=customer_id, expected_version=expected_version)
+                           customer_id=customer_id, expected_versions=expected_versions)
 
 
 def product_copy_apply(*, sku: str, name: str, price: Decimal, version: int) -> None:

@@ -40,8 +40,12 @@ On ``/ws/v1/orders/`` live changes keep the frame its first clients (the benchma
 ``stream``, ``position``, ``kind``, ``key`` and ``version`` added beside ``data``.
 
 Close codes: 4401 not signed in, 4403 a fixed endpoint's stream is refused (e.g. a
-customer on ``stock/``). A wrong Origin, or no Origin and no token header, is refused at
-the handshake (HTTP 403).
+customer on ``stock/``), 4429 too many live connections (``connections.py``: per user and
+per process, WebSockets and SSE together). A frame over ``WAYBILL_WS_MAX_FRAME_BYTES`` is
+closed with 1009 (message too big), a frame that is not JSON, or JSON nested deeper than
+``WAYBILL_JSON_MAX_DEPTH``, with 1007 (invalid payload), each after an ``error`` frame
+saying why. A wrong Origin, or no Origin and no token header, is refused at the handshake
+(HTTP 403).
 
 Subscribing: without ``after`` the server sends a snapshot of the stream at position p,
 then every change after p. With ``after`` = the last position the client applied, it sends
@@ -72,7 +76,6 @@ is still on its way from another process): the server reads the hole from the lo
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,15 +83,19 @@ from dataclasses import dataclass
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
-from waybill import realtime
+from waybill import jsonlimits, realtime
 
 # Module imports (not names): changes.py imports this module at its top.
-from . import changes, streams
+from . import changes, connections, streams
 
 # Close codes of the fixed endpoints (4000-4999 are the application's; 4401/4403 echo HTTP).
 NOT_SIGNED_IN = 4401
 REFUSED = 4403
+# RFC 6455's own: a frame too big to take, a frame whose data we cannot accept.
+MESSAGE_TOO_BIG = 1009
+INVALID_PAYLOAD = 1007
 
 # The frame type each change kind had on /ws/v1/orders/ before the change log.
 _LEGACY_TYPES = {"order": "order", "catalog_item": "catalog"}
@@ -167,15 +174,39 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
     fixed: tuple[str, ...] = ()  # streams followed from connect (the fixed endpoints)
     frame = staticmethod(change_frame)
 
+    held: connections.Held | None = None
+
+    async def __call__(self, scope, receive, send):
+        # Whatever ends the connection (a close, a crash in a handler, the server
+        # cancelling the task on shutdown), its place in the limits is given back.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.held is not None:
+                self.held.release()
+
     async def connect(self):
         self.follows: dict[str, Follow] = {}
         self.groups: Counter[str] = Counter()
         user = self.scope.get("user")
+        signed_in = user is not None and user.is_authenticated
+        too_many = None
+        if signed_in:
+            # Counted before the accept, so a client that saw its socket accepted knows
+            # that socket holds its place.
+            try:
+                self.held = connections.live_connections.hold(user_id=user.id)
+            except connections.TooMany as refused:
+                too_many = refused
         # Accept first, then close: a close before accepting becomes an HTTP 403 at the
         # handshake, and the client could not tell "sign in" from "not allowed".
         await self.accept()
-        if user is None or not user.is_authenticated:
+        if not signed_in:
             await self.close(code=NOT_SIGNED_IN)
+            return
+        if too_many is not None:
+            await self.send_json({"type": "error", "reason": str(too_many)})
+            await self.close(code=connections.TOO_MANY)
             return
         if not self.fixed:
             return
@@ -228,12 +259,16 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
         await self._subscribe(name, after)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        try:
-            content = json.loads(text_data) if text_data is not None else None
-        except ValueError:
-            content = None
-        if content is None:
+        if text_data is None:
             await self.send_json({"type": "error", "reason": "frames are JSON text"})
+            return
+        try:
+            content = jsonlimits.loads(text_data.encode(), max_bytes=settings.WAYBILL_WS_MAX_FRAME_BYTES,
+                                       max_depth=settings.WAYBILL_JSON_MAX_DEPTH)
+        except jsonlimits.JSONRefused as refused:
+            # A client that sends this is broken or hostile: say why, then hang up.
+            await self.send_json({"type": "error", "reason": refused.reason})
+            await self.close(code=MESSAGE_TOO_BIG if refused.too_large else INVALID_PAYLOAD)
             return
         await self.receive_json(content)
 

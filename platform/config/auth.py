@@ -6,10 +6,15 @@ import math
 
 from django.contrib.auth.views import LoginView
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.throttling import ScopedRateThrottle
+
+from .api import BoundedJSONParser
 
 
 class TokenObtainView(ObtainAuthToken):
+    # DRF's view names its own parsers, JSONParser among them: the bounded one instead.
+    parser_classes = (FormParser, MultiPartParser, BoundedJSONParser)
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 

@@ -22,6 +22,9 @@ api_v1 = [path("auth/token/", TokenObtainView.as_view(), name="auth-token")] + [
     for prefix, module in mounts.items()
 ]
 
+# A body over the size limit is a 413, whichever view read it (config/api.py).
+handler400 = "config.api.bad_request"
+
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

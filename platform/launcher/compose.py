@@ -30,7 +30,7 @@ import yaml
 
 from . import provision
 from .deployment import COMMON_VARIABLES, CONTEXTS, ROUTES, Process, database_variable, processes
-from .gateway import PROXY_DIRECTIVES
+from .gateway import BODY_LIMIT_DIRECTIVES, PROXY_DIRECTIVES
 from .stack import REPO, Stack
 from .supervision import RESTART
 
@@ -292,12 +292,12 @@ error_log /dev/stderr warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    client_max_body_size 1m;
     resolver 127.0.0.11 valid=10s ipv6=off;  # Docker's embedded DNS
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
     server {{
         listen 80;
 {PROXY_DIRECTIVES}
+{BODY_LIMIT_DIRECTIVES}
 {locations}
     }}
 }}

@@ -88,9 +88,15 @@ class Process:
         return "/readyz" if self.is_web else "/healthz"
 
 
+# The default of WAYBILL_WS_MAX_FRAME_BYTES (config/settings/base.py, which the web process
+# checks again per frame; tests/test_compose.py holds the two equal). The launcher runs
+# before any settings are loaded, so it cannot read them.
+WS_MAX_FRAME_BYTES = 64 * 1024
+
+
 def web_command(host: str, port: str) -> tuple[str, ...]:
     return ("python", "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port,
-            "--no-access-log", "--proxy-headers", "--forwarded-allow-ips", "*")
+            "--no-access-log", "--proxy-headers", "--forwarded-allow-ips", "*", "--ws-max-size", str(WS_MAX_FRAME_BYTES))
 
 
 def worker_command(context: str, node: str) -> tuple[str, ...]:

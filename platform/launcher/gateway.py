@@ -12,16 +12,36 @@ from .deployment import ROUTES
 
 
 # How the gateway talks to every service, here and in compose's nginx.conf alike: the
-# services trust X-Forwarded-For from exactly one proxy (WAYBILL_TRUSTED_PROXIES=1), and
-# WebSockets need the upgrade headers and a long read timeout.
+# services trust X-Forwarded-For from exactly one proxy (WAYBILL_TRUSTED_PROXIES=1), so the
+# gateway sets it to the address it saw, never appending to what the client sent (uvicorn
+# would take the client's first entry as the address), and WebSockets need the upgrade
+# headers and a long read timeout.
 PROXY_DIRECTIVES = """\
         proxy_http_version 1.1;
         proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header Upgrade $http_upgrade;
         proxy_set_header Connection $connection_upgrade;
         proxy_read_timeout 1h;  # WebSockets stay open"""
+
+
+# The body limit, here and in compose's nginx.conf: WAYBILL_REQUEST_MAX_BYTES's default
+# (tests/test_compose.py holds them equal), so a body the services would refuse never
+# crosses the gateway, and is refused in JSON like every other API error, not in
+# nginx's HTML page.
+MAX_BODY_BYTES = 1024 * 1024
+# A body up to the limit stays in memory: nginx's workers (nobody, when started as root)
+# may not write temp files under the launcher's private folder, and a body over 16 KB
+# was a 500 from the gateway.
+BODY_LIMIT_DIRECTIVES = f"""\
+        client_max_body_size {MAX_BODY_BYTES};
+        client_body_buffer_size {MAX_BODY_BYTES};
+        error_page 413 @request_too_large;
+        location @request_too_large {{
+            default_type application/json;
+            return 413 '{{"detail": "Request body over the limit of {MAX_BODY_BYTES} bytes."}}';
+        }}"""
 
 
 def nginx_conf(*, listen: str, upstreams: dict[str, str], workdir: Path) -> str:
@@ -46,12 +66,12 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    client_max_body_size 1m;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
 {blocks}
     server {{
         listen {listen};
 {PROXY_DIRECTIVES}
+{BODY_LIMIT_DIRECTIVES}
 {locations}
         location / {{
             proxy_pass http://shell;

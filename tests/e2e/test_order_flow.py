@@ -122,9 +122,20 @@ def test_cancel_with_a_stale_if_match_is_refused_with_412_and_changes_nothing(sh
     detail = shop.alice.get(f"{ORDERS}{order_id}/")
     assert detail.json()["status"] == "CONFIRMED" and detail.headers["ETag"] == '"2"'
     assert shop.stock(sku)["reserved"] == 1
-    garbage = shop.alice.post(f"{ORDERS}{order_id}/cancel/", headers={"If-Match": "not-an-etag"})
-    assert garbage.status_code == 400, garbage.text
-    assert "If-Match" in garbage.json(), garbage.text
+    # RFC 9110: an If-Match that matches no current version is a 412, whatever its text.
+    for header in ("not-an-etag", 'W/"2"', '"1", "7"'):
+        refused = shop.alice.post(f"{ORDERS}{order_id}/cancel/", headers={"If-Match": header})
+        assert refused.status_code == 412, (header, refused.text)
+    assert shop.alice.get(f"{ORDERS}{order_id}/").json()["status"] == "CONFIRMED"
+
+
+def test_cancel_with_if_match_star_or_a_list_holding_the_current_version_is_accepted(shop):
+    sku = shop.create_product(on_hand=5)
+    starred, listed = shop.order(shop.alice, {sku: 1}), shop.order(shop.alice, {sku: 1})
+    for order_id in (starred, listed):
+        shop.wait_summary(shop.alice, order_id, "CONFIRMED")  # version 2
+    assert shop.alice.post(f"{ORDERS}{starred}/cancel/", headers={"If-Match": "*"}).status_code == 202
+    assert shop.alice.post(f"{ORDERS}{listed}/cancel/", headers={"If-Match": '"1", "2"'}).status_code == 202
 
 
 # --- idempotency --------------------------------------------------------------------------

@@ -77,4 +77,4 @@ def test_stale_version_is_refused(pump, shop):
     order = _place(1)
     pump.settle()
     with pytest.raises(services.OrderVersionMismatch):
-        services.order_cancel(order_id=order.id, customer_id=7, expected_version=1)
+        services.order_cancel(order_id=order.id, customer_id=7, expected_versions={1})

@@ -21,7 +21,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 IF_MATCH = OpenApiParameter(
     "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
-    description="The order's ETag; a stale one gets 412 and changes nothing.",
+    description='The order\'s ETag (or several, comma-separated, or "*" for any current version); '
+                "one that does not match gets 412 and changes nothing.",
 )
 
 
@@ -78,15 +79,14 @@ class OrderCancelApi(APIView):
         request=None, parameters=[IF_MATCH],
         responses={202: OrderOutput, 404: OpenApiResponse(description="No such order of yours"),
                    409: OpenApiResponse(description="Already settled"),
-                   412: OpenApiResponse(description="If-Match is stale")},
+                   412: OpenApiResponse(description="If-Match names no current version of the order")},
         summary="Cancel a PENDING or CONFIRMED order; its stock is released",
     )
     def post(self, request, order_id: UUID):
-        expected = request.headers.get("If-Match")
         try:
             order = services.order_cancel(
                 order_id=order_id, customer_id=request.user.id,
-                expected_version=_version_from_etag(expected) if expected else None,
+                expected_versions=_if_match_versions(request.headers.get("If-Match")),
             )
         except services.OrderVersionMismatch as stale:
             return Response({"detail": str(stale)}, status=status.HTTP_412_PRECONDITION_FAILED)
@@ -97,8 +97,17 @@ class OrderCancelApi(APIView):
         return _order_response(order, status_code=status.HTTP_202_ACCEPTED)
 
 
-def _version_from_etag(etag: str) -> int:
-    try:
-        return int(etag.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise ValidationError({"If-Match": ["Expected an ETag from GET /api/v1/orders/{id}/."]}) from None
+def _if_match_versions(header: str | None) -> frozenset[int] | None:
+    """The versions an ``If-Match`` header accepts (RFC 9110, 13.1.1); ``None`` when any
+    current version will do: no header, or ``*``. Entity tags compare strongly, so a weak
+    one (``W/"3"``), or one that is not an ETag of ours, names no version: a header of only
+    those matches nothing and is a 412, never a 400, whatever its text."""
+    if header is None or not header.strip() or header.strip() == "*":
+        return None
+    versions = set()
+    for tag in header.split(","):
+        tag = tag.strip()
+        inner = tag[1:-1]
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and inner.isascii() and inner.isdigit():
+            versions.add(int(inner))
+    return frozenset(versions)

@@ -3,7 +3,8 @@ WebSocket, at ``GET /api/v1/events/?stream=<name>``.
 
 Same stream names and the same authorisation (``streams.authorise``); signed in by the
 session cookie or an ``Authorization: Token <key>`` header (401 without, 403 for a stream
-that is not the user's, 400 for a malformed request, all JSON). The body is
+that is not the user's, 400 for a malformed request, 429 with ``Retry-After`` past the
+live-connection limits shared with WebSockets, all JSON). The body is
 ``text/event-stream``::
 
     retry: 2000
@@ -44,11 +45,11 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import ParseError, PermissionDenied
+from rest_framework.exceptions import ParseError, PermissionDenied, Throttled
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from .. import live, streams
+from .. import connections, live, streams
 
 RETRY_MILLISECONDS = 2000
 
@@ -93,6 +94,8 @@ class EventsApi(APIView):
             400: OpenApiResponse(description="No stream, or a position that is not an integer >= 0"),
             401: OpenApiResponse(description="Not signed in"),
             403: OpenApiResponse(description="Not a stream this user may follow"),
+            429: OpenApiResponse(description="Too many live connections (per user or on this server); "
+                                             "Retry-After says when to try again"),
         },
     )
     def get(self, request):
@@ -106,7 +109,12 @@ class EventsApi(APIView):
             subscription = streams.authorise(request.user, name)
         except streams.Refused as refused:
             raise PermissionDenied(str(refused)) from None
-        response = StreamingHttpResponse(events(subscription, after), content_type="text/event-stream")
+        try:
+            held = connections.live_connections.hold(user_id=request.user.id)
+        except connections.TooMany as refused:
+            raise Throttled(wait=connections.RETRY_AFTER_SECONDS, detail=str(refused)) from None
+        response = StreamingHttpResponse(_HeldStream(events(subscription, after, held), held),
+                                         content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx (the gateway) must pass events on at once
         return response
@@ -124,6 +132,22 @@ def _position(value: str | None, what: str) -> int | None:
     return position
 
 
+class _HeldStream:
+    """The event stream as a response body whose ``close`` (Django calls it when the
+    response is done, also when the client left before the body was read, so the
+    stream's own ``finally`` never ran) gives back its place in the limits."""
+
+    def __init__(self, body, held: connections.Held):
+        self.body = body
+        self.held = held
+
+    def __aiter__(self):
+        return self.body.__aiter__()
+
+    def close(self) -> None:
+        self.held.release()
+
+
 PUSH_BUFFER = 100  # pushes held for one slow SSE client
 
 
@@ -133,8 +157,9 @@ def event(frame: dict) -> bytes:
     return f"id: {frame['position']}\nevent: {kind}\ndata: {json.dumps(frame)}\n\n".encode()
 
 
-async def events(subscription: streams.Subscription, after: int | None):
-    """The event stream of one subscription, from ``after`` (``None``: a snapshot) on."""
+async def events(subscription: streams.Subscription, after: int | None, held: connections.Held):
+    """The event stream of one subscription, from ``after`` (``None``: a snapshot) on;
+    ``held`` is released when it ends."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = live.stream_group(subscription.stream)
@@ -173,6 +198,7 @@ async def events(subscription: streams.Subscription, after: int | None):
                 for frame in await follow.pushed(message["change"]):
                     yield event(frame)
     finally:
+        held.release()
         receiver.cancel()
         try:
             await layer.group_discard(group, channel)

@@ -364,6 +364,17 @@ def test_registration_refuses_bad_input_naming_the_field(alice, body, field):
     assert not WebhookEndpoint.objects.exists()
 
 
+@pytest.mark.parametrize("host", ["224.0.0.1", "239.255.255.250", "[ff02::1]", "[ff0e::1]", "255.255.255.255",
+                                  "240.0.0.1", "0.0.0.0", "[::ffff:224.0.0.1]", "[::ffff:10.0.0.7]",
+                                  "[64:ff9b::a00:7]", "100.64.0.1"])
+def test_registration_refuses_multicast_and_other_non_unicast_addresses(alice, host):
+    response = api(alice).post("/api/v1/webhooks/", {"url": f"https://{host}/hooks",
+                                                      "event_types": ["orders.order_placed"]}, format="json")
+    assert response.status_code == 400, response.content
+    assert "public unicast" in response.json()["url"][0]
+    assert not WebhookEndpoint.objects.exists()
+
+
 def test_loopback_is_refused_where_it_is_not_allowed(alice, webhook_settings):
     webhook_settings.WAYBILL_WEBHOOK_ALLOW_LOOPBACK = False
     for url in ("http://127.0.0.1:8000/hooks", "https://localhost/hooks", "https://[::1]/hooks"):
@@ -532,7 +543,8 @@ def fake_resolver(monkeypatch, answers: dict[str, list[str]]):
     return calls
 
 
-@pytest.mark.parametrize("address", ["10.0.0.7", "169.254.169.254", "192.168.1.1", "::ffff:10.0.0.7", "fd00::1"])
+@pytest.mark.parametrize("address", ["10.0.0.7", "169.254.169.254", "192.168.1.1", "::ffff:10.0.0.7", "fd00::1",
+                                     "224.0.0.1", "ff02::1", "64:ff9b::a00:7"])
 def test_a_name_that_resolves_to_a_private_address_is_refused_when_sending(pump, alice, monkeypatch, address):
     fake_resolver(monkeypatch, {"hooks.example.com": [address]})
     endpoint = register(alice, "https://hooks.example.com/hooks", "inventory.product_listed")  # text is fine

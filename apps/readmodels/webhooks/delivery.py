@@ -61,12 +61,32 @@ def loopback_allowed() -> bool:
     return settings.DEBUG if value is None else value
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: an IPv4 address in its last 32 bits
+
+
+def unwrapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 one stands for (``::ffff:10.0.0.1``, ``64:ff9b::a00:1``), or
+    itself: a mapped address reaches the IPv4 host, so it is judged as that host."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
+def public_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """One host on the public internet. ``is_global`` alone lets multicast through
+    (224.0.0.0/4 and ff00::/8 count as global)."""
+    address = unwrapped(address)
+    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified)
+
+
 def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
+    """Where a delivery may connect; registration (services._url_check) asks the same."""
+    if unwrapped(address).is_loopback:
         return loopback_allowed()
-    return address.is_global and not address.is_multicast
+    return public_unicast(address)
 
 
 def resolve(host: str, port: int) -> str:

@@ -68,6 +68,8 @@ def _url_check(url: str) -> None:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
+    if address is not None:
+        address = delivery.unwrapped(address)
     loopback = host == "localhost" or host.endswith(".localhost") or (address is not None and address.is_loopback)
     if loopback:
         if not delivery.loopback_allowed():
@@ -75,8 +77,9 @@ def _url_check(url: str) -> None:
         return  # http or https, both fine on loopback
     if parts.scheme != "https":
         raise WebhookError("url", "Must use https:// (plain http:// only to loopback, in development).")
-    if address is not None and not address.is_global:
-        raise WebhookError("url", "Must be a public address, not a private, link-local or reserved one.")
+    if address is not None and not delivery.public_unicast(address):
+        raise WebhookError("url", "Must be a public unicast address, not a private, link-local, multicast "
+                                  "or reserved one.")
 
 
 def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,

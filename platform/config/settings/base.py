@@ -11,6 +11,8 @@ import environ
 from kombu import Exchange, Queue
 from django.core.exceptions import ImproperlyConfigured
 
+from waybill import jsonlimits
+
 REPO_DIR = Path(__file__).resolve().parents[3]
 env = environ.Env()
 
@@ -47,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so every error under /api/ passes it on the way out (config/api.py).
+    "config.api.api_json_errors",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -131,6 +135,12 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 
+# How many proxies stand in front of this server, each adding the address it saw to
+# X-Forwarded-For (services mode: 1, the gateway, which also drops what the client sent).
+# 0 (embedded, the default): forwarded headers are ignored, by uvicorn (runplatform) and by
+# the throttle alike, so a client cannot pick the address its sign-in attempts count against.
+WAYBILL_TRUSTED_PROXIES = env.int("WAYBILL_TRUSTED_PROXIES", default=0)
+
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header is what turns "no credentials" into 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -138,19 +148,35 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.api.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     # Per user for placing orders, per client address for signing in; over the limit: 429
-    # with Retry-After. The address is the one the trusted proxies saw (the gateway in
-    # services mode: 1), never a client-supplied X-Forwarded-For.
-    "NUM_PROXIES": env.int("WAYBILL_TRUSTED_PROXIES", default=0),
+    # with Retry-After. The address is the one the trusted proxies saw (see below).
+    "NUM_PROXIES": WAYBILL_TRUSTED_PROXIES,
     "DEFAULT_THROTTLE_RATES": {
         "orders.place": env.str("WAYBILL_THROTTLE_ORDERS", default="60/minute"),
         "auth": env.str("WAYBILL_THROTTLE_AUTH", default="20/minute"),
     },
 }
+
+# --- What a client may send (config/api.py, apps/readmodels/live.py). An order of 20 lines
+# is under 2 KB; these bound what a hostile client can make a process hold or walk.
+# A request body (JSON or form, API or sign-in): over it, 413.
+WAYBILL_REQUEST_MAX_BYTES = env.int("WAYBILL_REQUEST_MAX_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = WAYBILL_REQUEST_MAX_BYTES
+# Arrays and objects nested in one JSON body or WebSocket frame: over it, 400 (close 1007).
+WAYBILL_JSON_MAX_DEPTH = env.int("WAYBILL_JSON_MAX_DEPTH", default=jsonlimits.DEFAULT_MAX_DEPTH)
+# One WebSocket frame from a client (a subscribe is under 200 bytes): over it, close 1009.
+# The server (uvicorn's ws_max_size) enforces it too, before the frame is buffered whole.
+WAYBILL_WS_MAX_FRAME_BYTES = env.int("WAYBILL_WS_MAX_FRAME_BYTES", default=64 * 1024)
+# Live connections (WebSockets and SSE streams together, apps/readmodels/connections.py),
+# counted per web process: one user's (a browser tab holds one), and all of the process's.
+# Past either: WebSocket close 4429, SSE 429 with Retry-After.
+WAYBILL_LIVE_CONNECTIONS_PER_USER = env.int("WAYBILL_LIVE_CONNECTIONS_PER_USER", default=20)
+WAYBILL_LIVE_CONNECTIONS_PER_PROCESS = env.int("WAYBILL_LIVE_CONNECTIONS_PER_PROCESS", default=2000)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Waybill API",
     "DESCRIPTION": (
@@ -239,7 +265,7 @@ WAYBILL_WEBHOOK_RETRY_MAX_SECONDS = env.float("WAYBILL_WEBHOOK_RETRY_MAX_SECONDS
 WAYBILL_WEBHOOK_BATCH_SIZE = env.int("WAYBILL_WEBHOOK_BATCH_SIZE", default=20)
 WAYBILL_WEBHOOK_CONCURRENCY = env.int("WAYBILL_WEBHOOK_CONCURRENCY", default=8)
 # Plain http:// to loopback (and nothing private) for local receivers while developing and
-# in tests. Unset: on exactly when DEBUG is (the development settings), never in production.
+# in tests. Unset: on exactly when DEBUG is; the development settings turn it on.
 WAYBILL_WEBHOOK_ALLOW_LOOPBACK = env.bool("WAYBILL_WEBHOOK_ALLOW_LOOPBACK", default=None)
 WAYBILL_WEBHOOK_MAX_ENDPOINTS = env.int("WAYBILL_WEBHOOK_MAX_ENDPOINTS", default=20)
 # Finished deliveries (and their attempts) are forgotten this long after they were created.

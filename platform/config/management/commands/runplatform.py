@@ -13,6 +13,17 @@ from waybill.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+def forwarded_headers_options() -> dict:
+    """uvicorn's handling of X-Forwarded-For/-Proto, from WAYBILL_TRUSTED_PROXIES as the
+    throttle reads it. uvicorn's default trusts them from 127.0.0.1, which is where every
+    local client connects from: 25 wrong passwords with 25 made-up addresses were 25 first
+    tries. With proxies declared, the server is reachable through them only, and trusts
+    them from any peer, as the services' web processes do (launcher/deployment.py)."""
+    if settings.WAYBILL_TRUSTED_PROXIES > 0:
+        return {"proxy_headers": True, "forwarded_allow_ips": "*"}
+    return {"proxy_headers": False}
+
+
 class Command(BaseCommand):
     help = (
         "Run Waybill in one process: the ASGI server plus the relay and consumers of every "
@@ -39,7 +50,8 @@ class Command(BaseCommand):
         runtime.start()
         server = uvicorn.Server(
             uvicorn.Config("config.asgi:application", host=host, port=port, lifespan="off",
-                           log_level="info", access_log=False)
+                           log_level="info", access_log=False, ws_max_size=settings.WAYBILL_WS_MAX_FRAME_BYTES,
+                           **forwarded_headers_options())
         )
         self.stdout.write(self.style.SUCCESS(f"Waybill is running on http://{host}:{port}/  (Ctrl-C stops it)"))
         if settings.WAYBILL_DEMO_ACCOUNTS:
