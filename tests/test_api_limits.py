@@ -89,6 +89,14 @@ def test_errors_under_api_are_json_whatever_debug_is(settings, debug):
     assert b"secret-of-the-traceback" not in response.content
 
 
+def test_a_database_that_does_not_answer_is_a_503_to_retry(settings):
+    settings.ROOT_URLCONF = "tests.api_limits_urls"
+    response = Client(raise_request_exception=False).get("/api/v1/database-gone/")
+    _assert_json_detail(response, 503, "nothing was done")
+    assert response["Retry-After"] == "5"
+    assert b"127.0.0.1" not in response.content
+
+
 def test_pages_outside_the_api_keep_their_html_errors():
     response = Client().get("/no-such-page/")
     assert response.status_code == 404

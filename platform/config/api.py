@@ -9,16 +9,20 @@
   already (Django's 404 and 500 pages, its debug page when ``DEBUG`` is on, the 400 of a
   form body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``) becomes ``{"detail": "<reason phrase>"}``
   with the same status. An API client never parses HTML, and an anonymous one must never
-  see a traceback or the settings. The original error is logged by Django as usual.
+  see a traceback or the settings. The original error is logged by Django as usual. A
+  database that does not answer is a 503 with ``Retry-After``, not a 500: nothing was
+  committed, and the client may send the same request again.
 """
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from django.views import defaults
@@ -28,7 +32,10 @@ from rest_framework.parsers import JSONParser
 
 from waybill import jsonlimits
 
+log = logging.getLogger(__name__)
 API_PREFIX = "/api/"
+DATABASE_UNAVAILABLE = "A database did not answer; nothing was done. Send the request again shortly."
+DATABASE_RETRY_AFTER_SECONDS = 5
 # Headers of an error that tell the client what to do next; kept when the body is replaced.
 _KEPT_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
 
@@ -76,11 +83,20 @@ def _as_json(request, response):
     return json_error(response.status_code, headers=kept)
 
 
-def _too_large(request, exception):
+def _api_exception(request, exception):
+    if not is_api(request):
+        return None
     # A form body (the token endpoint takes forms too) over DATA_UPLOAD_MAX_MEMORY_SIZE,
     # raised in the view: Django would answer 400, but the size is the client's problem.
-    if isinstance(exception, RequestDataTooBig) and is_api(request):
+    if isinstance(exception, RequestDataTooBig):
         return json_error(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, too_large_detail())
+    # A database that does not answer (restarting, failing over, out of connections) or a
+    # transient conflict (deadlock, serialization): nothing was committed, so the same
+    # request may simply be sent again, with the same Idempotency-Key where it has one.
+    if isinstance(exception, (OperationalError, InterfaceError)):
+        log.warning("%s %s: database unavailable: %s", request.method, request.path, exception)
+        return json_error(status.HTTP_503_SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE,
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     return None
 
 
@@ -93,7 +109,7 @@ def api_json_errors(get_response):
     else:
         def middleware(request):
             return _as_json(request, get_response(request))
-    middleware.process_exception = _too_large
+    middleware.process_exception = _api_exception
     return middleware
 
 

@@ -137,6 +137,11 @@ class ServicesDeployment(DemoApiClients):
         return {name: Running(name, info["pid"]) for name, info in self.supervisor.processes().items()
                 if info["statename"] in ALIVE and info["pid"]}
 
+    def pids(self) -> dict[str, int]:
+        """Every running process's pid, by name: the same pids later mean nothing died
+        meanwhile (the supervisor would have started it again under a new one)."""
+        return {name: process.pid for name, process in self.running.items()}
+
     def states(self) -> dict[str, str]:
         """Every supervised process -> supervisord's state (RUNNING, BACKOFF, FATAL, ...)."""
         return {name: info["statename"] for name, info in self.supervisor.processes().items()}

@@ -41,7 +41,7 @@ def _broker(deployment) -> Connection:
 def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_up(deployment, tokens):
     bound = _bound_dead_letter_tables()
     assert {"readmodels", "webhooks"} <= set(bound)
-    pids = {name: process.pid for name, process in deployment.running.items()}
+    pids = deployment.pids()
     run = uuid.uuid4().hex  # tells this run's dead letters from any other test's
     with _broker(deployment) as broker:
         for poison in POISONS:
@@ -65,7 +65,7 @@ def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_u
             assert content_type == (poison.content_type or "")
 
     # The supervisor would restart a process that died: the same pid is what says none did.
-    assert {name: process.pid for name, process in deployment.running.items()} == pids, (
+    assert deployment.pids() == pids, (
         f"a process did not survive the poison messages:\n{deployment.log_tail(lines=20)}")
 
     sku = product(deployment, tokens, on_hand=10)

@@ -22,10 +22,6 @@ pytestmark = pytest.mark.xdist_group("services")
 BURST = 100
 
 
-def _pids(deployment) -> dict[str, int]:
-    return {name: process.pid for name, process in deployment.running.items()}
-
-
 class Burst:
     """``count`` orders of one unit of ``sku`` from 8 clients at once, in the background.
     Refusals are expected while the orders web process is down (the gateway answers 502):
@@ -65,7 +61,7 @@ class Burst:
 @pytest.mark.parametrize("victim", ["orders-relay", "inventory-worker", "orders-web"])
 def test_a_process_killed_during_a_burst_is_restarted_and_every_order_completes_once(deployment, tokens, victim):
     sku = product(deployment, tokens, on_hand=10 * BURST)
-    before = _pids(deployment)
+    before = deployment.pids()
     burst = Burst(deployment, tokens, sku, BURST)
     wait_for(lambda: burst.answered() >= BURST // 5, FLOW_TIMEOUT, "the burst to get going")
     at_kill, killed_at = burst.answered(), time.monotonic()
@@ -83,14 +79,14 @@ def test_a_process_killed_during_a_burst_is_restarted_and_every_order_completes_
     wait_confirmed(deployment, committed)
     assert_applied_once(deployment, sku, committed)
 
-    after = _pids(deployment)
+    after = deployment.pids()
     assert new != old and after[victim] == new
     assert {name: pid for name, pid in after.items() if name != victim} == \
            {name: pid for name, pid in before.items() if name != victim}, "another process was restarted too"
 
 
 def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(deployment, tokens):
-    before = _pids(deployment)
+    before = deployment.pids()
     began = time.monotonic()
     # A relay of orders whose settings module does not exist: it dies on every start, so
     # supervisord retries it with backoff, then gives up (FATAL).
@@ -147,7 +143,7 @@ def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(d
             shown = wait_for(on_dashboard, FLOW_TIMEOUT, "the dashboard to show both")
         assert shown[broken] == ("orders", "FATAL") and shown[flaky] == ("orders", "CRASH_LOOP")
 
-        after = _pids(deployment)
+        after = deployment.pids()
         after.pop(flaky, None)
         assert after == before, "the others must keep running, untouched"
     finally:

@@ -99,8 +99,13 @@ def _database(alias: str) -> dict:
         # context, so a persistent connection is never reused there and every request
         # would open one; a psycopg pool per process hands them out instead.
         # setdefault: keep what the URL set (e.g. ?sslmode=require).
+        # check: a connection the server dropped (a database restart) is replaced when it
+        # is handed out, instead of failing the request that gets it.
+        from psycopg_pool import ConnectionPool
+
         config.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1, "max_size": env.int("WAYBILL_DB_POOL_SIZE", default=8), "timeout": 10}
+            "min_size": 1, "max_size": env.int("WAYBILL_DB_POOL_SIZE", default=8), "timeout": 10,
+            "check": ConnectionPool.check_connection}
     else:
         # Keep connections between messages (checked before reuse): a new PostgreSQL
         # connection per message held a worker to a few messages per second.
