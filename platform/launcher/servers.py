@@ -281,8 +281,9 @@ class PostgresServer(_Server):
     """A PostgreSQL cluster in ``data_dir/pgdata``, listening on 127.0.0.1 only.
 
     Authentication: scram-sha-256 passwords on TCP (the superuser `postgres` too, with a
-    random password), so a role's URL is its only key; the Unix socket (inside pgdata,
-    mode 0700) allows `peer` only. As root, the cluster is owned by and run as the
+    random password), so a role's URL is its only key. No Unix socket: a socket path inside
+    a deep folder (a test's temporary one, say) can pass the 107 bytes a Unix socket path
+    may have, and PostgreSQL would not start. As root, the cluster is owned by and run as the
     `postgres` OS user, since PostgreSQL refuses to run as root.
 
     fast=True (tests) turns off fsync, synchronous_commit and full_page_writes: a crash
@@ -352,7 +353,7 @@ class PostgresServer(_Server):
         settings = {
             "listen_addresses": HOST,
             "port": str(self.port),
-            "unix_socket_directories": str(self.pgdata),
+            "unix_socket_directories": "",  # TCP only, see above
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

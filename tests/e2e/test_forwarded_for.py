@@ -5,6 +5,7 @@ services' own command and WAYBILL_TRUSTED_PROXIES=1)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -55,10 +56,15 @@ def gateway_in_front_of_a_web_process(demo_data_template, tmp_path):
         wait_for(lambda: httpx.get(f"http://{address}/healthz", timeout=2).status_code == 200, READY_TIMEOUT,
                  "the web process to answer /healthz", ignore=(httpx.TransportError,),
                  describe=lambda: (tmp_path / "web.log").read_text()[-2000:])
-        gateway.start()
+        gateway.write_conf()  # nginx as the supervisor runs it (launcher.supervision.gateway_program)
+        nginx = subprocess.Popen(gateway.command(), cwd=gateway.workdir, stdin=subprocess.DEVNULL)
+        wait_for(lambda: httpx.get(f"{gateway.url}/healthz", timeout=2).status_code == 200, READY_TIMEOUT,
+                 "the gateway to answer", ignore=(httpx.TransportError,))
         yield gateway
     finally:
-        gateway.stop()
+        if "nginx" in locals():
+            nginx.send_signal(signal.SIGQUIT)
+            nginx.wait(30)
         web.terminate()
         web.wait(30)
 
