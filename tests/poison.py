@@ -73,6 +73,10 @@ POISONS = [
            content_type=PICKLE, content_encoding="binary"),
     Poison("gzip-garbage", b"\x1f\x8b\x08\x00garbage", "refused content encoding 'gzip'", content_encoding="gzip"),
     Poison("lone-surrogate", _with_name("La\\ud800mp"), "lone surrogate"),
+    # json.loads reads bytes as UTF-16/32 if they look so, and lets an encoded surrogate
+    # through: the decoder reads strict UTF-8 itself.
+    Poison("encoded-surrogate", _encoded(order_placed()).replace(b'"Lamp"', b'"La\xed\xa0\x80mp"'), "not UTF-8"),
+    Poison("utf16-with-nul-escape", _with_name("La\\u0000mp").decode().encode("utf-16"), "not UTF-8"),
     Poison("nan-total", _encoded(order_placed()).replace(b'"total": "5.00"', b'"total": NaN'), "not a JSON number"),
 ]
 

@@ -193,7 +193,8 @@ class Supervisor(_Server):
         if self.programs.exists():
             for old in self.programs.glob("*.conf"):
                 old.unlink()
-        self.programs.mkdir(exist_ok=True)
+        self.programs.mkdir(mode=0o700, exist_ok=True)
+        self.programs.chmod(0o700)
         (self.data_dir / CRASH_LOOPS_FILE).unlink(missing_ok=True)  # the last run's
         conf = self.data_dir / "supervisord.conf"
         conf.write_text(supervisord_conf(folder=self.data_dir, logs=self.logs))
@@ -224,8 +225,11 @@ class Supervisor(_Server):
     def add(self, program: Program) -> None:
         """Run ``program`` (again, with this configuration if it ran before)."""
         path = self.programs / f"{program.name}.conf"
-        path.write_text(program_conf(program, logs=self.logs))
-        path.chmod(0o600)  # database URLs with passwords
+        # Private from the first byte: it holds database URLs with passwords and the secret key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an older run keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(program_conf(program, logs=self.logs))
         supervisor = self.rpc.supervisor
         [[added, changed, removed]] = supervisor.reloadConfig()
         for name in changed + removed:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
@@ -74,6 +74,9 @@ class ContextConsumer:
 
     retry_sweep_seconds = 0.25
     retry_lease_seconds = 60.0
+    # Tries of a message whose handling lost its database connection while the database
+    # answers again: a broken connection, not the message (see _as_one_message).
+    connection_error_tries = 3
 
     def __init__(self, context: BoundedContext, partition: int = 0, *, stop: threading.Event | None = None):
         self.context = context
@@ -120,17 +123,25 @@ class ContextConsumer:
         unless the database does not answer: then wait for it with backoff (a requeue
         would count against the queue's delivery limit) and handle the message again."""
         reconnects = Reconnects(f"consumer {self.context.name}: database {self.context.database}", self.stop, log)
+        connection_errors = 0
         while True:
             try:
                 return handle()
             except Exception as error:  # noqa: BLE001 - see the docstring
-                if self._database_answers():
+                answers = self._database_answers()
+                # A connection that broke and is back by now (a terminated backend, a
+                # failover, a proxy's reset) is no fault of the message: try it again, a
+                # few times, before blaming it (an error that repeats is the message's).
+                if answers and isinstance(error, (OperationalError, InterfaceError)) \
+                        and connection_errors < self.connection_error_tries:
+                    connection_errors += 1
+                    reconnects.failed()
+                elif answers:
                     log.exception("%s: a message failed outside its handler", self.context.name)
                     return unhandled(error)
-                while not self.stop.is_set():
+                while not answers and not self.stop.is_set():
                     reconnects.failed()  # logs the error, waits
-                    if self._database_answers():
-                        break
+                    answers = self._database_answers()
             if self.stop.is_set():
                 return Outcome.DEFERRED
 
@@ -353,8 +364,9 @@ class ContextConsumer:
         """Due retries, then the context's periodic work (e.g. overdue saga steps), then
         its outbox report for the operations dashboard (rate-limited, see opsreport) and
         the pruning of old outbox and inbox rows (see retention)."""
-        self.retry_due()
-        for job in (*self.context.periodic, self._outbox_report, self._prune):
+        # Each guarded: a database that is down between messages must not end the
+        # consumer's loop (and hand its prefetched messages back to the queue).
+        for job in (self.retry_due, *self.context.periodic, self._outbox_report, self._prune):
             try:
                 job()
             except Exception:

@@ -39,18 +39,25 @@ def loads(data: bytes | bytearray | str, *, max_bytes: int | None = None,
     size = len(data)
     if max_bytes is not None and size > max_bytes:
         raise JSONRefused(f"body of {size} bytes is over the limit of {max_bytes}", too_large=True)
+    if isinstance(data, str):
+        text = data
+    else:
+        # Strictly, before json.loads sees it: given bytes, json.loads guesses UTF-16 or
+        # UTF-32 and decodes with "surrogatepass", which lets an encoded lone surrogate,
+        # or a NUL in UTF-16, through without an escape to look for.
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JSONRefused(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except JSONRefused:
         raise
     except RecursionError:
         raise JSONRefused(f"JSON nested deeper than {max_depth} levels") from None
-    except UnicodeDecodeError as exc:
-        raise JSONRefused(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise JSONRefused(f"malformed JSON: {exc}") from None
-    text = data if isinstance(data, str) else None
-    if _may_exceed_limits(data, text, max_depth):
+    if _may_exceed_limits(text, max_depth):
         _check(value, max_depth)
     return value
 
@@ -66,18 +73,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _may_exceed_limits(data: bytes | bytearray | str, text: str | None, max_depth: int) -> bool:
+def _may_exceed_limits(text: str, max_depth: int) -> bool:
     # Escapes are how NUL and surrogates get into valid JSON text (raw control characters
-    # are malformed JSON already); a raw lone surrogate can only be in a str.
-    if text is not None:
-        if "\\u" in text or not _is_unicode(text):
-            return True
-        brackets = text.count("[") + text.count("{")
-    else:
-        if b"\\u" in data:
-            return True
-        brackets = data.count(b"[") + data.count(b"{")
-    return brackets > max_depth
+    # are malformed JSON already); a raw lone surrogate can only be in a str given to us.
+    if "\\u" in text or not _is_unicode(text):
+        return True
+    return text.count("[") + text.count("{") > max_depth
 
 
 def _check(value: Any, max_depth: int) -> None:

@@ -67,7 +67,6 @@ def dead_letter_replay(*, dead_letter: DeadLetterBase) -> bool:
     return True
 
 
-
 def _envelope_in(body: bytes) -> dict | None:
     try:
         value = jsonlimits.loads(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES,

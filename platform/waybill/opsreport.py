@@ -33,6 +33,7 @@ from . import contexts, supervisor
 from .messages import Kind, Message, message
 from .outbox import outbox_record
 
+log = logging.getLogger(__name__)
 REPORT_SECONDS = 5.0
 
 
@@ -55,15 +56,13 @@ class OutboxMeasured(Message):
 class ProcessesSupervised(Message):
     """State document: one context's processes that its supervisor reports as crashing,
     name -> "BACKOFF" (failing to start, retried with backoff), "FATAL" (given up on) or
-    "CRASH_LOOP" (crashes again and again, restarted each time), as seen at ``measured_at``; empty when every one runs. Sent only by supervised
-    processes."""
+    "CRASH_LOOP" (crashes again and again, restarted each time), as seen at
+    ``measured_at``; empty when every one runs. Sent only by supervised processes."""
 
     context: str
     crashing: dict[str, str]
     measured_at: datetime
 
-
-log = logging.getLogger(__name__)
 
 
 def aggregate_id(context_name: str) -> str:

@@ -16,6 +16,7 @@ import time
 import xmlrpc.client
 from collections.abc import Iterable
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 from django.conf import settings
 
@@ -70,7 +71,7 @@ def crashing(contexts: Iterable[str]) -> dict[str, str]:
     proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(str(path)))
     try:
         processes = proxy.supervisor.getAllProcessInfo()
-    except (OSError, xmlrpc.client.Error) as exc:
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException, ExpatError) as exc:  # a garbled answer too
         raise SupervisorUnavailable(str(exc)) from exc
     loops = _crash_loops(path.parent / CRASH_LOOPS_FILE)
     found = {}

@@ -402,6 +402,37 @@ def test_time_the_platform_ran_still_counts_after_an_outage(pump, shop, settings
     assert saga_of(second).outcome_reason == "Inventory did not answer in time."
 
 
+def test_bringing_a_deadline_forward_during_an_outage_is_not_undone_by_the_clock(pump, shop):
+    order = place("LAMP-1", 1)
+    pump.relay()
+    assert saga_expire_overdue() == 0
+    _orders_stopped_sweeping(60, deadline_in=10, order=order)
+    saga_deadline_bring_forward(order_ids=[order.id])  # the operator's "compensate now", mid-outage
+    assert saga_expire_overdue() == 1
+    assert saga_of(order).outcome_reason == "Inventory did not answer in time."
+
+
+def test_a_charge_arriving_after_an_outage_before_any_sweep_is_made_not_skipped(pump, shop, payment_sandbox):
+    """After a restart the payments consumer may see the charge before orders has swept
+    once: a deadline that only looks past (the outage's time not yet made up for) must not
+    make it skip the charge."""
+    order = place("KETTLE-1", 1)
+    pump.relay()
+    pump.deliver("inventory")
+    pump.relay()
+    pump.deliver("orders")  # stock reserved: the saga asks for the charge
+    assert saga_of(order).step == Step.CHARGE_PAYMENT
+    assert saga_expire_overdue() == 0
+    _orders_stopped_sweeping(120, deadline_in=30, order=order)  # by the wall clock, 90 s late
+
+    pump.relay()
+    assert pump.deliver("payments") == [Outcome.APPLIED]  # before any sweep
+    pump.settle()
+    assert status_of(order) == S.CONFIRMED
+    [charge] = charges(payment_sandbox, order)
+    assert (charge["status"], charge["refunded"]) == ("succeeded", False)
+
+
 def test_release_overtaking_the_late_reservation_holds_nothing(pump, shop, settings):
     settings.WAYBILL_SAGA_RESERVE_SECONDS = 0
     order = place("LAMP-1", 3)

@@ -227,6 +227,34 @@ def test_while_the_database_does_not_answer_the_consumer_waits_and_then_applies_
     assert consumer.on_message(message) is Outcome.DEFERRED
 
 
+def test_a_connection_that_broke_and_is_back_is_no_fault_of_the_message(pump, monkeypatch):
+    """The database answers again by the time the consumer looks (a terminated backend, a
+    failover): the message is handled again, not dead-lettered; an error that keeps
+    coming back with the database answering is the message's own."""
+    monkeypatch.setattr("waybill.backoff.backoff_delay", lambda *args, **kwargs: 0)
+    real_handle = ContextConsumer._handle
+    broken = {"times": 1}
+
+    def handle_over_a_broken_connection(self, received):
+        if broken["times"]:
+            broken["times"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_handle(self, received)
+
+    monkeypatch.setattr(ContextConsumer, "_handle", handle_over_a_broken_connection)
+    good = order_placed()
+    publish(pump.connection.default_channel, Poison("good", json.dumps(good).encode(), ""))
+    assert pump.deliver("readmodels") == [Outcome.APPLIED]
+    assert OrderSummary.objects.filter(order_id=good["aggregate_id"]).exists()
+    assert not ReadDeadLetter.objects.exists()
+
+    broken["times"] = ContextConsumer.connection_error_tries + 1
+    publish(pump.connection.default_channel, Poison("good", json.dumps(order_placed()).encode(), ""))
+    assert pump.deliver("readmodels") == [Outcome.DEAD_LETTERED]
+    [dead] = ReadDeadLetter.objects.all()
+    assert "could not be handled: OperationalError" in dead.reason
+
+
 def test_retries_go_through_the_bounded_decoder_and_never_raise(pump, monkeypatch):
     consumer = pump.consumers["readmodels"]
     deep = order_placed()

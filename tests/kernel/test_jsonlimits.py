@@ -16,6 +16,9 @@ from waybill.jsonlimits import JSONRefused, loads
     (b"\x00", "malformed JSON"),
     (b'{"a": "\xff"}', "not UTF-8"),
     (b"{", "malformed JSON"),
+    (b'{"a": "\xed\xa0\x80"}', "not UTF-8"),  # a lone surrogate, encoded
+    ('{"a": "\\u0000"}'.encode("utf-16-le"), "malformed JSON"),  # no BOM: NULs between the characters
+    ('{"a": "\\u0000"}'.encode("utf-16"), "not UTF-8"),
 ])
 def test_what_json_loads_would_let_through_or_crash_on_is_refused_with_a_reason(body, reason):
     with pytest.raises(JSONRefused) as refused:

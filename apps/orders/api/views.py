@@ -108,6 +108,8 @@ def _if_match_versions(header: str | None) -> frozenset[int] | None:
     for tag in header.split(","):
         tag = tag.strip()
         inner = tag[1:-1]
-        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and inner.isascii() and inner.isdigit():
+        # Our versions fit in 19 digits; a longer run of digits is no ETag of ours (and
+        # int() refuses over 4,300 of them).
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and inner.isascii() and inner.isdigit() and len(inner) <= 19:
             versions.add(int(inner))
     return frozenset(versions)

@@ -37,7 +37,7 @@ def alice_order():
     return client, order
 
 
-@pytest.mark.parametrize("header", ["not-an-etag", 'W/"1"', '"7"', '"2", "3"'])
+@pytest.mark.parametrize("header", ["not-an-etag", 'W/"1"', '"7"', '"2", "3"', pytest.param('"' + "9" * 5000 + '"', id="5000-digits")])
 def test_an_if_match_that_names_no_current_version_is_a_412(alice_order, header):
     client, order = alice_order
     response = client.post(f"/api/v1/orders/{order.id}/cancel/", HTTP_IF_MATCH=header)

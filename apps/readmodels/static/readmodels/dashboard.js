@@ -1,5 +1,6 @@
 // <waybill-dashboard> (staff): orders per status, outbox backlog per context, dead letters,
-// the processes that keep crashing (as each context's supervisor reports them), and throughput over the last minutes as a small inline SVG chart (no library). It follows
+// the processes that keep crashing (as each context's supervisor reports them), and
+// throughput over the last minutes as a small inline SVG chart (no library). It follows
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
 import { follow } from "./http.js";
 
@@ -43,7 +44,7 @@ class WaybillDashboard extends HTMLElement {
       <section aria-labelledby="dash-processes">
         <h2 id="dash-processes">Processes</h2>
         <p data-role="processes-ok">No process is reported crashing.</p>
-        <div class="scroll"><table class="responsive" data-role="processes-table" hidden>
+        <div class="scroll" data-role="processes-alert"><table class="responsive" data-role="processes-table" hidden>
           <thead><tr><th scope="col">Process</th><th scope="col">Context</th><th scope="col">State</th>
             <th scope="col">Reported</th></tr></thead>
           <tbody data-role="processes"></tbody>
@@ -102,7 +103,10 @@ class WaybillDashboard extends HTMLElement {
     this.querySelector("[data-role=processes-ok]").hidden = crashing.length > 0;
     const table = this.querySelector("[data-role=processes-table]");
     table.hidden = crashing.length === 0;
-    table.setAttribute("role", crashing.length ? "alert" : "table");
+    // The alert on the wrapper: the table keeps its table semantics for screen readers.
+    const wrapper = this.querySelector("[data-role=processes-alert]");
+    if (crashing.length) wrapper.setAttribute("role", "alert");
+    else wrapper.removeAttribute("role");
     this.querySelector("[data-role=processes]").replaceChildren(...crashing.map((process) => {
       const tr = document.createElement("tr");
       tr.dataset.process = process.name;
