@@ -39,7 +39,7 @@ from .polling import wait_for
 from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, missing_packages, stored_secret
 from .services import answers
 from .stack import REPO, Stack
-from .supervision import Supervisor, gateway_program, process_program, rpc
+from .supervision import Supervisor, control_socket, gateway_program, process_program, rpc
 
 SERVICES_DIR_VARIABLE = "WAYBILL_SERVICES_DIR"
 # RabbitMQ keeps its data under its node's name: the same at every start.
@@ -262,7 +262,7 @@ def run() -> int:
 # --- make status / down / reset --------------------------------------------------------------
 def status() -> int:
     workdir = services_dir()
-    socket = workdir / "supervisor" / "supervisor.sock"
+    socket = control_socket(workdir / "supervisor")
     if not Pids(workdir).launcher() or not socket.exists():
         print(f"nothing is running in {workdir}")
         return 1
