@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ...", flush=True)
         results.update(importlib.import_module(f"bench.{name}").run(run))
         results.setdefault("durations_s", {})[name] = round(time.monotonic() - started, 1)
+        # Per scenario: a rerun of one (--only) must not date, or credit to this Python,
+        # the figures of the others.
+        results.setdefault("measured", {})[name] = {"at": results["generated"], "python": results["machine"]["python"]}
         print(f"== {name} done in {results['durations_s'][name]} s", flush=True)
         write_results(results, quick=run.quick)  # keep what is done if a later one fails
     path = write_results(results, quick=run.quick)

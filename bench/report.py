@@ -32,12 +32,16 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Waybill benchmarks{' (quick smoke run)' if results.get('quick') else ''}",
         "",
-        f"Measured {results.get('generated', '?')} on {m.get('cores', '?')} cores ({m.get('cpu', '?')}), "
+        f"Last written {results.get('generated', '?')} on {m.get('cores', '?')} cores ({m.get('cpu', '?')}), "
         f"{m.get('memory_gib', '?')} GiB, {m.get('os', '?')}, Python {m.get('python', '?')}, "
         f"{m.get('postgresql', '?')}, RabbitMQ {m.get('rabbitmq', '?')}. Reproduce with `make bench` "
         "(`make bench-quick` for a smoke run). Medians over repeats; spreads are min-max.",
         "",
     ]
+    measured = results.get("measured", {})
+    if measured:
+        lines += ["Each scenario as last run: " + "; ".join(
+            f"{name} {when['at']} (Python {when['python']})" for name, when in sorted(measured.items())) + ".", ""]
     relay = results.get("relay")
     if relay:
         lines += [f"## Outbox relay: draining a backlog of {_fmt(relay.get('backlog'))} messages to RabbitMQ", "",
