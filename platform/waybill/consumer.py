@@ -278,9 +278,7 @@ class ContextConsumer:
             message_type=storable(str(known.get("type", "")), 120),
             reason=storable(reason, 4000),
             attempts=attempts,
-            body=received.body,
-            body_size=len(received.body),
-            preview=preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES),
+            **_body_fields(received),
             content_type=received.content_type,
             content_encoding=received.content_encoding,
             headers=received.headers,
@@ -296,9 +294,7 @@ class ContextConsumer:
         to the broker's dead-letter exchange (``Outcome.UNSTORABLE``)."""
         try:
             self.context.dead_letters.objects.using(self.context.database).create(
-                reason=storable(reason, 4000), body=received.body, body_size=len(received.body),
-                preview=preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES),
-            )
+                reason=storable(reason, 4000), **_body_fields(received))
         except Exception:  # noqa: BLE001 - the broker keeps it instead
             log.critical("%s could not store a dead letter (%s); rejecting the message to %s. Its start: %s",
                          self.context.name, storable(reason, 300), bus.DEAD.name,
@@ -410,6 +406,12 @@ class ContextConsumer:
                     reconnects.failed()
         finally:
             connections.close_all()
+
+
+def _body_fields(received: Received) -> dict:
+    """A dead letter's body: the exact bytes, their size and the bounded preview people read."""
+    return {"body": received.body, "body_size": len(received.body),
+            "preview": preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES)}
 
 
 def _describe(error: Exception) -> str:

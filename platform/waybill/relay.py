@@ -133,9 +133,9 @@ class Relay:
 
     def _record_failure(self, row: OutboxMessageBase, reason: object) -> None:
         attempts = row.publish_attempts + 1
+        error = repr(reason) if isinstance(reason, Exception) else str(reason)
         self.context.outbox.objects.using(self.context.database).filter(id=row.id).update(
-            publish_attempts=attempts, last_error=storable(repr(reason) if isinstance(reason, Exception) else
-                                                           str(reason), 2000))
+            publish_attempts=attempts, last_error=storable(error, 2000))
         if attempts >= settings.WAYBILL_RELAY_MAX_ATTEMPTS:
             log.error("relay %s parked %s %s after %d failed attempts (its aggregate %s waits; the admin can "
                       "publish it again): %r", self.context.name, row.message_type, row.message_id, attempts,
