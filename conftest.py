@@ -3,12 +3,31 @@ that runs the real relay and consumer code step by step (no threads, no sleeps).
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 from kombu.transport import memory
 
 from waybill import bus, contexts
 from waybill.consumer import ContextConsumer, Outcome
 from waybill.relay import Relay
+
+
+def _bind_the_repos_tests_package() -> None:
+    """``tests`` (tests.poison, tests.api_limits_urls, ...) is this repo's folder, a
+    namespace package, and a regular package of that name anywhere on sys.path wins over a
+    namespace one, whatever the order: ``make bench`` installs one into the same virtualenv
+    (request-id-django-log, which django-outbox-pattern needs, ships a top-level ``tests``).
+    Bind the name to the folder before any test module imports it."""
+    spec = importlib.machinery.PathFinder.find_spec("tests", [str(Path(__file__).parent)])
+    if spec is not None:
+        sys.modules["tests"] = importlib.util.module_from_spec(spec)
+
+
+_bind_the_repos_tests_package()
 
 
 class Pump:
