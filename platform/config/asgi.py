@@ -10,13 +10,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 django_application = get_asgi_application()  # sets Django up before the imports below
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.apps import apps  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from waybill.manifest import resolve  # noqa: E402
 
 from .wsauth import WebSocketGate  # noqa: E402
 
-websocket_urlpatterns = []
-if apps.is_installed("apps.readmodels"):
-    from apps.readmodels.routing import websocket_urlpatterns  # noqa: E402
+# The WebSocket routes of the hosted contexts that declare some (their manifests).
+websocket_urlpatterns = [
+    pattern
+    for name in settings.WAYBILL_CONTEXTS
+    if (routes := settings.WAYBILL_MANIFESTS[name].websockets)
+    for pattern in resolve(routes)
+]
 
 application = ProtocolTypeRouter(
     {

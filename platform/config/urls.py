@@ -1,4 +1,4 @@
-from django.apps import apps
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -7,19 +7,12 @@ from waybill import health
 
 from .auth import ThrottledLoginView, TokenObtainView
 
-# A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else.
-# The gateway (launcher/deployment.py ROUTES) sends each prefix to its context's service.
-CONTEXT_APIS = {
-    "orders": {"orders/": "apps.orders.api.urls"},
-    "inventory": {"inventory/": "apps.inventory.api.urls"},
-    "readmodels": {"read/": "apps.readmodels.api.urls", "events/": "apps.readmodels.api.events_urls",
-                   "webhooks/": "apps.readmodels.api.webhook_urls"},
-}
+# A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else,
+# mounted where each manifest says; the gateway sends each prefix to its context's service.
 api_v1 = [path("auth/token/", TokenObtainView.as_view(), name="auth-token")] + [
     path(prefix, include(module))
-    for label, mounts in CONTEXT_APIS.items()
-    if apps.is_installed(f"apps.{label}")
-    for prefix, module in mounts.items()
+    for name in settings.WAYBILL_CONTEXTS
+    for prefix, module in settings.WAYBILL_MANIFESTS[name].api.items()
 ]
 
 # A body over the size limit is a 413, whichever view read it (config/api.py).

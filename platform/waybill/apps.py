@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 
 
@@ -7,8 +7,14 @@ class WaybillConfig(AppConfig):
     verbose_name = "Waybill kernel"
 
     def ready(self) -> None:
-        from . import opsreport, telemetry  # noqa: F401 - opsreport registers waybill.outbox_measured
+        from . import contexts, opsreport, telemetry  # noqa: F401 - opsreport registers waybill.outbox_measured
 
+        # Every hosted context, from its manifest: a context's package needs no AppConfig
+        # of its own (Django makes a plain one, labelled with the package's name).
+        for name in settings.WAYBILL_CONTEXTS:
+            declared = settings.WAYBILL_MANIFESTS[name]
+            contexts.register_manifest(declared)
+            apps.get_app_config(name).verbose_name = declared.title
         telemetry.configure(
             service_name=settings.WAYBILL_SERVICE_NAME,
             exporter=settings.WAYBILL_OTEL_EXPORTER,

@@ -362,7 +362,7 @@ class ContextConsumer:
         the pruning of old outbox and inbox rows (see retention)."""
         # Each guarded: a database that is down between messages must not end the
         # consumer's loop (and hand its prefetched messages back to the queue).
-        for job in (self.retry_due, *self.context.periodic, self._outbox_report, self._prune):
+        for job in (self.retry_due, *(job.run for job in self.context.periodic), self._outbox_report, self._prune):
             try:
                 job()
             except Exception:

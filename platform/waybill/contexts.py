@@ -1,11 +1,12 @@
-"""Bounded contexts register here so the kernel can move their messages without
-importing them: each names its database alias, its outbox, inbox and dead-letter
-tables, and the message types it handles.
+"""The kernel's registry of consumers, so it can move a context's messages without
+importing the context: each registration names its database alias, its outbox, inbox and
+dead-letter tables, the message types it handles and its periodic jobs.
 
-A context may register a second consumer (a bulkhead: its own queue, inbox and workers)
-that shares the context's database and outbox, e.g. orders' ``payments`` consumer, whose
-slow calls to a payment provider must not hold up the rest of orders. Such a registration
-has ``relay=False``: the main registration publishes the shared outbox."""
+Registrations are made from the contexts' manifests (``waybill.manifest``) once Django is
+set up: one per consumer that a manifest declares. A context's second consumer (a
+bulkhead: its own queue, inbox and workers, e.g. orders' ``payments``, whose slow calls to
+a payment provider must not hold up the rest of orders) shares the context's database and
+outbox; it has ``relay=False``: the first registration publishes the shared outbox."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import manifest as manifests
 from .messages import Envelope, Message
 
 if TYPE_CHECKING:
@@ -42,6 +44,18 @@ Handler = Callable[[Envelope, Message], None] | ExternalCall
 
 
 @dataclass(frozen=True)
+class PeriodicJob:
+    """Work the scheduler runs about every ``every`` seconds where the consumer runs."""
+
+    run: Callable[[], object]
+    every: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.run.__module__}.{self.run.__qualname__}"
+
+
+@dataclass(frozen=True)
 class BoundedContext:
     name: str
     database: str
@@ -54,9 +68,9 @@ class BoundedContext:
     # Retry policy of this consumer, when not the settings' (WAYBILL_RETRY_*).
     retry_max_attempts: int | None = None
     retry_max_seconds: float | None = None
-    # Work the runtime (embedded) or beat (services) runs about every second, such as
-    # expiring overdue saga steps. Each must be safe to run in several processes at once.
-    periodic: tuple[Callable[[], object], ...] = ()
+    # Work run where this consumer runs, such as expiring overdue saga steps. Each must be
+    # safe to run in several processes at once.
+    periodic: tuple[PeriodicJob, ...] = ()
     # Message types this consumer once handled and no longer does. A broker keeps a
     # durable queue's bindings across deployments, so the topology step unbinds these
     # (a message nobody handles would otherwise be dead-lettered on every arrival).
@@ -78,6 +92,37 @@ _contexts: dict[str, BoundedContext] = {}
 
 def register(context: BoundedContext) -> None:
     _contexts[context.name] = context
+
+
+def register_manifest(declared: manifests.Context) -> list[BoundedContext]:
+    """One registration per consumer the manifest declares (a context with no consumer
+    still gets one, for its relay): models looked up in the context's app, handlers and
+    jobs resolved from their references."""
+    from django.apps import apps  # only once Django is set up; the manifest needs none
+
+    def model(name: str):
+        return apps.get_model(declared.name, name)
+
+    outbox = model(declared.outbox)
+    registrations = []
+    for index, consumer in enumerate(declared.consumers or (None,)):
+        registration = BoundedContext(
+            name=consumer.name if consumer else declared.name,
+            database=declared.database,
+            outbox=outbox,
+            inbox=model(consumer.inbox if consumer else manifests.Consumer.inbox),
+            dead_letters=model(consumer.dead_letters if consumer else manifests.Consumer.dead_letters),
+            handlers=manifests.resolve(consumer.handlers) if consumer else {},
+            relay=index == 0,
+            retry_max_attempts=consumer.retry_max_attempts if consumer else None,
+            retry_max_seconds=consumer.retry_max_seconds if consumer else None,
+            periodic=tuple(PeriodicJob(manifests.resolve(job.run), job.every)
+                           for job in (declared.jobs_of(consumer) if consumer else ())),
+            retired_types=consumer.retired_types if consumer else (),
+        )
+        register(registration)
+        registrations.append(registration)
+    return registrations
 
 
 def get(name: str) -> BoundedContext:

@@ -1,11 +1,14 @@
-"""Database per bounded context: an app whose label names a context lives in the
-database of that name; everything else (auth, sessions, admin) lives in ``default``."""
+"""Database per bounded context: an app whose label names a hosted context lives in that
+context's database (its manifest's alias); everything else (auth, sessions, admin) lives
+in ``default``."""
 
 from django.conf import settings
 
 
 def _database_for(app_label: str) -> str:
-    return app_label if app_label in settings.WAYBILL_CONTEXTS else "default"
+    if app_label in settings.WAYBILL_CONTEXTS:
+        return settings.WAYBILL_MANIFESTS[app_label].database
+    return "default"
 
 
 class ContextRouter:

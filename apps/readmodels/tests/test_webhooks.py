@@ -664,4 +664,4 @@ def test_finished_deliveries_are_pruned_after_the_retention(pump, staff, webhook
 def test_the_webhooks_consumer_prunes_periodically():
     from waybill import contexts
 
-    assert services.webhook_deliveries_prune_due in contexts.get("webhooks").periodic
+    assert services.webhook_deliveries_prune_due in [job.run for job in contexts.get("webhooks").periodic]

@@ -1,0 +1,81 @@
+"""Messaging: the broker, the relay, the consumers, and Celery, which hosts the consumers
+in services mode (waybill/bus.py, relay.py, consumer.py, worker.py)."""
+
+from kombu import Exchange, Queue
+
+from .contexts import WAYBILL_CONTEXTS
+from .environment import WAYBILL_BROKER_URL, env
+
+WAYBILL_PORT = env.int("WAYBILL_PORT", default=8000)
+WAYBILL_BROKER_TRANSPORT_OPTIONS = {
+    # The in-memory transport polls its queues; 1 s (Kombu's default) would add a second
+    # to every hop. RabbitMQ ignores this option.
+    "polling_interval": 0.005,
+    # Publisher confirms: the relay marks a row sent only after the broker has it.
+    "confirm_publish": True,
+}
+# Partitions per consumer queue (see waybill.bus): 1 = one queue that competing workers
+# share; N > 1 = N queues with a single active consumer each, for strict per-aggregate order.
+WAYBILL_PARTITIONS = env.int("WAYBILL_PARTITIONS", default=1)
+# The consumers a Celery worker runs (empty: all of its contexts'); a bulkhead worker
+# runs one, e.g. WAYBILL_CONSUMERS=payments.
+WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
+# Embedded mode declares the bus topology itself. In services mode the launcher declares
+# it once with an admin account, and each service's broker user may not configure
+# anything but its own task queue.
+WAYBILL_BROKER_DECLARE = env.bool("WAYBILL_BROKER_DECLARE", default=True)
+WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
+WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
+WAYBILL_RELAY_MAX_ATTEMPTS = env.int("WAYBILL_RELAY_MAX_ATTEMPTS", default=10)
+# How long the relay waits for the broker to confirm a window of publishes before it
+# treats them as failed (they are published again: at least once).
+WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS = env.float("WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS", default=10.0)
+# Messages a consumer holds unacked at once; small, so a crash redelivers little.
+WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
+WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
+WAYBILL_RETRY_BASE_SECONDS = env.float("WAYBILL_RETRY_BASE_SECONDS", default=0.5)
+WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
+# A message on the bus larger than this, or nested deeper, is dead-lettered unread; the
+# relay refuses to publish a bigger one (every consumer would refuse it).
+WAYBILL_MESSAGE_MAX_BYTES = env.int("WAYBILL_MESSAGE_MAX_BYTES", default=1024 * 1024)
+WAYBILL_MESSAGE_MAX_DEPTH = env.int("WAYBILL_MESSAGE_MAX_DEPTH", default=32)
+# How much of a message's body the admin shows as text (dead letters, inbox, outbox); the
+# whole body is a download.
+WAYBILL_MESSAGE_PREVIEW_BYTES = env.int("WAYBILL_MESSAGE_PREVIEW_BYTES", default=4096)
+
+# --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
+CELERY_BROKER_URL = WAYBILL_BROKER_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Remote control and task events need broker permissions beyond a service's own queues.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Each context's task queue has an exchange of the same name, so its broker user needs
+# rights on its own names only (never the shared default exchange).
+CELERY_TASK_QUEUES = [
+    Queue(f"waybill.tasks.{context}", Exchange(f"waybill.tasks.{context}", type="direct"),
+          routing_key=f"waybill.tasks.{context}", durable=True)
+    for context in WAYBILL_CONTEXTS
+]
+CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"
+CELERY_BEAT_SCHEDULE = {
+    f"{task}-{context}": {
+        "task": f"waybill.{task}",
+        "schedule": seconds,
+        "args": (context,),
+        # Exchange and routing key spelled out: given a queue alone, Celery would publish
+        # through the default exchange, which no context's broker user may write to.
+        "options": {"queue": f"waybill.tasks.{context}", "exchange": f"waybill.tasks.{context}",
+                    "routing_key": f"waybill.tasks.{context}", "expires": seconds * 2},
+    }
+    for context in WAYBILL_CONTEXTS
+    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS),)
+}

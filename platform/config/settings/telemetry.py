@@ -1,0 +1,16 @@
+"""What operators see of a process: its traces (OpenTelemetry) and its supervisor."""
+
+from .contexts import WAYBILL_CONTEXTS
+from .environment import env
+
+# "console" in development (dev.py), "otlp" (OTEL_EXPORTER_OTLP_* variables) in
+# production, "none" to switch it off.
+WAYBILL_OTEL_EXPORTER = env.str("WAYBILL_OTEL_EXPORTER", default="none")
+WAYBILL_OTEL_CONSOLE_FILE = env.str("WAYBILL_OTEL_CONSOLE_FILE", default="")
+WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".join(WAYBILL_CONTEXTS or ["shell"]))
+
+# Supervision (services mode under `make up` and the services tests): the control
+# interface of the supervisor that runs this process (unix:///.../supervisor.sock). /readyz
+# and the operations report name the processes of this process's contexts that keep
+# crashing. Empty (embedded mode, compose): nothing to ask.
+WAYBILL_SUPERVISOR_URL = env.str("WAYBILL_SUPERVISOR_URL", default="")

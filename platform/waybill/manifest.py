@@ -1,0 +1,176 @@
+"""A bounded context, declared once: ``apps/<ctx>/manifest.py`` holds one ``Context``.
+
+Everything else that names a context is derived from its manifest: the settings
+(``INSTALLED_APPS``, one database alias per context), the database router, the API mounts of
+``config/urls.py``, the WebSocket routes of ``config/asgi.py``, the kernel's registrations
+(``contexts.register_manifest``: outbox, inbox, dead letters, handlers, periodic jobs), and
+the launcher's side: provisioning (databases, roles, broker users and their rights), the
+process list, the gateway's routes and the generated ``docker-compose.yml`` and
+``nginx.conf``. Adding a context, a bulkhead or a periodic job is an edit of one manifest.
+
+This module imports neither Django nor any context: the launcher reads the manifests
+before any settings exist. References to code are ``"module:attribute"`` strings and model
+names, resolved only once Django is set up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# Where manifests are looked for: every package directly under these has one if it is a
+# context. Configuration, so a deployment (or a test) can add contexts from elsewhere.
+PACKAGES_VARIABLE = "WAYBILL_CONTEXT_PACKAGES"
+DEFAULT_PACKAGES = ("apps",)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One consumer of the context's messages: a queue (``waybill.<name>``, or N partition
+    queues), an inbox and dead-letter table in the context's database, and its handlers."""
+
+    name: str
+    # "module:attribute" of the mapping payload schema -> handler.
+    handlers: str
+    # Models of the context's app.
+    inbox: str = "InboxMessage"
+    dead_letters: str = "DeadLetter"
+    # A bulkhead runs in a worker process of its own (``<context>-<name>-worker``), so its
+    # slow handlers (a payment provider's calls) cannot hold up the context's other
+    # consumers; the others share the context's worker (``<context>-worker``).
+    bulkhead: bool = False
+    # Retry policy of this consumer, when not the settings' (WAYBILL_RETRY_*).
+    retry_max_attempts: int | None = None
+    retry_max_seconds: float | None = None
+    # Message types this consumer once handled and no longer does: the topology step
+    # unbinds them from its durable queues, which a broker keeps across deployments.
+    retired_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """Periodic work run by the kernel's scheduler about every ``every`` seconds, in the
+    process that runs ``consumer`` (default: the context's first consumer), so a
+    bulkhead's work stays in the bulkhead's worker. Each job must be safe to run in
+    several processes at once (replicas do)."""
+
+    run: str  # "module:function", called with no arguments
+    every: float
+    consumer: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    name: str
+    # The Python package of the context (set by ``discover``).
+    package: str = ""
+    # Its database alias (``WAYBILL_<ALIAS>_DATABASE_URL``); the context's name by default.
+    database: str = ""
+    title: str = ""
+    # URL prefix under /api/v1/ -> urls module. The gateway sends each prefix here.
+    api: Mapping[str, str] = field(default_factory=dict)
+    # "module:attribute" of Channels URL patterns served under /ws/.
+    websockets: str = ""
+    # Its micro-frontend under /static/<name>/, served by its own web process.
+    static: bool = True
+    consumers: tuple[Consumer, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    # The outbox model; its relay publishes it. Every context has one (it is how a context
+    # speaks), even one that has nothing to say yet.
+    outbox: str = "OutboxMessage"
+    # Environment variables its processes read besides everyone's (orders: the payment
+    # provider's address and key).
+    variables: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api", MappingProxyType(dict(self.api)))
+        if not self.database:
+            object.__setattr__(self, "database", self.name)
+        if not self.title:
+            object.__setattr__(self, "title", self.name.capitalize())
+        names = [consumer.name for consumer in self.consumers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"context {self.name!r} declares a consumer twice: {names}")
+        for job in self.jobs:
+            if job.consumer is not None and job.consumer not in names:
+                raise ValueError(f"job {job.run} of {self.name!r} names no consumer of it: {job.consumer!r}")
+
+    # --- what the platform derives -------------------------------------------------------
+    @property
+    def app(self) -> str:
+        """The Django app (INSTALLED_APPS entry); its label is the context's name."""
+        return self.package
+
+    @property
+    def main_consumer(self) -> Consumer | None:
+        return self.consumers[0] if self.consumers else None
+
+    def worker_of(self, consumer: Consumer) -> str:
+        """The services-mode process that runs ``consumer``."""
+        return f"{self.name}-{consumer.name}-worker" if consumer.bulkhead else f"{self.name}-worker"
+
+    @property
+    def workers(self) -> dict[str, tuple[Consumer, ...]]:
+        """Worker process -> the consumers it runs."""
+        result: dict[str, tuple[Consumer, ...]] = {}
+        for consumer in self.consumers:
+            result[self.worker_of(consumer)] = (*result.get(self.worker_of(consumer), ()), consumer)
+        return result
+
+    def jobs_of(self, consumer: Consumer) -> tuple[Job, ...]:
+        main = self.main_consumer
+        return tuple(job for job in self.jobs
+                     if (job.consumer or (main.name if main else None)) == consumer.name)
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The path prefixes the gateway sends to this context's web process."""
+        return (
+            *(f"/api/v1/{prefix}" for prefix in self.api),
+            *(("/ws/",) if self.websockets else ()),
+            *((f"/static/{self.name}/",) if self.static else ()),
+        )
+
+    @property
+    def serves_web(self) -> bool:
+        return bool(self.routes)
+
+
+def packages() -> tuple[str, ...]:
+    value = os.environ.get(PACKAGES_VARIABLE, "")
+    return tuple(p.strip() for p in value.split(",") if p.strip()) or DEFAULT_PACKAGES
+
+
+def discover(where: tuple[str, ...] | None = None) -> dict[str, Context]:
+    """Every context of the platform, by name, in name order: each package directly under
+    ``where`` (``WAYBILL_CONTEXT_PACKAGES``, default ``apps``) that has a ``manifest``."""
+    found: dict[str, Context] = {}
+    for root in where or packages():
+        for module in pkgutil.iter_modules(importlib.import_module(root).__path__):
+            if not module.ispkg:
+                continue
+            package = f"{root}.{module.name}"
+            try:
+                manifest = importlib.import_module(f"{package}.manifest")
+            except ModuleNotFoundError as missing:
+                if missing.name == f"{package}.manifest":
+                    continue  # a package that is not a context
+                raise
+            context: Context = manifest.CONTEXT
+            if context.name != module.name:
+                raise ValueError(f"{package}.manifest declares {context.name!r}: a context is named for its package")
+            if context.name in found:
+                raise ValueError(f"two packages declare the context {context.name!r}")
+            object.__setattr__(context, "package", package)
+            found[context.name] = context
+    return dict(sorted(found.items()))
+
+
+def resolve(reference: str):
+    """The object a ``"module:attribute"`` reference names (once Django is set up)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
