@@ -34,6 +34,16 @@ class OrderError(ValueError):
         self.field = field
 
 
+class OrderLinesRefused(OrderError):
+    """Lines that name a product orders does not know, or one already named by an earlier
+    line; ``reasons`` maps each refused line's index to why, in the customer's words."""
+
+    def __init__(self, reasons: dict[int, str]):
+        super().__init__(" ".join(f"lines[{index}].sku: {reason}" for index, reason in reasons.items()),
+                         field="lines")
+        self.reasons = reasons
+
+
 class OrderConflict(OrderError):
     """The order is not in a state that allows this (e.g. cancelling a rejected order)."""
 
@@ -77,20 +87,15 @@ def order_place(
     ``orders.order_placed`` and the saga's first command, ``inventory.reserve_stock``.
 
     Returns ``(order, created)``. With an ``idempotency_key``, a retry of the same request
-    returns the first order (``created`` False); the same key with other lines is refused."""
+    returns the first order (``created`` False); the same key with other lines is refused.
+    Lines naming an unknown SKU, or a SKU twice, are refused with ``OrderLinesRefused``."""
     fingerprint = _fingerprint(lines)
     if idempotency_key:
         existing = Order.objects.using(DB).filter(customer_id=customer_id, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _idempotent_replay(existing, fingerprint), False
     products = {p.sku: p for p in ProductCopy.objects.using(DB).filter(sku__in=[line.sku for line in lines])}
-    seen: set[str] = set()
-    for index, line in enumerate(lines):
-        if line.sku not in products:
-            raise OrderError(f"lines[{index}].sku: unknown SKU {line.sku}.", field="lines")
-        if line.sku in seen:
-            raise OrderError(f"lines[{index}].sku: SKU {line.sku} appears twice.", field="lines")
-        seen.add(line.sku)
+    _lines_check(lines, products)
     try:
         with transaction.atomic(using=DB):
             order = Order.objects.using(DB).create(
@@ -113,6 +118,21 @@ def order_place(
         existing = Order.objects.using(DB).get(customer_id=customer_id, idempotency_key=idempotency_key)
         return _idempotent_replay(existing, fingerprint), False
     return order, True
+
+
+def _lines_check(lines: list[LineRequest], products: dict[str, ProductCopy]) -> None:
+    """The one place an order's SKUs are validated: every line names a product from our
+    copy of the catalog, each product once. Refuses every bad line at once."""
+    reasons: dict[int, str] = {}
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        if line.sku not in products:
+            reasons[index] = f"Unknown SKU {line.sku}."
+        elif line.sku in seen:
+            reasons[index] = f"SKU {line.sku} appears twice; give one line per SKU."
+        seen.add(line.sku)
+    if reasons:
+        raise OrderLinesRefused(reasons)
 
 
 def _idempotent_replay(order: Order, fingerprint: str) -> Order:
