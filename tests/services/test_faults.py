@@ -28,9 +28,8 @@ def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment,
 def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment, tokens):
     orders_db = deployment.stack.database_urls["orders"]
     sku = product(deployment, tokens, on_hand=1000)
-    # No relay and no sweeping beat: the orders pile up in the outbox.
+    # No relay: the orders pile up in the outbox.
     deployment.kill("orders-relay")
-    deployment.kill("orders-beat")
     order_ids = place(deployment, tokens, sku, 150)
     pending = "SELECT count(*) FROM orders_outboxmessage WHERE sent_at IS NULL"
     assert query(orders_db, pending)[0][0] >= 150
@@ -43,7 +42,6 @@ def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment,
     assert left > 0, "the relay finished before it was killed; the test proved nothing"
 
     deployment.start_process("orders-relay")
-    deployment.start_process("orders-beat")
     wait_confirmed(deployment, order_ids)
     assert_applied_once(deployment, sku, order_ids)
 
