@@ -19,4 +19,8 @@ CONTEXT = Context(
         # Finished deliveries past their retention; nothing urgent.
         Job("apps.webhooks.services:webhook_deliveries_prune", every=300.0),
     ),
+    # Once every database is migrated: an existing deployment's endpoints, secrets and
+    # delivery history move here from the readmodels database, where they were kept when
+    # webhooks was part of readmodels (a no-op once they have).
+    after_migrate=("webhooks_move_from_readmodels",),
 )
