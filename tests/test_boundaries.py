@@ -20,12 +20,18 @@ def test_import_linter_contracts_hold():
     assert "0 broken" in result.stdout
 
 
+# The one exception, once per deployment: webhooks' move out of the readmodels database
+# reads the old tables through readmodels' historical models, then drops them.
+ONE_OFF_MOVES = {"apps/webhooks/management/commands/webhooks_move_from_readmodels.py"}
+
+
 def test_no_context_reaches_into_another_contexts_tables():
     """Import-linter sees imports; this catches the dynamic way round them."""
     offenders = [
         str(path.relative_to(REPO))
         for path in (REPO / "apps").rglob("*.py")
         if "get_model(" in path.read_text() and "migrations" not in path.parts
+        and str(path.relative_to(REPO)) not in ONE_OFF_MOVES
     ]
     assert offenders == []
 

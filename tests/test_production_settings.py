@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from waybill import manifest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def _production_env(tmp_path) -> dict:
         "WAYBILL_BROKER_URL": "amqp://waybill:secret@127.0.0.1:5672/waybill",
         "WAYBILL_REDIS_URL": "redis://127.0.0.1:6379/0",
     }
-    for alias in ("DEFAULT", "ORDERS", "INVENTORY", "READMODELS"):
+    for alias in ("DEFAULT", *(context.database.upper() for context in manifest.discover().values())):
         env[f"WAYBILL_{alias}_DATABASE_URL"] = f"sqlite:///{tmp_path / alias.lower()}.sqlite3"
     return env
 

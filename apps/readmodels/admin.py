@@ -2,7 +2,6 @@ from django.contrib import admin
 
 from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
-from .webhooks import admin as webhooks_admin  # noqa: F401  (registers the webhook pages)
 from .models import (
     CatalogItem, Change, Dashboard, DashboardDelta, DeadLetter, InboxMessage, OrderStatusCount, OrderSummary,
     OrderThroughput, OutboxGauge, OutboxMessage, ProcessGauge, Stream,

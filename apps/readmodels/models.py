@@ -6,10 +6,6 @@ from django.db import models
 from waybill.inbox import DeadLetterBase, InboxMessageBase
 from waybill.outbox import OutboxMessageBase
 
-from .webhooks.models import (  # noqa: F401  (Django finds models through this module)
-    WebhookAttempt, WebhookDeadLetter, WebhookDelivery, WebhookEndpoint, WebhookInbox,
-)
-
 
 class OrderSummary(models.Model):
     """The order document: one row per order, joined from orders' snapshots, the payment

@@ -85,6 +85,12 @@ class Context:
     # Environment variables its processes read besides everyone's (orders: the payment
     # provider's address and key).
     variables: tuple[str, ...] = ()
+    # Management commands of the context, run once every database is migrated, in a process
+    # that has every database configured (embedded: ``migrateall``; services mode: the
+    # setup step): data that moves between contexts' databases, which no migration can do
+    # (each context's migrations run with its own database and role alone). Each must be
+    # idempotent: they run on every deployment.
+    after_migrate: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api", MappingProxyType(dict(self.api)))

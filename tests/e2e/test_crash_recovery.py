@@ -80,7 +80,7 @@ def _assert_durable_state(platform: Platform, placed: dict[str, str]) -> None:
     reservations = _query(platform.data_dir, "inventory", "SELECT order_id, status FROM inventory_reservation")
     assert len(reservations) == len(placed), reservations
     assert {status for _, status in reservations} == {"reserved"}
-    for database in ("orders", "inventory", "readmodels"):
+    for database in ("orders", "inventory", "readmodels", "webhooks"):
         dead = _query(platform.data_dir, database, f"SELECT message_type, reason FROM {database}_deadletter")
         assert dead == [], f"{database} dead-lettered: {dead}"
         stuck = _query(platform.data_dir, database,

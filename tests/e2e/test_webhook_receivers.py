@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from apps.readmodels.webhooks.receiver import Receiver
-from apps.readmodels.webhooks.signing import verify
+from apps.webhooks.signing import verify
+from tests.support.webhook_receiver import Receiver
 
 from .harness import SETTLE_TIMEOUT, wait_for
 

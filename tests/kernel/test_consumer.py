@@ -18,7 +18,7 @@ from apps.inventory import contracts as inventory_contracts
 from apps.readmodels.models import DeadLetter as ReadDeadLetter
 from apps.readmodels.models import InboxMessage as ReadInbox
 from apps.readmodels.models import OrderSummary
-from apps.readmodels.webhooks.models import WebhookDeadLetter
+from apps.webhooks.models import DeadLetter as WebhookDeadLetter
 from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts, operations
 from waybill.consumer import ContextConsumer, Outcome, PermanentFailure

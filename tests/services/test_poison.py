@@ -75,7 +75,7 @@ def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_u
 def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_queue(deployment):
     """The last resort: readmodels' dead-letter table refuses every row (its role lost the
     right to insert), so the worker rejects the message to ``waybill.dead`` instead of
-    losing it or dying, and the webhooks consumer, with a table of its own, is unaffected."""
+    losing it or dying, and the webhooks consumer, another context with a table of its own, is unaffected."""
     url = deployment.stack.database_urls["readmodels"]
     pid = deployment.running["readmodels-worker"].pid
     run, poison = uuid.uuid4().hex, POISONS[0]
@@ -99,7 +99,8 @@ def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_qu
     assert wire_bytes(message.body, message.content_encoding) == poison.body
     # RabbitMQ's record of why it is there: rejected from readmodels' queue.
     assert any(death.get("queue") == "waybill.readmodels" for death in message.headers.get("x-death") or [])
-    wait_for(lambda: query(url, "SELECT 1 FROM readmodels_webhookdeadletter WHERE headers->>'x-run' = %s", (run,)),
+    webhooks = deployment.stack.database_urls["webhooks"]
+    wait_for(lambda: query(webhooks, "SELECT 1 FROM webhooks_deadletter WHERE headers->>'x-run' = %s", (run,)),
              FLOW_TIMEOUT, "the webhooks consumer to dead-letter it as usual")
     assert deployment.running["readmodels-worker"].pid == pid  # not died and restarted
 

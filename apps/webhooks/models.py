@@ -1,5 +1,5 @@
-"""Webhook endpoints, their deliveries and every attempt, in the readmodels database;
-plus the inbox and dead letters of the ``webhooks`` consumer (a bulkhead of readmodels)."""
+"""Webhook endpoints, their deliveries and every attempt, in the webhooks database; plus the
+context's outbox, and the inbox and dead letters of its consumer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from waybill.inbox import DeadLetterBase, InboxMessageBase
+from waybill.outbox import OutboxMessageBase
 
 
 class WebhookEndpoint(models.Model):
@@ -31,7 +32,7 @@ class WebhookEndpoint(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner_id", "active"], name="readmodels_webhook_owner")]
+        indexes = [models.Index(fields=["owner_id", "active"], name="webhooks_endpoint_owner")]
 
     def __str__(self) -> str:
         return f"{self.url} ({', '.join(self.event_types)})"
@@ -72,9 +73,9 @@ class WebhookDelivery(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["endpoint", "message_id"], name="readmodels_webhook_delivery_once"),
+            models.UniqueConstraint(fields=["endpoint", "message_id"], name="webhooks_delivery_once"),
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="readmodels_webhook_due")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due")]
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.endpoint_id} ({self.status})"
@@ -100,9 +101,14 @@ class WebhookAttempt(models.Model):
         return f"{self.started_at:%H:%M:%S} {self.status_code or self.error[:40]}"
 
 
-class WebhookInbox(InboxMessageBase):
-    """The webhooks consumer's inbox (a name short enough for its index name)."""
+class OutboxMessage(OutboxMessageBase):
+    """Webhooks publish nothing yet (their effect is the HTTP POST); every context has an
+    outbox all the same, since it is how a context would speak."""
 
 
-class WebhookDeadLetter(DeadLetterBase):
+class InboxMessage(InboxMessageBase):
+    pass
+
+
+class DeadLetter(DeadLetterBase):
     pass

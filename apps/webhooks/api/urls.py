@@ -1,8 +1,8 @@
-"""Webhook subscription routes (see apps/readmodels/webhooks)."""
+"""Webhook subscription routes, under /api/v1/webhooks/."""
 
 from django.urls import path
 
-from ..webhooks.api.views import WebhookDeliveryListApi, WebhookEndpointDetailApi, WebhookEndpointListApi
+from .views import WebhookDeliveryListApi, WebhookEndpointDetailApi, WebhookEndpointListApi
 
 urlpatterns = [
     path("", WebhookEndpointListApi.as_view(), name="webhooks"),

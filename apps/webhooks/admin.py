@@ -5,10 +5,10 @@ The endpoints' secrets never show here. Redelivering takes the "operate" permiss
 
 from django.contrib import admin, messages
 
-from waybill.admin import DeadLetterAdmin, InboxAdmin, ReadOnlyAdmin
+from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
 from . import services
-from .models import WebhookAttempt, WebhookDeadLetter, WebhookDelivery, WebhookEndpoint, WebhookInbox
+from .models import DeadLetter, InboxMessage, OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
 @admin.register(WebhookEndpoint)
@@ -54,5 +54,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
                                    "(endpoint deleted).", messages.SUCCESS)
 
 
-admin.site.register(WebhookInbox, InboxAdmin)
-admin.site.register(WebhookDeadLetter, DeadLetterAdmin)
+admin.site.register(OutboxMessage, OutboxAdmin)
+admin.site.register(InboxMessage, InboxAdmin)
+admin.site.register(DeadLetter, DeadLetterAdmin)

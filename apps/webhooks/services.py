@@ -8,7 +8,6 @@ import ipaddress
 import json
 import logging
 import math
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,16 +28,14 @@ from .events import AUDIENCE, Audience, allowed_types
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
-DB = "readmodels"
+DB = "webhooks"
 Status = WebhookDelivery.Status
 # A claimed batch comes due again this long after its last POST must have ended: covers
 # resolving names (the resolver's own timeouts) and recording outcomes.
 LEASE_MARGIN_SECONDS = 30.0
-PRUNE_EVERY_SECONDS = 300.0
 PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 20
 NOT_PERMITTED = "owner may not receive this event"
-_next_prune = 0.0
 
 
 @dataclass
@@ -292,23 +289,15 @@ def _outcome_record(*, row: WebhookDelivery, outcome: delivery.Outcome, token: u
 
 
 # --- retention ---------------------------------------------------------------------------------
-def webhook_deliveries_prune_due() -> int:
-    """The webhooks consumer's periodic job, at most every PRUNE_EVERY_SECONDS per process:
-    ``webhook_deliveries_prune``. (The consumer's inbox is pruned by the kernel.)"""
-    global _next_prune
-    now = time.monotonic()
-    if now < _next_prune:
-        return 0
-    _next_prune = now + PRUNE_EVERY_SECONDS
-    return webhook_deliveries_prune()
-
-
 def webhook_deliveries_prune() -> int:
     """Forget finished deliveries (delivered or failed, with their attempts) older than
     WAYBILL_WEBHOOK_RETENTION_SECONDS since created and last redelivered, then deleted
     endpoints with nothing left. Pending deliveries are never pruned. In bounded batches,
     so a first large prune holds no long transaction; harmless to run in several
-    processes at once. Returns how many deliveries were deleted. Emits no message."""
+    processes at once. Returns how many deliveries were deleted. Emits no message.
+
+    The context's periodic job (every few minutes: its manifest); the consumer's inbox is
+    pruned by the kernel."""
     cutoff = timezone.now() - timedelta(seconds=settings.WAYBILL_WEBHOOK_RETENTION_SECONDS)
     deliveries = WebhookDelivery.objects.using(DB)
     old = deliveries.filter(status__in=(Status.DELIVERED, Status.FAILED), created_at__lt=cutoff).filter(
