@@ -159,4 +159,4 @@ def test_the_platform_contexts_are_the_manifests():
 
     from waybill import manifest
 
-    assert tuple(manifest.discover()) == settings.ALL_CONTEXTS == ("inventory", "orders", "readmodels")
+    assert tuple(manifest.discover()) == settings.ALL_CONTEXTS == ("inventory", "orders", "readmodels", "webhooks")

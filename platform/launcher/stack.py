@@ -98,6 +98,11 @@ class Stack:
                         env=self.env(contexts=(context,), broker=context, service_name=f"migrate-{context}"))
         everything = self.env(contexts=CONTEXTS, broker="admin", service_name="setup")
         self.manage("migrate", "--database", "default", "--no-input", env=everything)
+        # Where every database is configured, before any worker starts: e.g. webhooks moves
+        # an older deployment's endpoints and deliveries out of the readmodels database.
+        for context in CONTEXTS:
+            for command in MANIFESTS[context].after_migrate:
+                self.manage(command, env=everything)
         self.manage("declare_topology", env=everything)
         if demo:
             self.manage("load_demo", env=self.env(contexts=("inventory",), broker="inventory", service_name="demo"))
