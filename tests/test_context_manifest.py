@@ -33,8 +33,7 @@ FILES = {
     "parcels/models.py": """
         from django.db import models
 
-        from waybill.inbox import DeadLetterBase, InboxMessageBase
-        from waybill.outbox import OutboxMessageBase
+        from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 
         class Parcel(models.Model):

@@ -2,7 +2,7 @@
 (choreography: nobody orchestrates giving back a cancelled order's stock)."""
 
 from apps.orders import contracts as orders
-from waybill.messages import Envelope
+from waybill.api import Envelope
 
 from . import contracts, services
 

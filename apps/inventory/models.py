@@ -2,8 +2,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
-from waybill.inbox import DeadLetterBase, InboxMessageBase
-from waybill.outbox import OutboxMessageBase
+from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 sku_validator = RegexValidator(r"^[A-Z0-9][A-Z0-9-]{0,63}$", "A SKU is upper-case letters, digits and dashes.")
 

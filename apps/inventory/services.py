@@ -9,7 +9,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import F
 
-from waybill.outbox import outbox_record
+from waybill.api import outbox_record
 
 from . import contracts
 from .models import Product, Reservation

@@ -3,7 +3,7 @@ from django.db.models import Case, IntegerField, Value, When
 from django.utils import timezone
 from django.utils.html import format_html
 
-from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
 from . import saga as sagas
 from .models import (

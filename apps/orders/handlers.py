@@ -2,7 +2,7 @@
 and inventory's product documents. Thin calls into the saga and services."""
 
 from apps.inventory import contracts as inventory
-from waybill.messages import Envelope
+from waybill.api import Envelope
 
 from . import contracts, saga, services
 

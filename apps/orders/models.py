@@ -4,8 +4,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from waybill.inbox import DeadLetterBase, InboxMessageBase
-from waybill.outbox import OutboxMessageBase
+from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 
 class Order(models.Model):

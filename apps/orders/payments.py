@@ -24,10 +24,7 @@ import pybreaker
 from django.conf import settings
 from django.db.models.functions import Now
 
-from waybill.consumer import PermanentFailure
-from waybill.contexts import ExternalCall
-from waybill.messages import Envelope
-from waybill.outbox import outbox_record
+from waybill.api import Envelope, ExternalCall, PermanentFailure, outbox_record
 
 from . import contracts
 from .models import CircuitState, OrderSaga

@@ -27,8 +27,7 @@ from django.db.models import F, Subquery
 from django.db.models.functions import Coalesce, Least, Now
 
 from apps.inventory import contracts as inventory
-from waybill.messages import Envelope, Message
-from waybill.outbox import outbox_record
+from waybill.api import Envelope, Message, outbox_record
 
 from . import contracts
 from .models import Order, OrderSaga, SagaClock, SagaStep

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from django.db import transaction
 
-from waybill.outbox import outbox_record
+from waybill.api import outbox_record
 
 from . import contracts
 from .models import Order

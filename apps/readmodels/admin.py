@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
 from .models import (
     CatalogItem, Change, Dashboard, DashboardDelta, DeadLetter, InboxMessage, OrderStatusCount, OrderSummary,

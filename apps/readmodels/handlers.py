@@ -4,8 +4,7 @@ order's own events also carry its whole snapshot."""
 
 from apps.inventory import contracts as inventory
 from apps.orders import contracts as orders
-from waybill import opsreport
-from waybill.messages import Envelope
+from waybill.api import Envelope, OutboxMeasured, ProcessesSupervised
 
 from . import services
 from .services import FAILED, OK, SKIPPED
@@ -62,7 +61,7 @@ def on_product_updated(envelope: Envelope, document: inventory.ProductUpdated) -
     )
 
 
-def on_outbox_measured(envelope: Envelope, report: opsreport.OutboxMeasured) -> None:
+def on_outbox_measured(envelope: Envelope, report: OutboxMeasured) -> None:
     services.outbox_gauge_project(
         context=report.context, pending=report.pending, oldest_pending_age_s=report.oldest_pending_age_s,
         parked=report.parked, dead_letters=report.dead_letters, measured_at=report.measured_at,
@@ -70,7 +69,7 @@ def on_outbox_measured(envelope: Envelope, report: opsreport.OutboxMeasured) -> 
     )
 
 
-def on_processes_supervised(envelope: Envelope, report: opsreport.ProcessesSupervised) -> None:
+def on_processes_supervised(envelope: Envelope, report: ProcessesSupervised) -> None:
     services.process_gauge_project(context=report.context, crashing=report.crashing,
                                    measured_at=report.measured_at, version=envelope.aggregate_version)
 
@@ -87,6 +86,6 @@ HANDLERS = {
     inventory.StockReservationRejected: on_stock_reservation_rejected,
     inventory.StockReleased: on_stock_released,
     inventory.ProductUpdated: on_product_updated,
-    opsreport.OutboxMeasured: on_outbox_measured,
-    opsreport.ProcessesSupervised: on_processes_supervised,
+    OutboxMeasured: on_outbox_measured,
+    ProcessesSupervised: on_processes_supervised,
 }

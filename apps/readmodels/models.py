@@ -3,8 +3,7 @@ it mirrors, so an older message never moves it backwards."""
 
 from django.db import models
 
-from waybill.inbox import DeadLetterBase, InboxMessageBase
-from waybill.outbox import OutboxMessageBase
+from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 
 class OrderSummary(models.Model):

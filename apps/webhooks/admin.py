@@ -5,7 +5,7 @@ The endpoints' secrets never show here. Redelivering takes the "operate" permiss
 
 from django.contrib import admin, messages
 
-from waybill.admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 
 from . import services
 from .models import DeadLetter, InboxMessage, OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint

@@ -4,7 +4,7 @@ transaction. Sending is ``services.webhook_deliveries_send_due``, the consumer's
 from __future__ import annotations
 
 from apps.orders import contracts as orders
-from waybill.messages import Envelope, Message
+from waybill.api import Envelope, Message
 
 from . import services
 from .events import EVENTS

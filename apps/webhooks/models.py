@@ -8,8 +8,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from waybill.inbox import DeadLetterBase, InboxMessageBase
-from waybill.outbox import OutboxMessageBase
+from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 
 class WebhookEndpoint(models.Model):

@@ -20,8 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from waybill.backoff import backoff_delay
-from waybill.messages import Envelope
+from waybill.api import Envelope, backoff_delay
 
 from . import delivery, signing
 from .events import AUDIENCE, Audience, allowed_types

@@ -34,7 +34,7 @@ from kombu.message import Message as KombuMessage
 from . import bus, opsreport, retention
 from .backoff import Reconnects, backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
-from .inbox import InboxMessageBase
+from .models import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
 from .outbox import handling
 from .telemetry import SpanKind, span_for_message

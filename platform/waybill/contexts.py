@@ -18,8 +18,8 @@ from . import manifest as manifests
 from .messages import Envelope, Message
 
 if TYPE_CHECKING:
-    from .inbox import DeadLetterBase, InboxMessageBase
-    from .outbox import OutboxMessageBase
+    from .models import DeadLetterBase, InboxMessageBase
+    from .models import OutboxMessageBase
 
 
 @dataclass(frozen=True)

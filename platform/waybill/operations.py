@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from . import contexts, jsonlimits
-from .inbox import DeadLetterBase, InboxMessageBase
+from .models import DeadLetterBase, InboxMessageBase
 from .messages import uuid_or_none
 from .outbox import wakeup_event
 

@@ -11,44 +11,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from . import contexts
 from .messages import Envelope, Message
 from .telemetry import current_traceparent
-
-
-class OutboxMessageBase(models.Model):
-    """A message waiting for, or done with, the relay. Concrete per context, in its database.
-
-    ``id`` gives commit order within an aggregate as long as whoever writes an aggregate's
-    messages holds that aggregate's row lock (the services and the saga do), so a later
-    change of it always gets a larger id."""
-
-    id = models.BigAutoField(primary_key=True)
-    message_id = models.UUIDField(unique=True, editable=False)
-    message_type = models.CharField(max_length=120)
-    kind = models.CharField(max_length=16)
-    aggregate_id = models.CharField(max_length=64)
-    aggregate_version = models.PositiveBigIntegerField()
-    envelope = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    publish_attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-
-    class Meta:
-        abstract = True
-        ordering = ["id"]
-        indexes = [
-            # The relay's work list: pending rows in commit order.
-            models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
-            models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.message_type} {self.aggregate_id} v{self.aggregate_version}"
 
 
 class OutboxOutsideTransaction(RuntimeError):

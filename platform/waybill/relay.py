@@ -45,7 +45,8 @@ from kombu import Connection, Exchange, Producer
 from . import bus
 from .backoff import Reconnects
 from .contexts import BoundedContext
-from .outbox import OutboxMessageBase, notify_channel, wakeup_event
+from .models import OutboxMessageBase
+from .outbox import notify_channel, wakeup_event
 from .telemetry import SpanKind, span_for_message
 from .wire import storable
 

@@ -33,7 +33,7 @@ from apps.readmodels.models import CatalogItem, OrderSummary
 from launcher.polling import wait_for
 from waybill import bus
 from waybill.consumer import Outcome
-from waybill.inbox import InboxMessageBase
+from waybill.models import InboxMessageBase
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -36,7 +36,7 @@ from apps.orders.saga import saga_deadline_bring_forward, saga_expire_overdue
 from apps.readmodels import models as readmodels_models
 from launcher.polling import wait_for
 from waybill import bus
-from waybill.inbox import InboxMessageBase
+from waybill.models import InboxMessageBase
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from waybill.inbox import dead_letter_bytes_operations
+from waybill.models import dead_letter_bytes_operations
 
 
 class Migration(migrations.Migration):

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from waybill import channelgroups
+from waybill.api import group_send
 
 from ..models import Change, Stream
 
@@ -73,7 +73,7 @@ def change_record(*, stream: str, kind: str, key: str, version: int, document: d
 
 def change_push(*, stream: str, change: dict) -> None:
     """Push one recorded change (``change_as_message``) to the stream's channel group."""
-    channelgroups.group_send(stream_group(stream), {"type": "change.pushed", "change": change})
+    group_send(stream_group(stream), {"type": "change.pushed", "change": change})
 
 
 def _advance(stream: str) -> int:

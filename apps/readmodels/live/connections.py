@@ -25,7 +25,7 @@ from collections import Counter
 
 from django.conf import settings
 
-from waybill.memory import memory_release
+from waybill.api import memory_release
 
 # Close code of a WebSocket refused for the limits (4000-4999 are ours; 429 echoes HTTP).
 TOO_MANY = 4429

@@ -80,7 +80,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from waybill import jsonlimits
+from waybill.api import jsonlimits
 
 from . import changelog, connections, streams
 

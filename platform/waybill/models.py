@@ -1,12 +1,51 @@
-"""Inbox and dead letters: the consumer side's tables, concrete per context.
+"""The kernel's abstract models, concrete per context in its own database: the outbox, the
+inbox and the dead letters (and the migration steps written once for them). Contexts
+subclass them in their ``models`` (``waybill.models`` is part of the kernel's public face,
+see ``waybill.api``).
 
-A message's effects and its inbox row commit in one transaction, and the broker is acked
+The outbox: a message is a row written in the same transaction as the state change it
+describes (``outbox.outbox_record``), so both commit or neither does (invariant 1); the
+relay publishes committed rows.
+
+The inbox: a message's effects and its inbox row commit in one transaction, and the broker is acked
 only after that commit, so a redelivered or duplicated message finds its row and has no
 second effect (invariant 3). A failed message is kept here with its next try time, so
 retries survive restarts; after the last try it becomes a dead letter."""
 
 from django.db import models
 from django.utils import timezone
+
+
+class OutboxMessageBase(models.Model):
+    """A message waiting for, or done with, the relay. Concrete per context, in its database.
+
+    ``id`` gives commit order within an aggregate as long as whoever writes an aggregate's
+    messages holds that aggregate's row lock (the services and the saga do), so a later
+    change of it always gets a larger id."""
+
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(unique=True, editable=False)
+    message_type = models.CharField(max_length=120)
+    kind = models.CharField(max_length=16)
+    aggregate_id = models.CharField(max_length=64)
+    aggregate_version = models.PositiveBigIntegerField()
+    envelope = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    publish_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["id"]
+        indexes = [
+            # The relay's work list: pending rows in commit order.
+            models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
+            models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.aggregate_id} v{self.aggregate_version}"
 
 
 class InboxMessageBase(models.Model):

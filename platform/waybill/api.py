@@ -1,0 +1,42 @@
+"""The kernel's public face: everything a bounded context's code may use, in one place.
+
+A context imports the kernel through this module, plus three that must stay importable
+without Django and so cannot come through here:
+
+- ``waybill.messages``: the message grammar its ``contracts`` are written in;
+- ``waybill.manifest``: the vocabulary of its ``manifest``;
+- ``waybill.models``: the abstract models of its outbox, inbox and dead letters (and the
+  migration steps written once for them), which its ``models`` and migrations need while
+  Django is still loading the apps.
+
+The rest of the kernel (the consumer, the relay, the bus, the runtime, the scheduler) moves
+a context's messages without the context calling it; an import-linter contract
+(pyproject.toml) keeps contexts to this face.
+"""
+
+from . import jsonlimits
+from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from .backoff import backoff_delay
+from .contexts import ExternalCall, Handler
+from .consumer import PermanentFailure
+from .memory import memory_release
+from .messages import Envelope, Kind, Message, MessageRefused, message, parse
+from .opsreport import OutboxMeasured, ProcessesSupervised
+from .outbox import outbox_record
+from .channelgroups import group_send
+
+__all__ = [
+    # Handlers: what they receive, and how they say a message can never succeed.
+    "Envelope", "Message", "Kind", "message", "parse", "MessageRefused",
+    "Handler", "ExternalCall", "PermanentFailure",
+    # Services: messages recorded in the same transaction as the change.
+    "outbox_record",
+    # The kernel's own documents (the operations dashboard projects them).
+    "OutboxMeasured", "ProcessesSupervised",
+    # The live read side: a push to a channel group from synchronous code.
+    "group_send",
+    # What a context's admin builds on.
+    "OutboxAdmin", "InboxAdmin", "DeadLetterAdmin", "ReadOnlyAdmin",
+    # Small tools: bounded JSON decoding, retry delays, giving memory back.
+    "jsonlimits", "backoff_delay", "memory_release",
+]
