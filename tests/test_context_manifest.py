@@ -30,35 +30,15 @@ FILES = {
             jobs=(Job("throwaway.parcels.handlers:parcels_tick", every=30.0),),
         )
     """,
-    "parcels/models.py": """
-        from django.db import models
-
-        from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
-
-
-        class Parcel(models.Model):
-            order_id = models.UUIDField()
-
-
-        class OutboxMessage(OutboxMessageBase):
-            pass
-
-
-        class InboxMessage(InboxMessageBase):
-            pass
-
-
-        class DeadLetter(DeadLetterBase):
-            pass
-
-
-        class LabelInbox(InboxMessageBase):
-            pass
-
-
-        class LabelDeadLetter(DeadLetterBase):
-            pass
-    """,
+    # A context's own table, and the outbox, inbox and dead letters every context has (and
+    # the bulkhead's inbox and dead letters), on the kernel's abstract models.
+    "parcels/models.py": "from django.db import models\n\n"
+                         "from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase\n\n"
+                         "class Parcel(models.Model):\n    order_id = models.UUIDField()\n"
+                         + "".join(f"\nclass {name}({base}):\n    pass\n" for name, base in (
+                             ("OutboxMessage", "OutboxMessageBase"), ("InboxMessage", "InboxMessageBase"),
+                             ("DeadLetter", "DeadLetterBase"), ("LabelInbox", "InboxMessageBase"),
+                             ("LabelDeadLetter", "DeadLetterBase"))),
     "parcels/handlers.py": """
         from apps.orders import contracts as orders
 
