@@ -105,7 +105,7 @@ class _Bench:
         self.tmp = base / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.procs = _Processes(self.tmp)
-        pg_urls = provision_postgres(pg, contexts=("orders",))
+        pg_urls = provision_postgres(pg, aliases=("orders",))
         broker_urls = provision_rabbitmq(mq, contexts=("orders",))
         self.admin_url = broker_urls["admin"]  # vhost "waybill"
         self.orders_db_url = pg_urls["orders"]

@@ -12,10 +12,10 @@ Pieces (``bench/websocket_support/``):
 - ``client``: the fleet, bare asyncio protocols over the websockets library's sans-I/O
   client, stamping each frame as it arrives.
 - ``projector``: the customers' order changes, applied by the read side's own projection
-  (``order_summary_project``), which pushes after its commit.
+  (``order_step_project``), which pushes after its commit.
 
 Pushed payloads carry ``committed_at``, the server's wall clock right after the
-projection's commit (``apps/readmodels/services.py``); latency is receipt minus that, on
+projection's commit (``apps/readmodels/live/changelog.py``); latency is receipt minus that, on
 the same machine's clock. A catalog change is a staff PATCH of a product's on_hand through
 the gateway, through inventory, the relay, RabbitMQ and the readmodels worker.
 
@@ -68,16 +68,17 @@ class Receipts:
     def take(self, fleet: Fleet) -> None:
         for client, received_at, message in fleet.drain():
             data = message.get("data", {})
-            if message.get("type") == "order":
+            kind = message.get("kind") if message.get("type") == "change" else None
+            if kind == "order":
                 owner = self.owner_of.get(data["id"])
                 if owner is not None and owner != client:
                     self.foreign += 1
                     continue
                 self.orders.setdefault((data["id"], data["version"]), []).append(
-                    (client, received_at, data["committed_at"]))
-            elif message.get("type") == "catalog":
+                    (client, received_at, message["committed_at"]))
+            elif kind == "catalog_item":
                 self.catalog.setdefault((data["sku"], data["version"]), {}).setdefault(
-                    client, (received_at, data["committed_at"]))
+                    client, (received_at, message["committed_at"]))
             else:
                 self.other += 1
 
@@ -155,7 +156,7 @@ async def _order_wave(projector, fleet: Fleet, receipts: Receipts, orders: dict[
         latencies.append((received_at - committed_at) * 1000)
         commits.append(committed_at)
     span = (max(commits) - min(commits)) if len(commits) > 1 else 0.0
-    publish = answer["publish_ms"]  # the projector's own time in realtime.group_send, after each commit
+    publish = answer["publish_ms"]  # the projector's own time in channelgroups.group_send, after each commit
     return {"latencies_ms": latencies, "lost": lost, "duplicates": duplicates, "projected": answer["projected"],
             "project_seconds": round(answer["seconds"], 2),
             "commits_per_s": round((len(commits) - 1) / span, 1) if span else None,
@@ -247,12 +248,12 @@ def _method(n: int, run: Run) -> str:
         f"handshakes in flight; a failed handshake counts as a connect failure, no retry). Clients: bare asyncio "
         f"protocols over the websockets sans-I/O client, all in one process on the same machine, stamping each frame "
         f"on arrival. Each round, every customer's own order changes twice (PENDING v1, then CONFIRMED v2), applied "
-        f"one after another by the read side's own projection (apps.readmodels.services.order_summary_project, run in "
+        f"one after another by the read side's own projection (apps.readmodels.services.order_step_project, run in "
         f"a process with the readmodels worker's settings), which pushes after each commit; upstream of that commit "
         f"(order service, saga, relay, RabbitMQ, Celery consumer) is left out, so the pushes come as fast as one "
         f"projector commits them, and no stock reservation broadcasts a catalog change per order. p50/p95/p99 are "
-        f"from committed_at (server clock right after the projection's commit, added to the pushed payload in "
-        f"apps/readmodels/services.py) to receipt, pooled over rounds; a push not received {ORDER_DEADLINE:.0f} s "
+        f"from committed_at (server clock right after the projection's commit, added to the pushed change frame in "
+        f"apps/readmodels/live/changelog.py) to receipt, pooled over rounds; a push not received {ORDER_DEADLINE:.0f} s "
         f"after its wave is lost. Then one catalog change, a staff PATCH of {CATALOG_SKU}'s on_hand through the "
         f"gateway (inventory -> relay -> RabbitMQ -> readmodels worker -> catalog projection -> group 'catalog'): "
         f"broadcast_ms is commit to receipt over every client; missed counts clients without it "

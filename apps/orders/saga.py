@@ -32,6 +32,7 @@ from waybill.outbox import outbox_record
 
 from . import contracts
 from .models import Order, OrderSaga, SagaClock, SagaStep
+from .transitions import order_confirm, order_get_locked, order_reject
 
 log = logging.getLogger(__name__)
 DB = "orders"
@@ -108,8 +109,6 @@ def saga_start(*, order: Order) -> OrderSaga:
 
 # --- answers from inventory -------------------------------------------------------------------
 def saga_on_stock_reserved(*, order_id: UUID) -> None:
-    from .services import order_get_locked
-
     with transaction.atomic(using=DB):
         saga = _locked(order_id)
         if saga is None:
@@ -128,8 +127,6 @@ def saga_on_stock_reserved(*, order_id: UUID) -> None:
 
 
 def saga_on_stock_reservation_rejected(*, order_id: UUID, reason: str) -> None:
-    from .services import order_reject
-
     with transaction.atomic(using=DB):
         saga = _locked(order_id)
         if saga is None or not (saga.state == State.RUNNING and saga.step == Step.RESERVE_STOCK):
@@ -140,8 +137,6 @@ def saga_on_stock_reservation_rejected(*, order_id: UUID, reason: str) -> None:
 
 
 def saga_on_stock_released(*, order_id: UUID) -> None:
-    from .services import order_reject
-
     with transaction.atomic(using=DB):
         saga = _locked(order_id)
         if saga is None or not (saga.state == State.COMPENSATING and saga.step == Step.RELEASE_STOCK):
@@ -153,8 +148,6 @@ def saga_on_stock_released(*, order_id: UUID) -> None:
 
 # --- answers from the payments consumer -----------------------------------------------------
 def saga_on_payment_charged(*, order_id: UUID, charge_id: str) -> None:
-    from .services import order_confirm
-
     with transaction.atomic(using=DB):
         saga = _locked(order_id)
         if saga is None:

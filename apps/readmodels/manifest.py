@@ -29,7 +29,7 @@ CONTEXT = Context(
         Job("apps.readmodels.services:dashboard_publish", every=1.0),
         # The change log's retention: old entries go every ten minutes (a client further
         # behind gets a snapshot); repeating a delete of old rows is harmless.
-        Job("apps.readmodels.changes:changes_prune", every=600.0),
+        Job("apps.readmodels.live.changelog:changes_prune", every=600.0),
         # Sends what is due; forgets finished deliveries past their retention.
         Job("apps.readmodels.webhooks.services:webhook_deliveries_send_due", every=0.25, consumer="webhooks"),
         Job("apps.readmodels.webhooks.services:webhook_deliveries_prune_due", every=1.0, consumer="webhooks"),

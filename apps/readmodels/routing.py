@@ -1,8 +1,8 @@
-"""WebSocket routes of the read side (the protocol: live.py's docstring)."""
+"""WebSocket routes of the read side (the protocol: live/sockets.py's docstring)."""
 
 from django.urls import path
 
-from .live import CatalogSocket, DashboardSocket, OrdersSocket, StockSocket, StreamsSocket
+from .live.sockets import CatalogSocket, DashboardSocket, OrdersSocket, StockSocket, StreamsSocket
 
 websocket_urlpatterns = [
     path("ws/v1/streams/", StreamsSocket.as_asgi()),

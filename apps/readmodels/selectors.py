@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import CatalogItem, Dashboard, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge
-from .serializers_live import order_documents
+from .documents import order_documents
 
 THROUGHPUT_MINUTES = 15
 

@@ -9,7 +9,6 @@ and sorted by time; counters move only with the statuses they count.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,11 +18,12 @@ from uuid import UUID
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from . import changes, selectors
+from . import selectors
+from .documents import catalog_item_document, order_document, stock_item_document
+from .live import changelog
 from .models import (
     CatalogItem, Dashboard, DashboardDelta, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge,
 )
-from .serializers_live import catalog_item_document, order_document, stock_item_document
 
 DB = "readmodels"
 
@@ -118,7 +118,7 @@ def order_step_project(
         row.version += 1
         row.save(using=DB)
         if row.customer_id is not None:
-            changes.change_record(stream=changes.customer_stream(row.customer_id), kind="order",
+            changelog.change_record(stream=changelog.customer_stream(row.customer_id), kind="order",
                                   key=str(order_id), version=row.version, document=order_document(row))
     return True
 
@@ -143,26 +143,6 @@ def _timeline_order(entry: dict) -> tuple:
     return entry["at"], STEP_RANK[entry["step"]], entry["message_id"]
 
 
-STATUS_STEPS = {"PENDING": ("placed", OK), "CONFIRMED": ("confirmed", OK), "REJECTED": ("rejected", FAILED),
-                "CANCELLED": ("cancelled", OK)}
-
-
-def order_summary_project(
-    *, order_id: UUID, customer_id: int, status: str, reason: str, lines: list[dict],
-    total: Decimal, version: int,
-) -> bool:
-    """Apply an order snapshot at orders' ``version`` as the step its status implies
-    (kept for callers that have a snapshot but no message, e.g. bench/websocket). The same
-    snapshot applied twice is one message: False the second time."""
-    step, step_status = STATUS_STEPS[status]
-    return order_step_project(
-        order_id=order_id, message_id=uuid.uuid5(order_id, f"snapshot-{version}"), occurred_at=timezone.now(),
-        step=step, step_status=step_status, reason=reason,
-        state=OrderState(customer_id=customer_id, status=status, reason=reason, lines=lines, total=total,
-                         order_version=version),
-    )
-
-
 # --- catalog and stock board ------------------------------------------------------------
 
 def catalog_item_project(
@@ -178,9 +158,9 @@ def catalog_item_project(
         )
         if applied:
             item = CatalogItem.objects.using(DB).get(sku=sku)
-            changes.change_record(stream=changes.CATALOG, kind="catalog_item", key=sku, version=version,
+            changelog.change_record(stream=changelog.CATALOG, kind="catalog_item", key=sku, version=version,
                                   document=catalog_item_document(item))
-            changes.change_record(stream=changes.STOCK, kind="stock_item", key=sku, version=version,
+            changelog.change_record(stream=changelog.STOCK, kind="stock_item", key=sku, version=version,
                                   document=stock_item_document(item))
     return applied
 
@@ -236,7 +216,7 @@ def dashboard_publish(*, now: datetime | None = None, force: bool = False) -> bo
         dashboard.dirty = False
         dashboard.built_at = now
         dashboard.save(using=DB)
-        changes.change_record(stream=changes.DASHBOARD, kind="dashboard", key=DASHBOARD_KEY,
+        changelog.change_record(stream=changelog.DASHBOARD, kind="dashboard", key=DASHBOARD_KEY,
                               version=dashboard.version,
                               document=selectors.dashboard_document(version=dashboard.version, now=now))
     return True

@@ -174,7 +174,7 @@ class Driver:
         async for raw in self.socket:
             now = time.perf_counter()
             change = json.loads(raw)
-            if change.get("type") != "order":
+            if change.get("type") != "change" or change.get("kind") != "order":
                 continue
             self.pushes_seen += 1
             data = change["data"]

@@ -175,7 +175,7 @@ def sync_baseline(workdir: Path, postgres, products: list[Product]) -> Iterator[
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    database_url = provision_postgres(postgres, contexts=(), identity="syncbench")["default"]
+    database_url = provision_postgres(postgres, aliases=(), identity="syncbench")["default"]
     api_key = secrets.token_urlsafe(24)
     sandbox = SandboxProcess(workdir / "payment-sandbox", api_key=api_key)
     server: subprocess.Popen | None = None

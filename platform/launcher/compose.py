@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from . import provision
-from .deployment import COMMON_VARIABLES, CONTEXTS, ROUTES, Process, database_variable, processes
+from .deployment import COMMON_VARIABLES, CONTEXTS, DATABASES, ROUTES, Process, database_variable, processes
 from .gateway import BODY_LIMIT_DIRECTIVES, PROXY_DIRECTIVES
 from .stack import REPO, Stack
 from .supervision import RESTART
@@ -82,9 +82,9 @@ def broker_password(who: str) -> str:
 
 
 def database_urls() -> dict[str, str]:
-    """Alias ("default" and each context) -> URL with that alias's own role (as provision_postgres)."""
+    """Alias ("default" and each context's) -> URL with that alias's own role (as provision_postgres)."""
     return {alias: f"postgresql://waybill_{alias}:{database_password(alias)}@postgres:5432/waybill_{alias}"
-            for alias in ("default", *CONTEXTS)}
+            for alias in DATABASES}
 
 
 def broker_urls() -> dict[str, str]:
@@ -154,7 +154,7 @@ def _process_health(process: Process) -> dict:
         # With X-Forwarded-Proto: https (uvicorn trusts it), an HTTPS redirect cannot fail the check.
         request = f'u.Request("http://127.0.0.1:{WEB_PORT}/healthz", headers={{"X-Forwarded-Proto": "https"}})'
         return _health(("python", "-c", f"import urllib.request as u; u.urlopen({request}, timeout=4)"))
-    # No HTTP to ask: alive while holding its connection (worker and beat: the broker;
+    # No HTTP to ask: alive while holding its connection (a worker: the broker;
     # the relay: its LISTEN connection to PostgreSQL; it connects to the broker lazily).
     port = "5432" if process.kind == "relay" else "5672"
     return _health(("python", "/app/deploy/healthcheck.py", port))
@@ -179,7 +179,7 @@ def _setup_environment() -> dict[str, str]:
     """What ``setup`` needs to rebuild the Stack in the container: every database URL, the
     admin broker URL, and each context's broker URL (its migrations run as that context)."""
     everything = stack().env(contexts=CONTEXTS, broker="admin", service_name="setup")
-    env = _in_container(everything, (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS)))
+    env = _in_container(everything, (*COMMON_VARIABLES, *(database_variable(a) for a in DATABASES[1:])))
     return env | {f"WAYBILL_{ctx.upper()}_BROKER_URL": url for ctx, url in broker_urls().items() if ctx != "admin"}
 
 
@@ -192,8 +192,8 @@ def services() -> dict:
             "command": Flow(("postgres", "-c", "max_connections=300")),
             "environment": {
                 "POSTGRES_PASSWORD": _variable("WAYBILL_POSTGRES_PASSWORD", "local-only-postgres"),
-                "WAYBILL_DATABASE_ALIASES": " ".join(("default", *CONTEXTS)),
-                **{f"WAYBILL_{a.upper()}_DB_PASSWORD": database_password(a) for a in ("default", *CONTEXTS)},
+                "WAYBILL_DATABASE_ALIASES": " ".join(DATABASES),
+                **{f"WAYBILL_{a.upper()}_DB_PASSWORD": database_password(a) for a in DATABASES},
             },
             "volumes": ["./deploy/postgres/init-waybill.sh:/docker-entrypoint-initdb.d/10-waybill.sh:ro",
                         "postgres-data:/var/lib/postgresql/data"],
@@ -310,7 +310,7 @@ def setup() -> None:
     env = os.environ
     stack = Stack(
         workdir=Path(tempfile.mkdtemp(prefix="waybill-setup-")),
-        database_urls={alias: env[database_variable(alias)] for alias in ("default", *CONTEXTS)},
+        database_urls={alias: env[database_variable(alias)] for alias in DATABASES},
         broker_urls={"admin": env["WAYBILL_BROKER_URL"]}
         | {ctx: env[f"WAYBILL_{ctx.upper()}_BROKER_URL"] for ctx in CONTEXTS},
         redis_url=env["WAYBILL_REDIS_URL"],

@@ -1,15 +1,14 @@
-"""The services deployment, described once: which processes run, with which command and
-which environment variables. ``make up`` (``launcher.up``) starts exactly these, and a
-test holds ``docker-compose.yml`` to the same commands and variables.
+"""The services deployment, derived from the contexts' manifests (``apps/<ctx>/manifest.py``,
+see ``waybill.manifest``): which processes run, with which command and which environment
+variables. ``make up`` (``launcher.up``) starts exactly these, and a test holds
+``docker-compose.yml`` to the same commands and variables.
 
-Per context: ``web`` (its API, uvicorn), ``worker`` (Celery: its event consumer bootstep
-and its task queue), ``beat`` (its periodic sweeps) and ``relay`` (its outbox relay,
-woken by LISTEN/NOTIFY). Orders has a second worker, ``orders-payments-worker``: the
-payments consumer, a bulkhead whose slow provider calls cannot starve the rest. Likewise
-readmodels has ``readmodels-webhooks-worker``: the webhooks consumer, which records and
-sends webhook deliveries, so slow receivers never hold up the projector. Besides
-them: ``shell-web`` (the shell page, sign-in, admin, API docs: every context's models,
-each through its own database role), ``payment-sandbox`` (the external payment provider
+Per context: ``web`` (its API and micro-frontend, uvicorn), ``worker`` (Celery: its event
+consumers and the kernel's scheduler for them) and ``relay`` (its outbox relay, woken by
+LISTEN/NOTIFY). A bulkhead consumer (orders' ``payments``, whose slow provider calls cannot
+starve the rest) gets a worker of its own, ``<context>-<consumer>-worker``. Besides them:
+``shell-web`` (the shell page, sign-in, admin, API docs: every context's models, each
+through its own database role), ``payment-sandbox`` (the external payment provider
 stand-in, no context's) and the gateway.
 """
 
@@ -17,22 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CONTEXTS = ("orders", "inventory", "readmodels")
+from waybill import manifest
 
-# Where the gateway sends each path prefix; anything else goes to the shell. Each context
-# serves its own micro-frontend (``apps/<ctx>/static/<ctx>/``, WhiteNoise in its web
-# process), so a context ships its UI with its API; the shell's page only composes them.
-ROUTES = {
-    "/api/v1/orders/": "orders",
-    "/api/v1/inventory/": "inventory",
-    "/api/v1/read/": "readmodels",
-    "/api/v1/events/": "readmodels",
-    "/api/v1/webhooks/": "readmodels",
-    "/ws/": "readmodels",
-    "/static/orders/": "orders",
-    "/static/inventory/": "inventory",
-    "/static/readmodels/": "readmodels",
-}
+MANIFESTS = manifest.discover()
+CONTEXTS = tuple(MANIFESTS)
+# The database aliases: the identity store's (auth, sessions, admin), then each context's.
+DATABASES = ("default", *dict.fromkeys(m.database for m in MANIFESTS.values()))
+
+# Where the gateway sends each path prefix (each manifest's API, WebSocket and static
+# mounts); anything else goes to the shell. Each context serves its own micro-frontend
+# (``apps/<ctx>/static/<ctx>/``, WhiteNoise in its web process), so a context ships its UI
+# with its API; the shell's page only composes them.
+ROUTES = {route: context.name for context in MANIFESTS.values() for route in context.routes}
 
 # The environment every Waybill process reads (see config/settings); a service gets
 # its own values of these.
@@ -62,14 +57,11 @@ def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
 
-PAYMENT_VARIABLES = ("WAYBILL_PAYMENT_GATEWAY_URL", "WAYBILL_PAYMENT_API_KEY")
-
-
 @dataclass(frozen=True)
 class Process:
     name: str
     context: str | None  # None: the shell or the sandbox, which belong to no one context
-    kind: str  # web | worker | beat | relay | sandbox
+    kind: str  # web | worker | relay | sandbox
     command: tuple[str, ...]
     variables: tuple[str, ...] = field(default=())
     # Variables whose value is part of the process's identity, the same everywhere.
@@ -110,31 +102,20 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
     port (the launcher picks free ports on loopback; compose uses 8000 in every container)."""
     port_of = port_of or {}
     result = []
-    for context in CONTEXTS:
-        variables = (*COMMON_VARIABLES, database_variable(context))
-        if context == "orders":
-            variables += PAYMENT_VARIABLES
-        name = f"{context}-web"
-        result += [
-            Process(name, context, "web", web_command(host, port_of.get(name, "8000")),
-                    (*variables, "WAYBILL_DB_POOL")),
-            Process(f"{context}-worker", context, "worker", worker_command(context, context),
-                    (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", context),)),
-            # Celery's in-memory scheduler: its sweeps come every few seconds, so a schedule
-            # file would keep nothing worth keeping, and one path under /tmp was shared by
-            # every deployment on the machine (make up beside the tests, say).
-            Process(f"{context}-beat", context, "beat", (
-                "celery", "-A", "config.celery:app", "beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler",
-            ), variables),
-            Process(f"{context}-relay", context, "relay", ("python", "manage.py", "runrelay"), variables),
-        ]
-        if context == "orders":
-            result.append(Process("orders-payments-worker", context, "worker", worker_command(context, "payments"),
-                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "payments"),)))
-        if context == "readmodels":
-            result.append(Process("readmodels-webhooks-worker", context, "worker", worker_command(context, "webhooks"),
-                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", "webhooks"),)))
-    shell_variables = (*COMMON_VARIABLES, *(database_variable(c) for c in CONTEXTS))
+    for context in MANIFESTS.values():
+        variables = (*COMMON_VARIABLES, database_variable(context.database), *context.variables)
+        name = f"{context.name}-web"
+        if context.serves_web:
+            result.append(Process(name, context.name, "web", web_command(host, port_of.get(name, "8000")),
+                                  (*variables, "WAYBILL_DB_POOL")))
+        for worker, consumers in context.workers.items():
+            node = consumers[0].name if consumers[0].bulkhead else context.name
+            hosted = ",".join(consumer.name for consumer in consumers)
+            result.append(Process(worker, context.name, "worker", worker_command(context.name, node),
+                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", hosted),)))
+        result.append(Process(f"{context.name}-relay", context.name, "relay", ("python", "manage.py", "runrelay"),
+                              variables))
+    shell_variables = (*COMMON_VARIABLES, *(database_variable(alias) for alias in DATABASES[1:]))
     result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
                           (*shell_variables, "WAYBILL_DB_POOL")))
     result.append(Process("payment-sandbox", None, "sandbox", (

@@ -45,7 +45,7 @@ BODY_LIMIT_DIRECTIVES = f"""\
 
 
 def nginx_conf(*, listen: str, upstreams: dict[str, str], workdir: Path) -> str:
-    """``upstreams`` maps "orders", "inventory", "readmodels" and "shell" to host:port."""
+    """``upstreams`` maps each context that serves web requests, and "shell", to host:port."""
     blocks = "\n".join(f"    upstream {name} {{ server {address}; }}" for name, address in upstreams.items())
     locations = "\n".join(
         f"""        location {prefix} {{
@@ -82,7 +82,7 @@ http {{
 
 
 def upstreams(processes, port_of: dict[str, str]) -> dict[str, str]:
-    """Where the gateway sends each service's paths ("orders", ..., "shell"): its web
+    """Where the gateway sends each service's paths (a context's, or "shell"): its web
     process on loopback, at the port the launcher picked for it."""
     return {(p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in processes if p.is_web}
 

@@ -19,28 +19,26 @@ from typing import Iterable
 from psycopg import connect, sql
 from psycopg.conninfo import make_conninfo
 
+from .deployment import CONTEXTS, DATABASES, MANIFESTS
 from .servers import PostgresServer, RabbitMQServer
-
-CONTEXTS = ("orders", "inventory", "readmodels")
-# The consumers (event queues) each context runs: see each app's AppConfig.ready().
-CONSUMERS = {"orders": ("orders", "payments"), "inventory": ("inventory",), "readmodels": ("readmodels", "webhooks")}
 
 
 def _password() -> str:
     return secrets.token_hex(16)  # hex: needs no quoting in URLs
 
 
-def provision_postgres(server: PostgresServer, *, contexts: Iterable[str] = CONTEXTS,
+def provision_postgres(server: PostgresServer, *, aliases: Iterable[str] = DATABASES[1:],
                        identity: str = "default") -> dict[str, str]:
-    """Create ``waybill_<name>`` database + role for the identity store and each context.
+    """Create ``waybill_<alias>`` database + role for the identity store and each context's
+    database alias (its manifest's, its name by default).
 
-    Returns ``{"default": url, "<context>": url, ...}``. A role owns its database and the
+    Returns ``{"default": url, "<alias>": url, ...}``. A role owns its database and the
     public schema in it, and can connect to nothing else: CONNECT is revoked from PUBLIC
     on every database, the maintenance ones (postgres, template1) included. Roles cannot
     create databases or roles either, so Django's test runner cannot make ``test_*``
     databases with them: tests use the provisioned databases themselves.
     """
-    names = {"default": f"waybill_{identity}"} | {ctx: f"waybill_{ctx}" for ctx in contexts}
+    names = {"default": f"waybill_{identity}"} | {alias: f"waybill_{alias}" for alias in aliases}
     urls = {}
     with connect(server.superuser_url, autocommit=True) as admin:  # DDL outside a tx
         for maintenance_db in ("postgres", "template1"):
@@ -99,10 +97,9 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
             "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
-            # Its own event queues: the context's, and those of its extra consumers
-            # (orders' payments bulkhead), plus its task queue.
-            # Partitioned, each is waybill.<consumer>.p<i>.
-            "read": rf"^({'|'.join(rf'waybill\.{queue}(\.p\d+)?' for queue in CONSUMERS[ctx])}|waybill\.tasks\.{ctx})$",
+            # Its own event queues, one per consumer its manifest declares (orders' payments
+            # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
+            "read": rf"^({'|'.join(rf'waybill\.{c.name}(\.p\d+)?' for c in MANIFESTS[ctx].consumers)}|waybill\.tasks\.{ctx})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
 
@@ -112,7 +109,7 @@ def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONT
     """Create the vhost, give the admin user all of it, and one user per context.
 
     Returns ``{"admin": url, "<context>": url, ...}`` (all on `vhost`); the admin URL is
-    for declaring the topology and for beat. A context user may publish to the shared
+    for declaring the topology. A context user may publish to the shared
     exchanges and its own task queue, consume its own queues, and declare only its task
     queue: everything else is ACCESS_REFUSED.
 

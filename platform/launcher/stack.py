@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .deployment import CONTEXTS, SUPERVISOR_VARIABLE, Process, database_variable
+from .deployment import CONTEXTS, DATABASES, MANIFESTS, SUPERVISOR_VARIABLE, Process, database_variable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 @dataclass
 class Stack:
     workdir: Path
-    database_urls: dict[str, str]  # alias ("default" and each context) -> URL with that alias's own role
+    database_urls: dict[str, str]  # alias ("default" and each context's) -> URL with that alias's own role
     broker_urls: dict[str, str]  # "admin" and each context -> URL with that context's own broker user
     redis_url: str
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(50))
@@ -51,11 +51,13 @@ class Stack:
         })
         if self.supervisor_url:
             env[SUPERVISOR_VARIABLE] = self.supervisor_url
+        provided = {"WAYBILL_PAYMENT_GATEWAY_URL": self.payment_gateway_url,
+                    "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         for context in contexts:
-            env[database_variable(context)] = self.database_urls[context]
-        if "orders" in contexts:
-            env["WAYBILL_PAYMENT_GATEWAY_URL"] = self.payment_gateway_url
-            env["WAYBILL_PAYMENT_API_KEY"] = self.payment_api_key
+            alias = MANIFESTS[context].database
+            env[database_variable(alias)] = self.database_urls[alias]
+            # KeyError: a manifest names a variable the launcher has no value for.
+            env.update({name: provided[name] for name in MANIFESTS[context].variables})
         env.update(self.extra)
         return env
 
@@ -92,7 +94,7 @@ class Stack:
         """Migrate each database with its own role, declare the topology with the admin
         account, and (dev) load the same demo data as `make run`."""
         for context in CONTEXTS:
-            self.manage("migrate", "--database", context, "--no-input",
+            self.manage("migrate", "--database", MANIFESTS[context].database, "--no-input",
                         env=self.env(contexts=(context,), broker=context, service_name=f"migrate-{context}"))
         everything = self.env(contexts=CONTEXTS, broker="admin", service_name="setup")
         self.manage("migrate", "--database", "default", "--no-input", env=everything)

@@ -95,6 +95,8 @@ class Context:
         names = [consumer.name for consumer in self.consumers]
         if len(set(names)) != len(names):
             raise ValueError(f"context {self.name!r} declares a consumer twice: {names}")
+        if self.jobs and not self.consumers:
+            raise ValueError(f"context {self.name!r} has jobs but no consumer: jobs run where a consumer runs")
         for job in self.jobs:
             if job.consumer is not None and job.consumer not in names:
                 raise ValueError(f"job {job.run} of {self.name!r} names no consumer of it: {job.consumer!r}")

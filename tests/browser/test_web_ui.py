@@ -200,6 +200,10 @@ def test_in_services_mode_each_context_serves_its_micro_frontend_and_the_shell_c
         served = httpx.get(direct + owned, timeout=10)
         assert served.status_code == 200 and "customElements.define" in served.text, (context, served.status_code)
         assert httpx.get(direct + foreign, timeout=10).status_code == 404, (context, foreign)
+    # What they all import by a relative URL (../frontend/helpers.js) is the shell's, through
+    # the gateway like the rest of the shell's static files.
+    shared = httpx.get(f"{deployment.base_url}/static/frontend/helpers.js", timeout=10)
+    assert shared.status_code == 200 and "export function follow" in shared.text, shared.status_code
 
     # Through the gateway, the shell's page composes them and the order settles live.
     sku = shop.create_product(on_hand=4, name="Services mode mug")

@@ -19,7 +19,7 @@ async def _changes_until(socket, order_id: str, status: str) -> list[dict]:
     seen = []
     while True:
         change = json.loads(await socket.recv())
-        if change["type"] == "order" and change["data"]["id"] == order_id:
+        if change["type"] == "change" and change["kind"] == "order" and change["data"]["id"] == order_id:
             assert change["stream"] == "orders" and change["version"] == change["data"]["version"]
             seen.append(change["data"])
             if change["data"]["status"] == status:

@@ -133,7 +133,7 @@ def test_a_context_main_consumer_runs_the_kernel_jobs_and_its_manifest_jobs(sett
     }
     readmodels = _jobs("readmodels", relay_backstop=True)
     assert readmodels["readmodels apps.readmodels.services.dashboard_publish"] == 1.0
-    assert readmodels["readmodels apps.readmodels.changes.changes_prune"] == 600.0
+    assert readmodels["readmodels apps.readmodels.live.changelog.changes_prune"] == 600.0
 
 
 def test_embedded_the_relay_thread_sweeps_itself_so_no_backstop_is_scheduled():

@@ -94,9 +94,9 @@ def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(d
     deployment.start_process("orders-relay", as_name=broken, env={"DJANGO_SETTINGS_MODULE": "config.settings.missing"})
     # One that starts fine and dies a little later, again and again: supervisord restarts it
     # every time and never gives up, so its crash reporter says so (CRASH_LOOP).
-    flaky = "orders-beat-flaky"
+    flaky = "orders-relay-flaky"
     lifetime = RESTART.start_seconds + 3  # well past the start: it counts as started each time
-    deployment.start_process("orders-beat", as_name=flaky,
+    deployment.start_process("orders-relay", as_name=flaky,
                              argv=[sys.executable, "-c", f"import time; time.sleep({lifetime}); raise SystemExit(3)"])
     try:
         states = []

@@ -1,11 +1,11 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from .. import selectors
 
-
+# Shapes only: whether a SKU is sold, and named once, is the service's decision
+# (services.order_place), answered as the same 400 field errors.
 class LineInput(serializers.Serializer):
-    sku = serializers.CharField(max_length=64)
+    sku = serializers.CharField(max_length=64, help_text="A SKU from the catalog; each SKU on one line only.")
     quantity = serializers.IntegerField(min_value=1, max_value=settings.WAYBILL_ORDER_MAX_QUANTITY)
 
 
@@ -17,20 +17,6 @@ class OrderPlaceInput(serializers.Serializer):
             f"{settings.WAYBILL_ORDER_MAX_QUANTITY} units."
         ),
     )
-
-    def validate_lines(self, lines):
-        known = selectors.products_by_sku(skus=[line["sku"] for line in lines])
-        # Keyed by line index, the shape DRF uses for the lines' own field errors.
-        errors, seen = {}, set()
-        for index, line in enumerate(lines):
-            if line["sku"] not in known:
-                errors[index] = {"sku": [f"Unknown SKU {line['sku']}."]}
-            elif line["sku"] in seen:
-                errors[index] = {"sku": [f"SKU {line['sku']} appears twice; give one line per SKU."]}
-            seen.add(line["sku"])
-        if errors:
-            raise serializers.ValidationError(errors)
-        return lines
 
 
 class OrderLineOutput(serializers.Serializer):

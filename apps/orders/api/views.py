@@ -37,7 +37,11 @@ class OrderPlaceApi(APIView):
 
     @extend_schema(
         request=OrderPlaceInput, parameters=[IDEMPOTENCY_KEY],
-        responses={202: OrderOutput, 400: OpenApiResponse(description="Field errors"),
+        responses={202: OrderOutput,
+                   400: OpenApiResponse(description=(
+                       "Field errors, each under its field; a line's under its index, e.g. "
+                       '`{"lines": {"0": {"sku": ["Unknown SKU LAMP-9."]}}}` for a SKU the shop does not '
+                       "sell, or one already on an earlier line")),
                    409: OpenApiResponse(description="Idempotency-Key reused with other lines"),
                    429: OpenApiResponse(description="Too many orders; Retry-After says when to try again")},
         summary="Place an order (answers 202; the outcome arrives on the read side)",
@@ -56,6 +60,10 @@ class OrderPlaceApi(APIView):
             )
         except services.OrderConflict as conflict:
             return Response({"detail": str(conflict)}, status=status.HTTP_409_CONFLICT)
+        except services.OrderLinesRefused as refused:
+            # Keyed by line index, the shape DRF gives the lines' own field errors.
+            lines = {index: {"sku": [reason]} for index, reason in refused.reasons.items()}
+            raise ValidationError({"lines": lines}) from None
         except services.OrderError as refused:
             raise ValidationError({refused.field or "non_field_errors": [str(refused)]}) from None
         headers = {"Location": f"/api/v1/orders/{order.id}/"}

@@ -1,7 +1,7 @@
-"""Server-Sent Events routes (see events.py)."""
+"""Server-Sent Events routes (the view: live/sse.py)."""
 
 from django.urls import path
 
-from .events import EventsApi
+from ..live.sse import EventsApi
 
 urlpatterns = [path("", EventsApi.as_view(), name="events")]

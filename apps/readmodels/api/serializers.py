@@ -1,5 +1,5 @@
 """Output shapes of the read API: the same documents the change log pushes
-(serializers_live), described here for the OpenAPI schema."""
+(documents.py), described here for the OpenAPI schema."""
 
 from rest_framework import serializers
 

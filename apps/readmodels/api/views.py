@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import selectors
-from ..serializers_live import catalog_item_document, order_document, stock_item_document
+from ..documents import catalog_item_document, order_document, stock_item_document
 from .serializers import (
     CatalogItemOutput, DashboardOutput, OrderPageOutput, OrderSummaryOutput, ShopPageOutput, StockItemOutput,
 )

@@ -12,9 +12,10 @@ import pytest
 
 from apps.inventory import contracts as inventory
 from apps.orders import contracts as orders
-from apps.readmodels import changes, handlers, selectors, services, streams
+from apps.readmodels import handlers, selectors, services
 from apps.readmodels import models as rm
-from apps.readmodels.serializers_live import order_documents, stock_item_document
+from apps.readmodels.documents import order_documents, stock_item_document
+from apps.readmodels.live import changelog, streams
 from waybill import contexts, opsreport
 from waybill.messages import Envelope
 
@@ -154,13 +155,13 @@ def test_a_message_applied_twice_changes_nothing_the_second_time():
     for item in history.items:
         _apply(item)
     before = _state(T0 + timedelta(minutes=5))
-    position = changes.stream_position(changes.customer_stream(CUSTOMER))
+    position = changelog.stream_position(changelog.customer_stream(CUSTOMER))
     for item in history.items:  # the inbox would drop these; the projections must too
         _apply(item)
     assert services.order_step_project(
         order_id=ids["confirmed"], message_id=history.items[1][0].id, occurred_at=T0, step="placed",
         step_status="ok") is False
-    assert changes.stream_position(changes.customer_stream(CUSTOMER)) == position
+    assert changelog.stream_position(changelog.customer_stream(CUSTOMER)) == position
     assert _state(T0 + timedelta(minutes=5)) == before
 
 
@@ -192,7 +193,7 @@ def test_the_order_document_joins_product_names_prices_and_live_availability():
     h = History()
     h.order_event(orders.OrderPlaced, order_id, status="PENDING", version=1)
     _apply(h.items[0])
-    pushed = changes.changes_since(stream=changes.customer_stream(CUSTOMER), position=0)
+    pushed = changelog.changes_since(stream=changelog.customer_stream(CUSTOMER), position=0)
     assert [c["kind"] for c in pushed] == ["order"]
     document = pushed[0]["data"]
     assert set(document) == {"id", "status", "reason", "total", "version", "order_version", "placed_at",
@@ -203,7 +204,7 @@ def test_the_order_document_joins_product_names_prices_and_live_availability():
                                      "reason": ""}]
     assert (document["status"], document["total"], document["version"]) == ("PENDING", "9.00", 1)
     _apply(_product("MUG-2", version=2, on_hand=10, reserved=2))
-    sub = streams.Subscription("orders", changes.customer_stream(CUSTOMER))
+    sub = streams.Subscription("orders", changelog.customer_stream(CUSTOMER))
     _, (current,) = streams.snapshot(sub)
     # What inventory says now, and from which version of the product.
     assert (current["lines"][0]["available"], current["lines"][0]["product_version"]) == (8, 2)
@@ -216,7 +217,7 @@ def test_an_inventory_answer_before_the_order_is_kept_until_the_order_arrives():
     h.stock(inventory.StockReserved, order_id, lines=[inventory.StockLine(sku="MUG-2", quantity=2)])
     _apply(h.items[1])
     assert selectors.order_summaries_for_customer(customer_id=CUSTOMER).count() == 0  # nobody's yet
-    assert changes.stream_position(changes.customer_stream(CUSTOMER)) == 0
+    assert changelog.stream_position(changelog.customer_stream(CUSTOMER)) == 0
     _apply(h.items[0])
     (document,) = selectors.order_documents_for_customer(customer_id=CUSTOMER)
     assert [s["step"] for s in document["timeline"]] == ["placed", "stock_reserved"]
@@ -230,7 +231,7 @@ def test_dashboard_counts_orders_per_status_and_throughput_and_is_pushed_coalesc
     now = history.clock + timedelta(seconds=30)
     assert services.dashboard_publish(now=now)
     assert not services.dashboard_publish(now=now + timedelta(seconds=5))  # nothing changed since
-    (change,) = changes.changes_since(stream=changes.DASHBOARD, position=0)
+    (change,) = changelog.changes_since(stream=changelog.DASHBOARD, position=0)
     assert (change["kind"], change["key"], change["version"]) == ("dashboard", "dashboard", 1)
     dashboard = change["data"]
     assert set(dashboard) == {"version", "orders_by_status", "outboxes", "crashing_processes", "throughput"}
@@ -255,7 +256,7 @@ def test_dashboard_counts_orders_per_status_and_throughput_and_is_pushed_coalesc
     later = now + timedelta(seconds=10)
     assert services.dashboard_publish(now=later)
     assert not services.dashboard_publish(now=later + timedelta(milliseconds=300))
-    assert changes.stream_position(changes.DASHBOARD) == 2
+    assert changelog.stream_position(changelog.DASHBOARD) == 2
     assert selectors.dashboard_document(now=later)["orders_by_status"]["PENDING"] == 5
 
 
@@ -263,7 +264,7 @@ def test_the_stock_board_gets_every_product_state():
     _apply(_product("MUG-2", version=1, on_hand=10, reserved=0))
     _apply(_product("MUG-2", version=2, on_hand=10, reserved=3))
     _apply(_product("MUG-2", version=1, on_hand=10, reserved=0))  # late: ignored
-    board = changes.changes_since(stream=changes.STOCK, position=0)
+    board = changelog.changes_since(stream=changelog.STOCK, position=0)
     assert [(c["kind"], c["version"], c["data"]["reserved"]) for c in board] == [("stock_item", 1, 0),
                                                                                  ("stock_item", 2, 3)]
     assert board[-1]["data"] == {"sku": "MUG-2", "name": "Product MUG-2", "price": "4.50", "on_hand": 10,
@@ -272,7 +273,7 @@ def test_the_stock_board_gets_every_product_state():
 
 def test_old_changes_are_pruned_by_a_periodic_job_every_ten_minutes(settings):
     settings.WAYBILL_CHANGES_RETENTION_SECONDS = -1  # everything is old
-    (job,) = [job for job in contexts.get("readmodels").periodic if job.run is changes.changes_prune]
+    (job,) = [job for job in contexts.get("readmodels").periodic if job.run is changelog.changes_prune]
     assert job.every == 600.0
     for version in (1, 2, 3):
         _apply(_product("MUG-2", version=version, on_hand=10, reserved=version))

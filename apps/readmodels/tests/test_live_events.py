@@ -13,9 +13,10 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from apps.readmodels import changes, live, services
+from apps.readmodels.live import changelog
 
 from .asgi_clients import EventStream
+from .snapshots import order_snapshot_project
 from .test_live_socket import application, cookie, fresh_channel_layer, record, token, users  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -37,8 +38,8 @@ async def refusal(application, path, *headers) -> tuple[int, dict, bytes]:
 
 def test_strangers_and_foreign_orders_are_refused_in_json(application, users, token):
     order_id = uuid.uuid4()
-    services.order_summary_project(order_id=order_id, customer_id=users["alice"].id, status="PENDING", reason="",
-                                   lines=[], total=Decimal("1"), version=1)
+    order_snapshot_project(order_id=order_id, customer_id=users["alice"].id, status="PENDING", reason="",
+                           lines=[], total=Decimal("1"), version=1)
 
     async def scenario():
         status, body, content_type = await refusal(application, "/api/v1/events/?stream=orders",
@@ -62,7 +63,7 @@ def test_strangers_and_foreign_orders_are_refused_in_json(application, users, to
 
 
 def test_live_changes_arrive_as_events_whose_id_is_the_position(application, users, cookie):
-    stream = changes.customer_stream(users["alice"].id)
+    stream = changelog.customer_stream(users["alice"].id)
     record(stream, key="o1", version=1)
 
     async def scenario():
@@ -77,7 +78,7 @@ def test_live_changes_arrive_as_events_whose_id_is_the_position(application, use
         change = await events.data_event()
         assert (change["event"], change["id"]) == ("order", str(position))
         assert change["data"]["stream"] == "orders" and change["data"]["version"] == 2
-        await arecord(changes.CATALOG, key="sku")  # not this stream
+        await arecord(changelog.CATALOG, key="sku")  # not this stream
         assert await events.nothing()
         await events.close()
 
@@ -85,7 +86,7 @@ def test_live_changes_arrive_as_events_whose_id_is_the_position(application, use
 
 
 def test_last_event_id_resumes_exactly_after_it(application, users, token):
-    stream = changes.customer_stream(users["alice"].id)
+    stream = changelog.customer_stream(users["alice"].id)
     seen = record(stream, key="o1", version=1)
     missed = [record(stream, key="o1", version=v) for v in (2, 3, 4)]
 
@@ -116,7 +117,7 @@ def test_last_event_id_resumes_exactly_after_it(application, users, token):
 def test_heartbeats_keep_an_idle_stream_alive_and_a_gone_client_leaves_the_group(application, users, token,
                                                                                   settings):
     settings.WAYBILL_SSE_HEARTBEAT_SECONDS = 0.05
-    group = live.stream_group(changes.CATALOG)
+    group = changelog.stream_group(changelog.CATALOG)
 
     async def scenario():
         events = EventStream(application, "/api/v1/events/?stream=catalog", [token["alice"]])

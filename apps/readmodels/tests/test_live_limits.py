@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from apps.readmodels import connections, live
+from apps.readmodels.live import connections, sockets
 
 from .asgi_clients import EventStream, Socket
 from .test_live_socket import application, fresh_channel_layer, opened, run, token, users  # noqa: F401
@@ -30,10 +30,10 @@ def no_connection_left():
 # --- frames ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("frame", "code", "reason"), [
-    ("[" * 10_000 + "]" * 10_000, live.INVALID_PAYLOAD, "nested deeper"),
-    ('{"action": "subscribe", "stream": "a\\u0000b"}', live.INVALID_PAYLOAD, "NUL"),
-    ("not json", live.INVALID_PAYLOAD, "malformed"),
-    (json.dumps({"action": "subscribe", "stream": "x" * 70_000}), live.MESSAGE_TOO_BIG, "over the limit"),
+    ("[" * 10_000 + "]" * 10_000, sockets.INVALID_PAYLOAD, "nested deeper"),
+    ('{"action": "subscribe", "stream": "a\\u0000b"}', sockets.INVALID_PAYLOAD, "NUL"),
+    ("not json", sockets.INVALID_PAYLOAD, "malformed"),
+    (json.dumps({"action": "subscribe", "stream": "x" * 70_000}), sockets.MESSAGE_TOO_BIG, "over the limit"),
 ], ids=["deep", "nul", "not-json", "too-big"])
 def test_a_bad_frame_is_answered_with_its_reason_and_a_close_code(application, users, token, frame, code, reason):
     async def scenario():

@@ -15,9 +15,10 @@ from django.db import transaction
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from apps.readmodels import changes, live, services
+from apps.readmodels.live import changelog, sockets
 
 from .asgi_clients import Socket
+from .snapshots import order_snapshot_project
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -68,8 +69,8 @@ def session_header(user) -> tuple[bytes, bytes]:
 
 def record(stream: str, *, key: str = "k", version: int = 1, document: dict | None = None) -> int:
     """One change on ``stream`` as a projection records it (pushed after commit)."""
-    with transaction.atomic(using=changes.DB):
-        change = changes.change_record(stream=stream, kind="order", key=key, version=version,
+    with transaction.atomic(using=changelog.DB):
+        change = changelog.change_record(stream=stream, kind="order", key=key, version=version,
                                        document=document or {"id": key, "version": version})
     return change.position
 
@@ -112,7 +113,7 @@ async def subscribe(socket, stream: str, after: int | None = None) -> list[dict]
 def test_anonymous_is_closed_with_4401(application, path):
     async def scenario():
         socket = await opened(application, path, ORIGIN)
-        assert await socket.close_code() == live.NOT_SIGNED_IN
+        assert await socket.close_code() == sockets.NOT_SIGNED_IN
 
     run(scenario())
 
@@ -158,7 +159,7 @@ def test_a_token_in_the_query_string_is_not_read(application, users):
     async def scenario():
         assert await refused_at_handshake(application, f"/ws/v1/streams/?token={key}")
         with_origin = await opened(application, f"/ws/v1/streams/?token={key}", ORIGIN)
-        assert await with_origin.close_code() == live.NOT_SIGNED_IN
+        assert await with_origin.close_code() == sockets.NOT_SIGNED_IN
 
     run(scenario())
 
@@ -166,7 +167,7 @@ def test_a_token_in_the_query_string_is_not_read(application, users):
 def test_an_unknown_token_is_anonymous(application):
     async def scenario():
         socket = await opened(application, "/ws/v1/streams/", (b"authorization", b"Token not-a-key"))
-        assert await socket.close_code() == live.NOT_SIGNED_IN
+        assert await socket.close_code() == sockets.NOT_SIGNED_IN
 
     run(scenario())
 
@@ -175,8 +176,8 @@ def test_an_unknown_token_is_anonymous(application):
 
 def test_a_customer_cannot_follow_someone_elses_order(application, users, cookie):
     order_id = uuid.uuid4()
-    services.order_summary_project(order_id=order_id, customer_id=users["alice"].id, status="PENDING", reason="",
-                                   lines=[], total=Decimal("1"), version=1)
+    order_snapshot_project(order_id=order_id, customer_id=users["alice"].id, status="PENDING", reason="",
+                           lines=[], total=Decimal("1"), version=1)
 
     async def scenario():
         bob = await opened(application, "/ws/v1/streams/", ORIGIN, cookie["bob"])
@@ -184,7 +185,7 @@ def test_a_customer_cannot_follow_someone_elses_order(application, users, cookie
         refused = await bob.receive_json()
         assert refused["type"] == "refused" and refused["stream"] == f"order:{order_id}"
         # ...and is sent nothing of it when it changes.
-        await database_sync_to_async(services.order_summary_project)(
+        await database_sync_to_async(order_snapshot_project)(
             order_id=order_id, customer_id=users["alice"].id, status="CONFIRMED", reason="", lines=[],
             total=Decimal("1"), version=2)
         assert await bob.receive_nothing(timeout=0.3)
@@ -203,7 +204,7 @@ def test_a_customer_cannot_follow_someone_elses_order(application, users, cookie
 def test_staff_streams_refuse_customers(application, users, stream, cookie):
     async def scenario():
         fixed = await opened(application, f"/ws/v1/{stream}/", ORIGIN, cookie["alice"])
-        assert await fixed.close_code() == live.REFUSED
+        assert await fixed.close_code() == sockets.REFUSED
         shared = await opened(application, "/ws/v1/streams/", ORIGIN, cookie["alice"])
         await shared.send_json({"action": "subscribe", "stream": stream})
         assert (await shared.receive_json())["type"] == "refused"
@@ -235,7 +236,7 @@ def test_frames_outside_the_protocol_get_an_error_not_a_crash(application, users
 
 def test_resume_after_a_gap_sends_exactly_the_missed_positions(application, users, cookie):
     alice = users["alice"]
-    stream = changes.customer_stream(alice.id)
+    stream = changelog.customer_stream(alice.id)
     for version in (1, 2):
         record(stream, key="o1", version=version)
 
@@ -250,7 +251,7 @@ def test_resume_after_a_gap_sends_exactly_the_missed_positions(application, user
         await socket.disconnect()
 
         missed = [await arecord(stream, key="o2", version=v) for v in (1, 2, 3)]
-        await arecord(changes.CATALOG, key="sku")  # another stream: not part of the resume
+        await arecord(changelog.CATALOG, key="sku")  # another stream: not part of the resume
 
         socket = await opened(application, "/ws/v1/streams/", ORIGIN, cookie["alice"])
         frames = await subscribe(socket, "orders", after=last_seen)
@@ -270,10 +271,10 @@ def test_resume_after_a_gap_sends_exactly_the_missed_positions(application, user
 def test_a_resume_older_than_the_log_gets_a_snapshot(application, users, token):
     from datetime import timedelta
 
-    stream = changes.customer_stream(users["alice"].id)
+    stream = changelog.customer_stream(users["alice"].id)
     for version in (1, 2, 3):
         record(stream, key="o1", version=version)
-    changes.changes_prune(older_than=timedelta(seconds=-1))
+    changelog.changes_prune(older_than=timedelta(seconds=-1))
 
     async def scenario():
         socket = await opened(application, "/ws/v1/streams/", token["alice"])
@@ -285,8 +286,8 @@ def test_a_resume_older_than_the_log_gets_a_snapshot(application, users, token):
 
 
 def test_a_push_lost_in_the_channel_layer_is_refilled_from_the_log(application, users, monkeypatch, token):
-    stream = changes.customer_stream(users["alice"].id)
-    publish = live.publish_change
+    stream = changelog.customer_stream(users["alice"].id)
+    publish = changelog.change_push
     dropped = []
 
     def lossy_publish(*, stream, change):
@@ -298,7 +299,7 @@ def test_a_push_lost_in_the_channel_layer_is_refilled_from_the_log(application, 
     async def scenario():
         socket = await opened(application, "/ws/v1/streams/", token["alice"])
         assert (await subscribe(socket, "orders"))[-1]["position"] == 0
-        monkeypatch.setattr(live, "publish_change", lossy_publish)
+        monkeypatch.setattr(changelog, "change_push", lossy_publish)
         positions = [await arecord(stream, key="o1", version=v) for v in (1, 2, 3)]
         assert dropped == [positions[1]]
         got = [await socket.receive_json() for _ in positions]
@@ -310,8 +311,8 @@ def test_a_push_lost_in_the_channel_layer_is_refilled_from_the_log(application, 
 
 
 def test_a_fixed_endpoint_refills_holes_from_the_moment_it_connects(application, cookie, monkeypatch):
-    record(changes.CATALOG, key="a")
-    publish = live.publish_change
+    record(changelog.CATALOG, key="a")
+    publish = changelog.change_push
 
     def lossy_publish(*, stream, change):
         if change["key"] != "lost":
@@ -320,9 +321,9 @@ def test_a_fixed_endpoint_refills_holes_from_the_moment_it_connects(application,
     async def scenario():
         socket = await opened(application, "/ws/v1/catalog/", ORIGIN, cookie["alice"])
         assert await socket.receive_nothing(timeout=0.1)
-        monkeypatch.setattr(live, "publish_change", lossy_publish)
-        lost = await arecord(changes.CATALOG, key="lost")  # the first change after connecting
-        pushed = await arecord(changes.CATALOG, key="b")
+        monkeypatch.setattr(changelog, "change_push", lossy_publish)
+        lost = await arecord(changelog.CATALOG, key="lost")  # the first change after connecting
+        pushed = await arecord(changelog.CATALOG, key="b")
         got = [await socket.receive_json() for _ in range(2)]
         assert [(f["position"], f["key"]) for f in got] == [(lost, "lost"), (pushed, "b")] == [(2, "lost"), (3, "b")]
         await socket.disconnect()
@@ -334,15 +335,15 @@ def test_one_orders_subscription_sees_only_its_order(application, users, token):
     alice = users["alice"]
     mine, other = uuid.uuid4(), uuid.uuid4()
     for order_id in (mine, other):
-        services.order_summary_project(order_id=order_id, customer_id=alice.id, status="PENDING", reason="",
-                                       lines=[], total=Decimal("1"), version=1)
+        order_snapshot_project(order_id=order_id, customer_id=alice.id, status="PENDING", reason="",
+                               lines=[], total=Decimal("1"), version=1)
 
     async def scenario():
         socket = await opened(application, "/ws/v1/streams/", token["alice"])
         await subscribe(socket, f"order:{mine}")
         await subscribe(socket, "orders")
         for order_id in (other, mine):
-            await database_sync_to_async(services.order_summary_project)(
+            await database_sync_to_async(order_snapshot_project)(
                 order_id=order_id, customer_id=alice.id, status="CONFIRMED", reason="", lines=[],
                 total=Decimal("1"), version=2)
         got = []
@@ -352,7 +353,7 @@ def test_one_orders_subscription_sees_only_its_order(application, users, token):
         assert got == [("orders", str(other)), (f"order:{mine}", str(mine)), ("orders", str(mine))]
         await socket.send_json({"action": "unsubscribe", "stream": "orders"})
         assert (await socket.receive_json())["type"] == "unsubscribed"
-        await database_sync_to_async(services.order_summary_project)(
+        await database_sync_to_async(order_snapshot_project)(
             order_id=mine, customer_id=alice.id, status="CANCELLED", reason="", lines=[],
             total=Decimal("1"), version=3)
         frame = await socket.receive_json()
@@ -363,24 +364,24 @@ def test_one_orders_subscription_sees_only_its_order(application, users, token):
     run(scenario())
 
 
-def test_the_orders_endpoint_keeps_its_frames_and_adds_positions(application, users, cookie):
+def test_the_orders_endpoint_pushes_change_frames_live_from_connect(application, users, cookie):
     alice = users["alice"]
     order_id = uuid.uuid4()
 
     async def scenario():
         socket = await opened(application, "/ws/v1/orders/", ORIGIN, cookie["alice"])
         assert await socket.receive_nothing(timeout=0.1)  # live only: no snapshot unless asked
-        await database_sync_to_async(services.order_summary_project)(
+        await database_sync_to_async(order_snapshot_project)(
             order_id=order_id, customer_id=alice.id, status="PENDING", reason="", lines=[],
             total=Decimal("1"), version=1)
         frame = await socket.receive_json()
-        assert frame["type"] == "order" and frame["stream"] == "orders"
-        assert frame["data"]["id"] == str(order_id) and isinstance(frame["data"]["committed_at"], float)
+        assert (frame["type"], frame["kind"], frame["stream"]) == ("change", "order", "orders")
+        assert frame["data"]["id"] == str(order_id) and isinstance(frame["committed_at"], float)
         assert frame["position"] >= 1 and frame["version"] == 1
         position = frame["position"]
         # A client that reconnects asks for what it missed on this endpoint too.
         frames = await subscribe(socket, "orders", after=position - 1)
-        assert [(f["type"], f["position"]) for f in frames] == [("order", position), ("subscribed", position)]
+        assert [(f["type"], f["position"]) for f in frames] == [("change", position), ("subscribed", position)]
         await socket.send_json({"action": "subscribe", "stream": "stock"})
         assert (await socket.receive_json())["type"] == "refused"
         await socket.disconnect()

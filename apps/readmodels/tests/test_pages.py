@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
-from apps.readmodels import changes, streams
+from apps.readmodels.live import changelog, streams
 from apps.readmodels.models import OutboxGauge
 from waybill import contexts, opsreport
 
@@ -103,7 +103,7 @@ def test_stock_board_and_dashboard_are_for_staff_only(people, confirmed_order):
     assert stock == [{"sku": "LAMP-1", "name": "Lamp", "price": "20.00", "available": 3, "version": 2,
                       "on_hand": 5, "reserved": 2}]
     subscription = streams.authorise(staff_user, "stock")
-    assert subscription.stream == changes.STOCK
+    assert subscription.stream == changelog.STOCK
     position, documents = streams.snapshot(subscription)
     assert position == 2 and documents[0]["reserved"] == 2
     from apps.readmodels import services

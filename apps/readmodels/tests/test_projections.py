@@ -6,11 +6,13 @@ import pytest
 from apps.readmodels import services
 from apps.readmodels.models import CatalogItem, OrderSummary
 
+from .snapshots import order_snapshot_project
+
 pytestmark = pytest.mark.django_db(transaction=True, databases=["readmodels"])
 
 
 def _project(order_id, status, version):
-    return services.order_summary_project(
+    return order_snapshot_project(
         order_id=order_id, customer_id=1, status=status, reason="", version=version,
         lines=[{"sku": "A-1", "name": "A", "quantity": 1, "unit_price": "1.00"}], total=Decimal("1"),
     )
@@ -38,44 +40,44 @@ def test_catalog_keeps_the_newest_state():
 
 
 def test_changes_are_numbered_per_stream_and_resumable():
-    from apps.readmodels import changes
+    from apps.readmodels.live import changelog
 
     order_id = uuid.uuid4()
     _project(order_id, "PENDING", 1)
     _project(order_id, "CONFIRMED", 2)
     services.catalog_item_project(sku="A-1", name="A", price=Decimal("1"), on_hand=4, reserved=0, available=4,
                                   version=1)
-    stream = changes.customer_stream(1)
-    assert changes.stream_position(stream) == 2
-    assert changes.stream_position(changes.CATALOG) == 1
-    missed = changes.changes_since(stream=stream, position=1)
+    stream = changelog.customer_stream(1)
+    assert changelog.stream_position(stream) == 2
+    assert changelog.stream_position(changelog.CATALOG) == 1
+    missed = changelog.changes_since(stream=stream, position=1)
     assert [(c["position"], c["version"], c["data"]["status"]) for c in missed] == [(2, 2, "CONFIRMED")]
-    assert changes.changes_since(stream=stream, position=2) == []
-    assert changes.changes_since(stream=stream, position=7) == changes.Gap(2)  # ahead: a reset log
+    assert changelog.changes_since(stream=stream, position=2) == []
+    assert changelog.changes_since(stream=stream, position=7) == changelog.Gap(2)  # ahead: a reset log
 
 
 def test_a_gap_older_than_the_log_asks_for_a_snapshot():
     from datetime import timedelta
 
-    from apps.readmodels import changes
+    from apps.readmodels.live import changelog
 
     order_id = uuid.uuid4()
     for version in (1, 2, 3):
         _project(order_id, "PENDING", version)
-    assert changes.changes_prune(older_than=timedelta(seconds=-1)) == 2  # keeps the latest
-    stream = changes.customer_stream(1)
-    assert changes.changes_since(stream=stream, position=0) == changes.Gap(3)
-    assert changes.changes_since(stream=stream, position=2)[0]["position"] == 3
+    assert changelog.changes_prune(older_than=timedelta(seconds=-1)) == 2  # keeps the latest
+    stream = changelog.customer_stream(1)
+    assert changelog.changes_since(stream=stream, position=0) == changelog.Gap(3)
+    assert changelog.changes_since(stream=stream, position=2)[0]["position"] == 3
 
 
 def test_a_hole_in_the_middle_of_the_log_asks_for_a_snapshot():
-    from apps.readmodels import changes
+    from apps.readmodels.live import changelog
     from apps.readmodels.models import Change
 
     order_id = uuid.uuid4()
     for version in (1, 2, 3, 4):
         _project(order_id, "PENDING", version)
-    stream = changes.customer_stream(1)
+    stream = changelog.customer_stream(1)
     Change.objects.filter(stream=stream, position=3).delete()  # pruned out of order (clock skew)
-    assert changes.changes_since(stream=stream, position=1) == changes.Gap(4)
-    assert [c["position"] for c in changes.changes_since(stream=stream, position=3)] == [4]
+    assert changelog.changes_since(stream=stream, position=1) == changelog.Gap(4)
+    assert [c["position"] for c in changelog.changes_since(stream=stream, position=3)] == [4]

@@ -1,4 +1,4 @@
-"""What a client may send, and how often (config/api.py, apps/readmodels/connections.py).
+"""What a client may send, and how often (config/api.py, apps/readmodels/live/connections.py).
 An order of 20 lines is under 2 KB; these bound what a hostile client can make a process
 hold or walk."""
 

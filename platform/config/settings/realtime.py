@@ -1,5 +1,5 @@
 """The live read side: the channel layer that carries pushes to browsers, and the change
-log that clients resume from (apps/readmodels)."""
+log that clients resume from (apps/readmodels/live/)."""
 
 from .environment import WAYBILL_REDIS_URL, env
 

@@ -1,6 +1,7 @@
 // <waybill-stock-board> (staff): every product's on hand, reserved and available, live
 // (the `stock` stream), with on-hand editable in place through the inventory API. Refusals
 // (e.g. below what is reserved) are shown beside the row and announced.
+import { follow, keepNewer, renderTable } from "../frontend/helpers.js";
 
 const csrf = () =>
   document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.split("=")[1] ?? "";
@@ -44,23 +45,10 @@ class WaybillStockBoard extends HTMLElement {
           <tbody></tbody>
         </table></div>
       </section>`;
-    const stream = "stock";
-    document.addEventListener("waybill:snapshot", (e) => e.detail.stream === stream && this.#apply(e.detail.documents));
-    document.addEventListener("waybill:change", (e) => e.detail.stream === stream && e.detail.data && this.#apply([e.detail.data]));
-    document.addEventListener("waybill:refused", (e) => {
-      if (e.detail.stream === stream) this.#alert(`The stock board cannot be followed: ${e.detail.reason}.`);
-    });
-    const ask = () => document.dispatchEvent(new CustomEvent("waybill:subscribe", { detail: { stream } }));
-    document.addEventListener("waybill:realtime-ready", ask);
-    ask();
-  }
-
-  #apply(documents) {
-    for (const item of documents) {
-      const known = this.#items.get(item.sku);
-      if (!known || known.version <= item.version) this.#items.set(item.sku, item);
-    }
-    this.#render();
+    follow("stock", (documents) => {
+      for (const item of documents) keepNewer(this.#items, item.sku, item);
+      this.#render();
+    }, (reason) => this.#alert(`The stock board cannot be followed: ${reason}.`));
   }
 
   #alert(text) {
@@ -70,29 +58,25 @@ class WaybillStockBoard extends HTMLElement {
   }
 
   #render() {
-    const body = this.querySelector("tbody");
     const items = [...this.#items.values()].sort((a, b) => a.sku.localeCompare(b.sku));
-    this.querySelector("[data-role=empty]").hidden = items.length > 0;
-    this.querySelector("table").hidden = items.length === 0;
     // In place, so a live change never wipes what staff are typing or moves their focus.
-    const rows = new Map([...body.rows].map((row) => [row.dataset.sku, row]));
-    items.forEach((item, index) => {
-      const row = rows.get(item.sku) ?? this.#row(item);
-      row.querySelector("[data-field=name]").textContent = `${item.name} (${item.sku})`;
-      for (const field of ["on_hand", "reserved", "available"]) {
-        row.querySelector(`[data-field=${field}]`).textContent = item[field];
-      }
-      row.querySelector("[data-field=available]").classList.toggle("low", item.available === 0);
-      const input = row.querySelector("input");
-      if (document.activeElement !== input && !input.dataset.dirty) input.value = item.on_hand;
-      input.min = String(item.reserved);
-      if (body.rows[index] !== row) body.insertBefore(row, body.rows[index] ?? null);
+    renderTable(this.querySelector("table"), items, {
+      key: "sku", create: (item) => this.#row(item), empty: this.querySelector("[data-role=empty]"),
+      update: (row, item) => {
+        row.querySelector("[data-field=name]").textContent = `${item.name} (${item.sku})`;
+        for (const field of ["on_hand", "reserved", "available"]) {
+          row.querySelector(`[data-field=${field}]`).textContent = item[field];
+        }
+        row.querySelector("[data-field=available]").classList.toggle("low", item.available === 0);
+        const input = row.querySelector("input");
+        if (document.activeElement !== input && !input.dataset.dirty) input.value = item.on_hand;
+        input.min = String(item.reserved);
+      },
     });
   }
 
   #row(item) {
     const row = document.createElement("tr");
-    row.dataset.sku = item.sku;
     const id = `on-hand-${item.sku}`;
     row.innerHTML = `
       <td data-label="Product" data-field="name"></td>

@@ -51,30 +51,6 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
   throw new ApiError(text, { status: response.status, fields: data && typeof data === "object" ? data : {} });
 }
 
-// Keep the newer of two documents by version: pushes and snapshots may arrive in any order.
-export function keepNewer(map, key, document) {
-  const known = map.get(key);
-  if (!known || known.version <= document.version) map.set(key, document);
-}
-
-export function subscribe(stream) {
-  const ask = () => document.dispatchEvent(new CustomEvent("waybill:subscribe", { detail: { stream } }));
-  ask();
-  document.addEventListener("waybill:realtime-ready", ask);
-}
-
-// Follow one stream: `onDocuments(documents, {snapshot})` for a snapshot's documents and each
-// change's document.
-export function follow(stream, onDocuments) {
-  document.addEventListener("waybill:snapshot", (e) => {
-    if (e.detail.stream === stream) onDocuments(e.detail.documents, { snapshot: true });
-  });
-  document.addEventListener("waybill:change", (e) => {
-    if (e.detail.stream === stream && e.detail.data) onDocuments([e.detail.data], { snapshot: false });
-  });
-  subscribe(stream);
-}
-
 export function money(value) {
   return Number(value).toFixed(2);
 }

@@ -2,6 +2,7 @@
 // empties itself on `waybill:order-placed`, and offers its lines to the checkout through
 // `waybill:cart-changed` {lines: [{sku, name, price, quantity}]}. Kept in sessionStorage so
 // a reload does not lose it.
+import { renderList } from "../frontend/helpers.js";
 import { money } from "./api.js";
 
 const STORAGE_KEY = "waybill.cart";
@@ -78,13 +79,7 @@ class WaybillCart extends HTMLElement {
       li.querySelector("button").addEventListener("click", () => this.#remove(line.sku));
       return li;
     });
-    if (!items.length) {
-      const empty = document.createElement("li");
-      empty.className = "muted";
-      empty.textContent = "Your cart is empty.";
-      items.push(empty);
-    }
-    list.replaceChildren(...items);
+    renderList(list, items, "Your cart is empty.");
     const total = [...this.#lines.values()].reduce((sum, l) => sum + Number(l.price) * l.quantity, 0);
     this.querySelector("[data-role=total]").textContent = money(total);
     this.#announce();

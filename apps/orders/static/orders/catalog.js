@@ -1,6 +1,7 @@
 // <waybill-catalog>: the products with their live availability. "Add to cart" dispatches
 // `waybill:add-to-cart` {sku, name, price, quantity}; the cart decides what to do with it.
-import { follow, keepNewer, money } from "./api.js";
+import { follow, keepNewer, renderTable } from "../frontend/helpers.js";
+import { money } from "./api.js";
 
 class WaybillCatalog extends HTMLElement {
   #items = new Map(); // sku -> catalog_item document
@@ -24,32 +25,24 @@ class WaybillCatalog extends HTMLElement {
   }
 
   #render() {
-    const body = this.querySelector("tbody");
     const items = [...this.#items.values()].sort((a, b) => a.sku.localeCompare(b.sku));
-    this.querySelector("[data-role=empty]").hidden = items.length > 0;
-    this.querySelector("table").hidden = items.length === 0;
-    // Update rows in place, so a live change never steals focus or a typed quantity.
-    const rows = new Map([...body.rows].map((row) => [row.dataset.sku, row]));
-    items.forEach((item, index) => {
-      let row = rows.get(item.sku);
-      if (!row) {
-        row = this.#row(item);
-        rows.set(item.sku, row);
-      }
-      row.querySelector("[data-field=name]").textContent = item.name;
-      row.querySelector("[data-field=price]").textContent = money(item.price);
-      const available = row.querySelector("[data-field=available]");
-      available.textContent = item.available;
-      available.classList.toggle("low", item.available === 0);
-      row.querySelector("input").max = String(Math.min(100, Math.max(1, item.available)));
-      row.querySelector("button").disabled = item.available === 0;
-      if (body.rows[index] !== row) body.insertBefore(row, body.rows[index] ?? null);
+    // In place, so a live change never steals focus or a typed quantity.
+    renderTable(this.querySelector("table"), items, {
+      key: "sku", create: (item) => this.#row(item), empty: this.querySelector("[data-role=empty]"),
+      update: (row, item) => {
+        row.querySelector("[data-field=name]").textContent = item.name;
+        row.querySelector("[data-field=price]").textContent = money(item.price);
+        const available = row.querySelector("[data-field=available]");
+        available.textContent = item.available;
+        available.classList.toggle("low", item.available === 0);
+        row.querySelector("input").max = String(Math.min(100, Math.max(1, item.available)));
+        row.querySelector("button").disabled = item.available === 0;
+      },
     });
   }
 
   #row(item) {
     const row = document.createElement("tr");
-    row.dataset.sku = item.sku;
     const id = `qty-${item.sku}`;
     row.innerHTML = `
       <td data-label="Product"><span><span data-field="name"></span> <span class="muted"></span></span></td>

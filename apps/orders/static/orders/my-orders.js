@@ -1,6 +1,7 @@
 // <waybill-my-orders>: the signed-in customer's orders, live (the `orders` stream), each
 // with a link to its tracker and, while it may still be cancelled, a Cancel button.
-import { api, follow, keepNewer, money } from "./api.js";
+import { follow, keepNewer, renderList } from "../frontend/helpers.js";
+import { api, money } from "./api.js";
 
 const CANCELLABLE = new Set(["PENDING", "CONFIRMED"]);
 
@@ -70,13 +71,7 @@ class WaybillMyOrders extends HTMLElement {
       }
       return li;
     });
-    if (!items.length) {
-      const empty = document.createElement("li");
-      empty.className = "muted";
-      empty.textContent = "No orders yet.";
-      items.push(empty);
-    }
-    list.replaceChildren(...items);
+    renderList(list, items, "No orders yet.");
   }
 }
 

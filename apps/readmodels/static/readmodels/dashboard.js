@@ -2,7 +2,7 @@
 // the processes that keep crashing (as each context's supervisor reports them), and
 // throughput over the last minutes as a small inline SVG chart (no library). It follows
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
-import { follow } from "./http.js";
+import { follow } from "../frontend/helpers.js";
 
 // Drawn widest first, so a series hidden under another (placed = confirmed) still shows.
 const SERIES = [

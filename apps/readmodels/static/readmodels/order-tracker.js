@@ -6,7 +6,8 @@
 // details), then follows `order:<id>` on the shell's realtime connection. An order placed a
 // moment ago may not be on the read side yet: then the server refuses the stream ("no such
 // order of yours") and the tracker asks again shortly.
-import { HttpError, follow, getJson, keepNewer } from "./http.js";
+import { follow, keepNewer, renderList } from "../frontend/helpers.js";
+import { HttpError, getJson } from "./http.js";
 
 const FINAL = new Set(["CONFIRMED", "REJECTED", "CANCELLED"]);
 const RETRY_MS = [250, 500, 1000, 2000, 4000];
@@ -160,7 +161,7 @@ class WaybillOrderTracker extends HTMLElement {
     }));
     this.querySelector("[data-role=total]").textContent = order.total ?? "";
     const steps = order.timeline ?? [];
-    this.querySelector("[data-role=timeline]").replaceChildren(...steps.map((step) => {
+    renderList(this.querySelector("[data-role=timeline]"), steps.map((step) => {
       const li = document.createElement("li");
       li.textContent = [step.step, step.status].filter(Boolean).join(": ") + (step.reason ? ` (${step.reason})` : "");
       if (step.at) {
@@ -170,13 +171,7 @@ class WaybillOrderTracker extends HTMLElement {
         li.append(at);
       }
       return li;
-    }));
-    if (!steps.length) {
-      const li = document.createElement("li");
-      li.className = "muted";
-      li.textContent = "No steps recorded yet.";
-      this.querySelector("[data-role=timeline]").append(li);
-    }
+    }), "No steps recorded yet.");
   }
 }
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management import BaseCommand
 
 from paymentsandbox.process import SandboxProcess
-from waybill import contexts, realtime
+from waybill import channelgroups, contexts
 from waybill.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class Command(BaseCommand):
             )
         async def serve():
             # Projections push from the runtime's threads; the in-memory channel layer
-            # needs them on this loop (see waybill.realtime).
-            realtime.serve_from(asyncio.get_running_loop())
+            # needs them on this loop (see waybill.channelgroups).
+            channelgroups.serve_from(asyncio.get_running_loop())
             await server.serve()
 
         try:

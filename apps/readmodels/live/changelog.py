@@ -3,11 +3,14 @@ lost its connection (or a push: Channels delivers at most once) can say the last
 it saw and be sent exactly what it missed.
 
 A *stream* is what one client may follow: ``catalog``, ``stock`` and ``dashboard`` are
-shared, ``orders.customer.<id>`` holds one customer's orders. Projections call
-``change_record`` inside their transaction; the change is pushed to the stream's channel
-group once that transaction commits (``live.publish_change``). Readers use
-``changes_since``: it answers ``None`` when the gap is older than the log keeps, and the
-client then takes a fresh snapshot instead.
+shared, ``orders.customer.<id>`` holds one customer's orders. ``change_record`` is the one
+call a projection makes for a row it changed: inside the projection's transaction it
+numbers and records the change, and once that transaction commits it pushes it to the
+stream's channel group (``change_push``), where the sockets (``sockets.py``, ``sse.py``)
+that follow the stream receive it. Readers use ``changes_since``: it answers a ``Gap``
+when the log cannot fill the gap, and the client then takes a fresh snapshot instead.
+
+This module knows nothing of the sockets: they import it, never the other way round.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from . import live
-from .models import Change, Stream
+from waybill import channelgroups
+
+from ..models import Change, Stream
 
 DB = "readmodels"
 
@@ -41,10 +45,16 @@ class Gap:
     position: int
 
 
+def stream_group(stream: str) -> str:
+    """The channel group of a change-log stream (stream names are valid group names)."""
+    return f"stream.{stream}"
+
+
 def change_record(*, stream: str, kind: str, key: str, version: int, document: dict) -> Change:
-    """Number and record one change on ``stream``; must run inside the projection's
-    transaction on the read-model database. Pushes it to the stream's subscribers after
-    commit (a channel-layer failure is logged, never undoes the commit)."""
+    """Number and record one change on ``stream`` and push it to the stream's followers
+    once the transaction commits: the one call for a changed read row. Must run inside the
+    projection's transaction on the read-model database (a change rolled back is never
+    pushed; a channel-layer failure is logged, never undoes the commit)."""
     connection = transaction.get_connection(DB)
     if not connection.in_atomic_block:
         raise RuntimeError("change_record must run inside the projection's transaction")
@@ -54,11 +64,16 @@ def change_record(*, stream: str, kind: str, key: str, version: int, document: d
         document=document, recorded_at=timezone.now(),
     )
     pushed = change_as_message(change)
-    # committed_at: wall-clock time right after the commit (benchmarks measure
-    # commit-to-receipt latency with it).
-    transaction.on_commit(lambda: live.publish_change(stream=stream, change={**pushed, "committed_at": time.time()}),
+    # committed_at: wall-clock time right after the commit, so a client can measure
+    # commit-to-receipt latency (the benchmarks do).
+    transaction.on_commit(lambda: change_push(stream=stream, change={**pushed, "committed_at": time.time()}),
                           using=DB, robust=True)
     return change
+
+
+def change_push(*, stream: str, change: dict) -> None:
+    """Push one recorded change (``change_as_message``) to the stream's channel group."""
+    channelgroups.group_send(stream_group(stream), {"type": "change.pushed", "change": change})
 
 
 def _advance(stream: str) -> int:

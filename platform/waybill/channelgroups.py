@@ -1,4 +1,6 @@
-"""Pushing to Channels groups from synchronous code (projections, after commit).
+"""Sending to a Channels group from synchronous code: a context's code that runs outside
+the event loop (the read side pushes each change after its projection commits) calls
+``group_send`` here instead of ``async_to_sync(layer.group_send)``.
 
 ``async_to_sync(layer.group_send)`` runs every call in a fresh event loop
 (``asyncio.run``), and channels_redis keeps its Redis connections per event loop: every
@@ -46,7 +48,7 @@ def _push_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="waybill-realtime", daemon=True).start()
+            threading.Thread(target=loop.run_forever, name="waybill-channelgroups", daemon=True).start()
             _loop, _loop_pid = loop, os.getpid()
         return _loop
 

@@ -1,11 +1,11 @@
 """Live push of read-model changes over WebSockets (Channels), without lost updates.
 
-Projections record each change in the change log (``changes.change_record``) and, after
-their transaction commits, ``publish_change`` sends it to the stream's channel group (Redis
-in services mode, so a worker reaches the web process that holds the socket). Channels
-delivers at most once and in no promised order across processes; every change carries its
-stream *position*, so this layer, and the client, can tell what is missing and fetch it
-from the log.
+Projections record each change in the change log (``changelog.change_record``), which,
+after their transaction commits, sends it to the stream's channel group (Redis in services
+mode, so a worker reaches the web process that holds the socket). Channels delivers at
+most once and in no promised order across processes; every change carries its stream
+*position*, so this layer (``streams.Follow``), and the client, can tell what is missing
+and fetch it from the log.
 
 Endpoints (all under ``/ws/v1/``; session cookie from a browser on an allowed Origin, or
 ``Authorization: Token <key>`` in the handshake from an API client, see
@@ -13,9 +13,10 @@ Endpoints (all under ``/ws/v1/``; session cookie from a browser on an allowed Or
 
 - ``streams/``: the web shell's one shared connection; it follows nothing until asked.
 - ``orders/`` (the customer's ``orders`` and the ``catalog``), ``catalog/``, ``stock/`` and
-  ``dashboard/`` (staff): the same protocol with their streams already followed, live,
-  from the position each stream is at when the socket connects (no snapshot: a client
-  that needs one, or is resuming, sends ``subscribe`` for the endpoint's stream).
+  ``dashboard/`` (staff): the same protocol and frames with their streams already
+  followed, live, from the position each stream is at when the socket connects (no
+  snapshot: a client that needs one, or is resuming, sends ``subscribe`` for the
+  endpoint's stream).
 
 Stream names (``streams.authorise`` decides who may follow which): ``orders`` (the signed-in
 customer's orders), ``order:<uuid>`` (one of them), ``catalog``, ``stock``, ``dashboard``.
@@ -34,10 +35,6 @@ Server to client (every frame that concerns a stream names it as the client did)
     {"type": "unsubscribed", "stream": s}
     {"type": "refused", "stream": s, "reason": "..."}      # not yours, unknown, or not staff
     {"type": "error", "reason": "..."}                     # a frame the server cannot read
-
-On ``/ws/v1/orders/`` live changes keep the frame its first clients (the benchmark) read:
-``{"type": "order" | "catalog", "data": {...document..., "committed_at": t}}``, with
-``stream``, ``position``, ``kind``, ``key`` and ``version`` added beside ``data``.
 
 Close codes: 4401 not signed in, 4403 a fixed endpoint's stream is refused (e.g. a
 customer on ``stock/``), 4429 too many live connections (``connections.py``: per user and
@@ -77,18 +74,15 @@ is still on its way from another process): the server reads the hole from the lo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from waybill import jsonlimits, realtime
+from waybill import jsonlimits
 
-# Module imports (not names): changes.py imports this module at its top.
-from . import changes, connections, streams
+from . import changelog, connections, streams
 
 # Close codes of the fixed endpoints (4000-4999 are the application's; 4401/4403 echo HTTP).
 NOT_SIGNED_IN = 4401
@@ -97,82 +91,11 @@ REFUSED = 4403
 MESSAGE_TOO_BIG = 1009
 INVALID_PAYLOAD = 1007
 
-# The frame type each change kind had on /ws/v1/orders/ before the change log.
-_LEGACY_TYPES = {"order": "order", "catalog_item": "catalog"}
-
-
-def stream_group(stream: str) -> str:
-    """The channel group of a change-log stream (stream names are valid group names)."""
-    return f"stream.{stream}"
-
-
-def publish_change(*, stream: str, change: dict) -> None:
-    """Push one recorded change (``changes.change_as_message``) to the stream's sockets."""
-    realtime.group_send(stream_group(stream), {"type": "change.pushed", "change": change})
-
-
-def change_frame(name: str, change: dict) -> dict:
-    """A change as sent to a client that follows it as ``name``."""
-    return {"type": "change", **change, "stream": name}
-
-
-def legacy_change_frame(name: str, change: dict) -> dict:
-    """A change on ``/ws/v1/orders/``: the old ``{"type", "data"}`` frame, plus the position."""
-    frame = change_frame(name, change)
-    frame["type"] = _LEGACY_TYPES.get(change["kind"], "change")
-    frame["data"] = {**change["data"], "committed_at": change.get("committed_at")}
-    return frame
-
-
-@dataclass
-class Follow:
-    """One client's place in one stream: the last position it was sent (``None`` until
-    the catch-up, or the connect of a fixed endpoint, sets it). Used by WebSocket and SSE."""
-
-    subscription: streams.Subscription
-    last: int | None = None
-    frame: Callable[[str, dict], dict] = change_frame
-
-    @property
-    def name(self) -> str:
-        return self.subscription.name
-
-    async def catch_up(self, after: int | None) -> list[dict]:
-        """The frames that bring a client from ``after`` (``None``: nothing) to now."""
-        return await database_sync_to_async(self._catch_up)(after)
-
-    def _catch_up(self, after: int | None) -> list[dict]:
-        if after is not None:
-            # Unfiltered, so that ``last`` moves past the other keys' changes too.
-            missed = changes.changes_since(stream=self.subscription.stream, position=after)
-            if not isinstance(missed, changes.Gap):
-                self.last = max([after, *(change["position"] for change in missed)])
-                return [self.frame(self.name, change) for change in missed if self._wants(change)]
-        position, documents = streams.snapshot(self.subscription)
-        self.last = position
-        return [{"type": "snapshot", "stream": self.name, "position": position, "documents": documents}]
-
-    async def pushed(self, change: dict) -> list[dict]:
-        """The frames a live push turns into: none for a repeat, the hole from the log
-        (which includes this change, as it is committed) when positions skipped."""
-        position = change["position"]
-        if self.last is not None:
-            if position <= self.last:
-                return []
-            if position > self.last + 1:
-                return await self.catch_up(self.last)
-        self.last = position
-        return [self.frame(self.name, change)] if self._wants(change) else []
-
-    def _wants(self, change: dict) -> bool:
-        return self.subscription.key is None or change["key"] == self.subscription.key
-
 
 class StreamsSocket(AsyncJsonWebsocketConsumer):
     """``/ws/v1/streams/``: any streams the user may follow, over one connection."""
 
     fixed: tuple[str, ...] = ()  # streams followed from connect (the fixed endpoints)
-    frame = staticmethod(change_frame)
 
     held: connections.Held | None = None
 
@@ -186,7 +109,7 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
                 self.held.release()
 
     async def connect(self):
-        self.follows: dict[str, Follow] = {}
+        self.follows: dict[str, streams.Follow] = {}
         self.groups: Counter[str] = Counter()
         user = self.scope.get("user")
         signed_in = user is not None and user.is_authenticated
@@ -216,14 +139,14 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
         except streams.Refused:
             await self.close(code=REFUSED)
             return
-        follows = [self._follow(subscription) for subscription in subscriptions]
+        follows = [streams.Follow(subscription) for subscription in subscriptions]
         for follow in follows:
             await self._join(follow)
         # Live from now: the position each stream is at once its group is joined. Without
         # it the first push would be the baseline, and a change that was committed before
         # it but arrived after it (from another process) would be dropped as a repeat.
         positions = await database_sync_to_async(
-            lambda: [changes.stream_position(follow.subscription.stream) for follow in follows])()
+            lambda: [changelog.stream_position(follow.subscription.stream) for follow in follows])()
         for follow, position in zip(follows, positions, strict=True):
             follow.last = position
 
@@ -281,7 +204,7 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
         except streams.Refused as refused:
             await self.send_json({"type": "refused", "stream": name, "reason": str(refused)})
             return
-        follow = self.follows.get(name) or self._follow(subscription)
+        follow = self.follows.get(name) or streams.Follow(subscription)
         await self._join(follow)  # before reading the log: see the module docstring
         for frame in await follow.catch_up(after):
             await self.send_json(frame)
@@ -290,21 +213,18 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
     async def _unsubscribe(self, name: str) -> None:
         follow = self.follows.pop(name, None)
         if follow is not None:
-            group = stream_group(follow.subscription.stream)
+            group = changelog.stream_group(follow.subscription.stream)
             self.groups[group] -= 1
             if not self.groups[group]:
                 del self.groups[group]
                 await self.channel_layer.group_discard(group, self.channel_name)
         await self.send_json({"type": "unsubscribed", "stream": name})
 
-    def _follow(self, subscription: streams.Subscription) -> Follow:
-        return Follow(subscription, frame=self.frame)
-
-    async def _join(self, follow: Follow) -> None:
+    async def _join(self, follow: streams.Follow) -> None:
         if follow.name in self.follows:
             return
         self.follows[follow.name] = follow
-        group = stream_group(follow.subscription.stream)
+        group = changelog.stream_group(follow.subscription.stream)
         if not self.groups[group]:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups[group] += 1
@@ -318,10 +238,9 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
 
 
 class OrdersSocket(StreamsSocket):
-    """``/ws/v1/orders/``: the customer's own orders and the catalog, in the old frames."""
+    """``/ws/v1/orders/``: the customer's own orders and the catalog."""
 
     fixed = ("orders", "catalog")
-    frame = staticmethod(legacy_change_frame)
 
 
 class CatalogSocket(StreamsSocket):

@@ -1,4 +1,4 @@
-"""Server-Sent Events: the WebSocket streams (live.py) for clients that cannot hold a
+"""Server-Sent Events: the WebSocket streams (sockets.py) for clients that cannot hold a
 WebSocket, at ``GET /api/v1/events/?stream=<name>``.
 
 Same stream names and the same authorisation (``streams.authorise``); signed in by the
@@ -49,7 +49,7 @@ from rest_framework.exceptions import ParseError, PermissionDenied, Throttled
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from .. import connections, live, streams
+from . import changelog, connections, streams
 
 RETRY_MILLISECONDS = 2000
 
@@ -162,8 +162,8 @@ async def events(subscription: streams.Subscription, after: int | None, held: co
     ``held`` is released when it ends."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    group = live.stream_group(subscription.stream)
-    await layer.group_add(group, channel)  # before reading the log: see live.py
+    group = changelog.stream_group(subscription.stream)
+    await layer.group_add(group, channel)  # before reading the log: see sockets.py
     # Bounded: a client that reads slowly must not make this process buffer without end.
     # When it is full the receive loop waits, the channel layer's own per-channel capacity
     # drops what overflows (at most once, as always), and Follow.pushed refills the hole
@@ -181,7 +181,7 @@ async def events(subscription: streams.Subscription, after: int | None, held: co
 
     receiver = asyncio.create_task(receive())
     try:
-        follow = live.Follow(subscription)
+        follow = streams.Follow(subscription)
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         for frame in await follow.catch_up(after):
             yield event(frame)

@@ -1,0 +1,46 @@
+"""Orders' own rules, in process and without the other contexts: who may cancel, an
+Idempotency-Key's retry, and a version that is no longer current. (The choreography they
+start is tested in tests/flows/test_choreography.py.)"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.orders import services
+from apps.orders.models import Order, ProductCopy
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def lamp():
+    ProductCopy.objects.create(sku="LAMP-1", name="Lamp", price=Decimal("20.00"), version=1)
+
+
+def _place(quantity, key=""):
+    order, _ = services.order_place(customer_id=7, lines=[services.LineRequest("LAMP-1", quantity)], idempotency_key=key)
+    return order
+
+
+def test_another_customer_cannot_cancel():
+    order = _place(1)
+    assert services.order_cancel(order_id=order.id, customer_id=8) is None
+    assert Order.objects.get(id=order.id).status == Order.Status.PENDING
+
+
+def test_idempotency_key_returns_the_first_order_and_refuses_other_lines():
+    first = _place(1, key="k-1")
+    assert _place(1, key="k-1").id == first.id
+    with pytest.raises(services.OrderConflict):
+        _place(2, key="k-1")
+    assert Order.objects.count() == 1
+
+
+def test_stale_version_is_refused():
+    order = _place(1)
+    services.order_confirm(order_id=order.id)  # what the saga does once stock and payment are in
+    with pytest.raises(services.OrderVersionMismatch):
+        services.order_cancel(order_id=order.id, customer_id=7, expected_versions={1})
+    assert Order.objects.get(id=order.id).status == Order.Status.CONFIRMED
