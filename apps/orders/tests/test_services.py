@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from apps.orders import services
+from apps.orders import services, transitions
 from apps.orders.models import Order, ProductCopy
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -40,7 +40,7 @@ def test_idempotency_key_returns_the_first_order_and_refuses_other_lines():
 
 def test_stale_version_is_refused():
     order = _place(1)
-    services.order_confirm(order_id=order.id)  # what the saga does once stock and payment are in
+    transitions.order_confirm(order_id=order.id)  # what the saga does once stock and payment are in
     with pytest.raises(services.OrderVersionMismatch):
         services.order_cancel(order_id=order.id, customer_id=7, expected_versions={1})
     assert Order.objects.get(id=order.id).status == Order.Status.CONFIRMED
