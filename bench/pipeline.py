@@ -99,9 +99,9 @@ every process, from just after it was ready (products created, clients signed in
 pipeline scenario in that mode (warm-up, fixed rates, saturation). Per kind, the largest peak of any
 one process of that kind: services web = the uvicorn processes (orders-web, inventory-web,
 readmodels-web, shell-web), worker = the Celery workers (orders-worker, orders-payments-worker,
-inventory-worker, readmodels-worker), relay = manage.py runrelay per context, beat = celery beat per
-context, sandbox = the payment sandbox; each process's own peak (and its RSS when sampling began)
-under 'processes'. Embedded: the runplatform process (uvicorn, relays and consumer threads) and its
+inventory-worker, readmodels-worker), relay = manage.py runrelay per context, sandbox = the payment
+sandbox; each process's own peak (and its RSS when sampling began)
+under 'processes'. Embedded: the runplatform process (uvicorn, relay, consumer and scheduler threads) and its
 payment-sandbox child. RSS counts shared pages (libraries) in every process, so sums over processes
 overstate.
 """.split())

@@ -26,6 +26,8 @@ CONTEXT = Context(
             retry_max_seconds=5.0,
         ),
     ),
+    # Saga deadlines, every second: well inside WAYBILL_SAGA_CLOCK_GAP_SECONDS, the gap
+    # between two runs that the saga clock takes for an outage.
     jobs=(Job("apps.orders.saga:saga_expire_overdue", every=1.0),),
     variables=("WAYBILL_PAYMENT_GATEWAY_URL", "WAYBILL_PAYMENT_API_KEY"),
 )

@@ -9,7 +9,6 @@ and sorted by time; counters move only with the statuses they count.
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -253,21 +252,3 @@ def _fold(deltas: list[DashboardDelta]) -> None:
         if not minutes.filter(minute=minute).update(**increments):
             minutes.create(minute=minute, **events)
     DashboardDelta.objects.using(DB).filter(id__in=[delta.id for delta in deltas]).delete()
-
-
-# --- housekeeping -----------------------------------------------------------------------
-
-PRUNE_EVERY_SECONDS = 600.0
-_next_prune = 0.0
-
-
-def changes_prune_due() -> int:
-    """Periodic: forget change-log entries older than the retention, every ten minutes
-    per process (clients further behind get a snapshot). A delete of old rows is harmless
-    to repeat, so several processes may run it. Returns how many were deleted."""
-    global _next_prune
-    now = time.monotonic()
-    if now < _next_prune:
-        return 0
-    _next_prune = now + PRUNE_EVERY_SECONDS
-    return changelog.changes_prune()

@@ -1,9 +1,9 @@
 """The one Celery app. Each context's worker consumes its own task queue
 (``waybill.tasks.<context>``) and, through a consumer bootstep, its event queue: a slow
-context cannot starve another's workers (bulkheads).
+context cannot starve another's workers (bulkheads). The same bootstep drives the kernel's
+scheduler for the consumers the worker hosts, so no beat process is needed.
 
     WAYBILL_CONTEXTS=orders celery -A config.celery:app worker -Q waybill.tasks.orders
-    WAYBILL_CONTEXTS=orders celery -A config.celery:app beat
 """
 
 import os
@@ -14,7 +14,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
 app = Celery("waybill")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["waybill"])
 
 from waybill import worker  # noqa: E402 - needs the app above
 

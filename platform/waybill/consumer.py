@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -31,7 +30,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, close_ol
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
-from . import bus, opsreport, retention
+from . import bus
 from .backoff import Reconnects, backoff_delay
 from .contexts import BoundedContext, ExternalCall, Handler
 from .models import InboxMessageBase
@@ -72,7 +71,6 @@ class ContextConsumer:
     only a lost broker connection leaves it (for whoever runs it to reconnect), and
     while the database does not answer it waits, holding the message, until it does."""
 
-    retry_sweep_seconds = 0.25
     retry_lease_seconds = 60.0
     # Tries of a message whose handling lost its database connection while the database
     # answers again: a broken connection, not the message (see _as_one_message).
@@ -83,7 +81,9 @@ class ContextConsumer:
         self.partition = partition  # the queue run() consumes; on_message serves any
         # Set to give up waiting for the database (shutdown): the message is not acked.
         self.stop = stop or threading.Event()
-        self._next_retry_sweep = 0.0
+        # Set while run() is on the bus: the scheduler runs this consumer's periodic work
+        # only then (see waybill.scheduler).
+        self.connected = threading.Event()
 
     @property
     def _inbox(self):
@@ -343,36 +343,12 @@ class ContextConsumer:
     def _retry_unhandled(self, row: InboxMessageBase, received: Received, error: Exception) -> Outcome:
         reason = f"could not be retried: {_describe(error)}"
         try:
-            # Dead, so the sweep stops coming back to it once the claim's lease runs out.
+            # Dead, so its retries stop coming back to it once the claim's lease runs out.
             self._inbox.filter(pk=row.pk).update(status=Status.DEAD, next_attempt_at=None,
                                                  last_error=storable(reason, 4000))
         except Exception:  # noqa: BLE001 - the dead letter below still records it
             log.exception("%s: could not mark inbox row %s dead", self.context.name, row.pk)
         return self._dead_letter_minimal(received, reason)
-
-    def _maybe_sweep(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_retry_sweep:
-            self._next_retry_sweep = now + self.retry_sweep_seconds
-            self.sweep()
-
-    def sweep(self) -> None:
-        """Due retries, then the context's periodic work (e.g. overdue saga steps), then
-        its outbox report for the operations dashboard (rate-limited, see opsreport) and
-        the pruning of old outbox and inbox rows (see retention)."""
-        # Each guarded: a database that is down between messages must not end the
-        # consumer's loop (and hand its prefetched messages back to the queue).
-        for job in (self.retry_due, *(job.run for job in self.context.periodic), self._outbox_report, self._prune):
-            try:
-                job()
-            except Exception:
-                log.exception("%s: periodic %s failed", self.context.name, getattr(job, "__name__", job))
-
-    def _outbox_report(self) -> None:
-        opsreport.outbox_report(self.context)
-
-    def _prune(self) -> None:
-        retention.prune_due(self.context)
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -392,19 +368,18 @@ class ContextConsumer:
                             prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
                         ):
                             reconnects.succeeded()
+                            self.connected.set()
                             while not stop.is_set():
                                 close_old_connections()
                                 try:
                                     connection.drain_events(timeout=0.25)
                                 except socket.timeout:
                                     pass
-                                if self.partition == 0:
-                                    # One sweeper per consumer: the partitions share one inbox
-                                    # and one set of periodic jobs.
-                                    self._maybe_sweep()
                 except Exception:
+                    self.connected.clear()
                     reconnects.failed()
         finally:
+            self.connected.clear()
             connections.close_all()
 
 

@@ -7,10 +7,11 @@ recorded like any other message (outbox row in a transaction on the context's da
 published by its relay), so a context whose relay is stuck shows it: its reports stop
 arriving, and its last one grows old on the dashboard.
 
-``outbox_report`` runs from the consumer sweep (about every second, in every process
-that sweeps the context); it is rate-limited per process, and across processes by the
-last report in the outbox itself (under an advisory lock on PostgreSQL), so several
-workers of one context still report about once per ``REPORT_SECONDS``.
+``outbox_report`` is a kernel job of the scheduler (``waybill.scheduler``), run every
+``REPORT_SECONDS`` in every process that hosts the context's main consumer; across
+processes it coalesces through the last report in the outbox itself (under an advisory
+lock on PostgreSQL), so several workers of one context still report about once per
+``REPORT_SECONDS``.
 
 Under a supervisor (services mode on one machine), the same report also says which of
 the context's processes keep crashing (``ProcessesSupervised``): the dashboard shows a
@@ -20,7 +21,6 @@ relay that the supervisor gave up on although readmodels cannot see the supervis
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from datetime import datetime, timedelta
 
@@ -73,20 +73,12 @@ def processes_aggregate_id(context_name: str) -> str:
     return f"processes.{context_name}"
 
 
-# Per process: when each context's next report is due (monotonic clock).
-_next_due: dict[str, float] = {}
-
-
 def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> OutboxMeasured | None:
     """Measure ``context``'s outbox and record an ``OutboxMeasured`` document, unless one
     was recorded less than ``REPORT_SECONDS`` ago (by this or another process). Returns
-    the report, or None when it was not due. ``force`` skips both rate limits (tests)."""
+    the report, or None when it was not due. ``force`` skips that check (tests)."""
     if not context.relay:
         return None  # shares the outbox of a registration that reports it
-    now_mono = time.monotonic()
-    if not force and now_mono < _next_due.get(context.name, 0.0):
-        return None
-    _next_due[context.name] = now_mono + REPORT_SECONDS
     crashing = _crashing(context)  # asked before the transaction: keep the lock short
     db = context.database
     with transaction.atomic(using=db):

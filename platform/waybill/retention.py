@@ -7,14 +7,14 @@ new decision by an operator), so the inbox keeps a week by default and the outbo
 days; both are settings. Dead letters and retrying messages are never pruned here: they
 wait for an operator or their next try.
 
-``prune_due`` runs from the consumer sweep; it works at most every ``PRUNE_EVERY_SECONDS``
-per process and deletes in bounded batches, so a large first prune never holds a long
-transaction (several processes pruning at once simply delete disjoint or no rows).
+``prune`` is a kernel job of the scheduler (``waybill.scheduler``), run every
+``PRUNE_EVERY_SECONDS`` where each consumer runs; it deletes in bounded batches, so a large
+first prune never holds a long transaction (several processes pruning at once simply
+delete disjoint or no rows).
 """
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -26,20 +26,9 @@ PRUNE_EVERY_SECONDS = 600.0
 BATCH = 5000
 MAX_BATCHES = 20  # per prune; the rest waits for the next one
 
-_next_due: dict[str, float] = {}
-
-
-def prune_due(context: BoundedContext) -> int:
-    """Prune ``context``'s inbox (and its outbox, if this registration relays it) when
-    due in this process. Returns how many rows were deleted."""
-    now = time.monotonic()
-    if now < _next_due.get(context.name, 0.0):
-        return 0
-    _next_due[context.name] = now + PRUNE_EVERY_SECONDS
-    return prune(context)
-
-
 def prune(context: BoundedContext) -> int:
+    """Delete ``context``'s processed inbox rows past their retention (and its sent outbox
+    rows, if this registration relays the outbox). Returns how many rows were deleted."""
     now = timezone.now()
     inbox = context.inbox.objects.using(context.database).filter(
         status=context.inbox.Status.PROCESSED,

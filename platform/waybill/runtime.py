@@ -1,7 +1,9 @@
-"""The runtime: relays and consumers of the hosted contexts as threads of one process.
+"""The runtime: relays, consumers and schedulers of the hosted contexts as threads of
+one process.
 
 Embedded, ``manage.py runplatform`` runs both beside the ASGI server. In services mode
-``manage.py runrelay`` runs the relays alone (consumers live in the Celery worker).
+``manage.py runrelay`` runs the relays alone (consumers and their schedulers live in the
+Celery worker).
 
 Kombu's in-memory transport keeps queued messages in this process only. Two things
 make that honest:
@@ -28,6 +30,7 @@ from . import bus, contexts
 from .consumer import ContextConsumer
 from .outbox import wakeup_event
 from .relay import Relay, listen_for_commits
+from .scheduler import scheduler_for
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,13 @@ class Runtime:
                     consumer = ContextConsumer(ctx, partition)
                     self._spawn(self._consumers, f"consumer-{bus.queue_name(ctx.name, partition)}",
                                 consumer.run, self._consumers_stop)
+                    if partition == 0:
+                        # One scheduler per consumer, not per partition: the partitions
+                        # share one inbox and one set of jobs. It runs while partition 0 is
+                        # on the bus. No relay backstop: the relay thread sweeps itself.
+                        scheduler = scheduler_for(consumer, relay_backstop=False)
+                        self._spawn(self._consumers, f"scheduler-{ctx.name}", scheduler.run,
+                                    self._consumers_stop, consumer.connected)
         log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
                  "yes" if self.run_consumers else "no")
 

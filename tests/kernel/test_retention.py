@@ -39,12 +39,3 @@ def test_old_sent_outbox_and_processed_inbox_rows_go_and_nothing_else(pump, sett
     assert old.id not in remaining
     assert {fresh.id, retrying.id, dead.id} <= remaining
 
-
-def test_pruning_runs_at_most_once_per_period_per_process(monkeypatch):
-    calls = []
-    monkeypatch.setattr(retention, "prune", lambda context: calls.append(context.name) or 0)
-    monkeypatch.setattr(retention, "_next_due", {})
-    context = contexts.get("orders")
-    retention.prune_due(context)
-    retention.prune_due(context)
-    assert calls == ["orders"]

@@ -4,6 +4,8 @@ and applied once (invariants 2 and 3), and competing workers share a queue."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from launcher.polling import wait_for as _wait
@@ -28,8 +30,11 @@ def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment,
 def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment, tokens):
     orders_db = deployment.stack.database_urls["orders"]
     sku = product(deployment, tokens, on_hand=1000)
-    # No relay: the orders pile up in the outbox.
+    # No relay, and no orders worker, which runs the relay's backstop every
+    # WAYBILL_RELAY_SWEEP_SECONDS: the orders pile up in the outbox. The worker is stopped,
+    # not killed: this test is about the relay.
     deployment.kill("orders-relay")
+    deployment.kill("orders-worker", signal.SIGTERM)
     order_ids = place(deployment, tokens, sku, 150)
     pending = "SELECT count(*) FROM orders_outboxmessage WHERE sent_at IS NULL"
     assert query(orders_db, pending)[0][0] >= 150
@@ -42,6 +47,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(deployment,
     assert left > 0, "the relay finished before it was killed; the test proved nothing"
 
     deployment.start_process("orders-relay")
+    deployment.start_process("orders-worker")
     wait_confirmed(deployment, order_ids)
     assert_applied_once(deployment, sku, order_ids)
 

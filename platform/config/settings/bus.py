@@ -24,6 +24,8 @@ WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
 # it once with an admin account, and each service's broker user may not configure
 # anything but its own task queue.
 WAYBILL_BROKER_DECLARE = env.bool("WAYBILL_BROKER_DECLARE", default=True)
+# The relay sweeps its outbox this often besides waking on commits; in services mode the
+# context's worker also runs this sweep as a backstop for the relay process (waybill.scheduler).
 WAYBILL_RELAY_SWEEP_SECONDS = env.float("WAYBILL_RELAY_SWEEP_SECONDS", default=2.0)
 WAYBILL_RELAY_BATCH_SIZE = env.int("WAYBILL_RELAY_BATCH_SIZE", default=500)
 WAYBILL_RELAY_MAX_ATTEMPTS = env.int("WAYBILL_RELAY_MAX_ATTEMPTS", default=10)
@@ -66,16 +68,3 @@ CELERY_TASK_QUEUES = [
     for context in WAYBILL_CONTEXTS
 ]
 CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"
-CELERY_BEAT_SCHEDULE = {
-    f"{task}-{context}": {
-        "task": f"waybill.{task}",
-        "schedule": seconds,
-        "args": (context,),
-        # Exchange and routing key spelled out: given a queue alone, Celery would publish
-        # through the default exchange, which no context's broker user may write to.
-        "options": {"queue": f"waybill.tasks.{context}", "exchange": f"waybill.tasks.{context}",
-                    "routing_key": f"waybill.tasks.{context}", "expires": seconds * 2},
-    }
-    for context in WAYBILL_CONTEXTS
-    for task, seconds in (("relay_sweep", WAYBILL_RELAY_SWEEP_SECONDS),)
-}
