@@ -80,7 +80,7 @@ class Process:
         return "/readyz" if self.is_web else "/healthz"
 
 
-# The default of WAYBILL_WS_MAX_FRAME_BYTES (config/settings/base.py, which the web process
+# The default of WAYBILL_WS_MAX_FRAME_BYTES (config/settings/limits.py, which the web process
 # checks again per frame; tests/test_compose.py holds the two equal). The launcher runs
 # before any settings are loaded, so it cannot read them.
 WS_MAX_FRAME_BYTES = 64 * 1024

@@ -70,7 +70,7 @@ class Stack:
         else:
             env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
         if process.is_web:
-            # Under ASGI persistent connections are not reused (see config/settings/base.py).
+            # Under ASGI persistent connections are not reused (see config/settings/contexts.py).
             env["WAYBILL_DB_POOL"] = "true"
         return {**env, **dict(process.fixed)}
 

@@ -9,10 +9,11 @@ What it runs, for each consumer a process hosts:
   deadlines, the dashboard, the change log's pruning, webhook sends), so a bulkhead's
   jobs run where the bulkhead runs.
 
-Who drives it: embedded, the runtime runs one scheduler thread per hosted consumer (a slow
-job of a bulkhead, such as sending webhooks, cannot hold up orders' saga deadlines); in
-services mode the consumer bootstep of each Celery worker ticks one scheduler per consumer
-that worker hosts (``WAYBILL_CONSUMERS``). Either way it runs only while its consumer is
+Who drives it: one scheduler thread per hosted consumer (a slow job of one, such as
+sending webhooks or draining a backlog, cannot hold up another's, such as orders' saga
+deadlines): embedded, the runtime starts them; in services mode the consumer bootstep of
+each Celery worker, for the consumers that worker hosts (``WAYBILL_CONSUMERS``), off the
+thread that delivers its messages. Either way it runs only while its consumer is
 connected to the bus: orders' saga clock reads a long gap between runs as an outage
 during which no deadline may pass (``apps/orders/saga.py``).
 

@@ -3,18 +3,21 @@ consumer's queues and hands every message to ``ContextConsumer.on_message``, whi
 only after the handler's transaction committed. Celery gives it the worker's supervised
 broker connection, reconnects and clean shutdown.
 
-The same step drives the kernel's scheduler (``waybill.scheduler``) from the worker's
-timer, for exactly the consumers this worker hosts: a bulkhead's retries and jobs
-(payments, webhooks) stay in the bulkhead's own worker, and the context's main worker also
-runs the relay's backstop. Celery stops the step while the broker is unreachable, and the
-scheduler with it (the saga clock counts on that).
+The same step runs the kernel's scheduler (``waybill.scheduler``) for exactly the
+consumers this worker hosts, one thread each: a bulkhead's retries and jobs (payments)
+stay in the bulkhead's own worker, and the context's main worker also runs the relay's
+backstop. Threads, not the worker's timer: with RabbitMQ the timer runs on the thread that
+delivers messages, so a slow job (a backstop drain waiting for confirms) would stop
+consuming, and one scheduler's job would delay another's (saga deadlines). Celery stops
+the step while the broker is unreachable, and the schedulers with it (the saga clock
+counts on that).
 """
 
 import logging
+import threading
 
 from celery import Celery, bootsteps
 from django.conf import settings
-from django.db import close_old_connections
 from kombu import Consumer
 
 from . import bus, contexts
@@ -52,28 +55,25 @@ class ContextEventConsumer(bootsteps.ConsumerStep):
         ]
 
     def start(self, c):
-        from .scheduler import TICK_SECONDS
-
         super().start(c)
-        self._timer = c.timer.call_repeatedly(TICK_SECONDS, self._tick)
+        self._schedulers_stop = threading.Event()
+        self._scheduler_threads = [
+            threading.Thread(target=scheduler.run, args=(self._schedulers_stop,), daemon=True,
+                             name=f"scheduler-{consumer.context.name}")
+            for consumer, scheduler in zip(self.context_consumers, self.schedulers)
+        ]
+        for thread in self._scheduler_threads:
+            thread.start()
 
     def stop(self, c):
         for consumer in getattr(self, "context_consumers", ()):
             consumer.stop.set()  # one waiting for its database gives the message back unacked
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if (stop := getattr(self, "_schedulers_stop", None)) is not None:
+            stop.set()
+            for thread in self._scheduler_threads:
+                # A job in flight finishes first (each is short, or bounded by its timeouts).
+                thread.join(timeout=15)
         super().stop(c)
-
-    def _tick(self):
-        # The timer's thread is long-lived: it must notice a database connection that died
-        # or outlived CONN_MAX_AGE. Each job is guarded by its scheduler.
-        try:
-            close_old_connections()
-        except Exception:
-            log.exception("could not close old database connections")
-        for scheduler in self.schedulers:
-            scheduler.run_due()
 
 
 def install(app: Celery) -> None:
