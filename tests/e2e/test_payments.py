@@ -32,6 +32,14 @@ def _sandbox(port: int, path: str, **body) -> dict:
     return response.json()
 
 
+def _answers(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
+
+
 @pytest.fixture
 def sandbox_port() -> int:
     return free_port()
@@ -85,6 +93,9 @@ def test_a_payment_step_whose_deadline_passed_while_everything_was_down_complete
              "the saga to wait at its payment step")
 
     platform.kill()  # everything dies: the platform and its sandbox
+    # The sandbox dies of its parent's death (a signal), a moment later; until it has, it
+    # would answer the restarted platform's charges with its outage.
+    wait_for(lambda: not _answers(sandbox_port), 30, "the old sandbox to stop answering")
     wait_for(lambda: _saga(platform.data_dir, order_id) == ("charge_payment", 1), 30,
              "the payment step's deadline to pass by the wall clock")
     platform.start(env={"WAYBILL_PAYMENT_SANDBOX_PORT": str(sandbox_port), **env})  # the provider is back, too
