@@ -46,7 +46,7 @@ from .deployment import Process
 from .gateway import Gateway
 from .polling import wait_for
 from .servers import _Server, _setpriv
-from .stack import BIN, Stack
+from .stack import BIN, REPO, Stack
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ serverurl=unix://{_value(str(socket))}
 [eventlistener:crash-report]
 command={listener}
 directory={_value(str(folder))}
-environment=PYTHONPATH="{_value(str(Path(__file__).resolve().parents[1]))}"
+# The platform and the repository: the launcher reads the contexts' manifests (apps/).
+environment=PYTHONPATH="{_value(f"{REPO / 'platform'}{os.pathsep}{REPO}")}"
 events=PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,PROCESS_STATE_FATAL
 # First up, last down: it reports on everyone else.
 priority=1
