@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 from kombu import Connection, Exchange, Producer
 
@@ -86,12 +87,16 @@ class Relay:
         ctx = self.context
         rows = ctx.outbox.objects.using(ctx.database)
         failures_before = len(failed_ids)
+        # A row that failed in this drain, or too often to be tried again (parked: operators
+        # see it in the admin and can publish it again), holds back its own aggregate only.
+        # Left out here, whole aggregate and all: claimed and then dropped for commit order,
+        # a blocked aggregate's later rows could fill every batch and starve the others.
+        blocked = rows.filter(sent_at__isnull=True).filter(
+            Q(publish_attempts__gte=settings.WAYBILL_RELAY_MAX_ATTEMPTS) | Q(id__in=failed_ids))
         with transaction.atomic(using=ctx.database):
             claimed = list(
-                # A row that failed to publish too often is parked (operators see it in the
-                # admin and can publish it again); it holds back only its own aggregate.
-                rows.filter(sent_at__isnull=True, publish_attempts__lt=settings.WAYBILL_RELAY_MAX_ATTEMPTS)
-                .exclude(id__in=failed_ids)
+                rows.filter(sent_at__isnull=True)
+                .exclude(aggregate_id__in=blocked.values("aggregate_id"))
                 .order_by("id")
                 .select_for_update(skip_locked=True)[: self.batch_size]
             )

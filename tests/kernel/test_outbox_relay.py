@@ -199,6 +199,24 @@ def test_a_row_that_keeps_failing_is_parked_and_holds_back_only_its_aggregate(pu
     assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
 
 
+def test_a_parked_row_with_a_batch_of_rows_behind_it_does_not_starve_other_aggregates(pump, settings):
+    """The later rows of a parked row's aggregate wait; they must not fill the relay's
+    batches, or nothing after them would ever be published."""
+    settings.WAYBILL_RELAY_BATCH_SIZE = 3
+    with transaction.atomic(using="inventory"):
+        for version in range(1, 6):
+            outbox_record(context="inventory", message=RecountStock(sku="A"), aggregate_id="A",
+                          aggregate_version=version)
+        outbox_record(context="inventory", message=RecountStock(sku="B"), aggregate_id="B", aggregate_version=1)
+    rows = InventoryOutbox.objects
+    head = rows.order_by("id").first()
+    rows.filter(id=head.id).update(publish_attempts=settings.WAYBILL_RELAY_MAX_ATTEMPTS)  # parked
+
+    assert pump.relay("inventory") == 1
+    assert list(rows.filter(sent_at__isnull=False).values_list("aggregate_id", flat=True)) == ["B"]
+    assert rows.filter(aggregate_id="A", sent_at__isnull=True).count() == 5
+
+
 def test_a_row_that_cannot_be_published_fails_alone_and_the_relay_keeps_publishing(pump, settings):
     """A row the relay cannot make into a message (its type is no longer registered, its
     envelope lost a field, it is over the size limit) is that row's failure: the others
