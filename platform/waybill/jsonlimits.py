@@ -11,16 +11,22 @@ malformed JSON keeps working), and ``too_large`` tells a 413 or close code 1009 
 
 Checked after parsing, in a loop rather than recursion; the walk over the value runs only
 when a cheap look at the text says a limit may be near, so the common small, flat
-message pays for one ``json.loads`` and two substring searches.
+message pays for one ``json.loads`` and a search or two.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 DEFAULT_MAX_DEPTH = 32
+
+# The escapes that can put NUL or a surrogate into valid JSON text (raw control characters
+# are malformed JSON already). Only these: ``json.dumps`` writes every non-ASCII character
+# as a ``\\u`` escape, and "Café" must not cost the walk.
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class JSONRefused(ValueError):
@@ -57,7 +63,8 @@ def loads(data: bytes | bytearray | str, *, max_bytes: int | None = None,
         raise JSONRefused(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise JSONRefused(f"malformed JSON: {exc}") from None
-    if _may_exceed_limits(text, max_depth):
+    # A raw lone surrogate can only be in a str given to us: bytes were decoded strictly.
+    if _may_exceed_limits(text, max_depth, raw_surrogates=isinstance(data, str)):
         _check(value, max_depth)
     return value
 
@@ -73,10 +80,8 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _may_exceed_limits(text: str, max_depth: int) -> bool:
-    # Escapes are how NUL and surrogates get into valid JSON text (raw control characters
-    # are malformed JSON already); a raw lone surrogate can only be in a str given to us.
-    if "\\u" in text or not _is_unicode(text):
+def _may_exceed_limits(text: str, max_depth: int, *, raw_surrogates: bool) -> bool:
+    if _RISKY_ESCAPE.search(text) or (raw_surrogates and not _is_unicode(text)):
         return True
     return text.count("[") + text.count("{") > max_depth
 
