@@ -76,11 +76,11 @@ class ContextConsumer:
     # answers again: a broken connection, not the message (see _as_one_message).
     connection_error_tries = 3
 
-    def __init__(self, context: BoundedContext, partition: int = 0, *, stop: threading.Event | None = None):
+    def __init__(self, context: BoundedContext, partition: int = 0):
         self.context = context
         self.partition = partition  # the queue run() consumes; on_message serves any
         # Set to give up waiting for the database (shutdown): the message is not acked.
-        self.stop = stop or threading.Event()
+        self.stop = threading.Event()
         # Set while run() is on the bus: the scheduler runs this consumer's periodic work
         # only then (see waybill.scheduler).
         self.connected = threading.Event()
@@ -105,11 +105,9 @@ class ContextConsumer:
             message.ack()
         return outcome
 
-    def receive(self, body: bytes | str, *, content_type: str | None, routing_key: str = "",
-                content_encoding: str | None = None, headers: dict | None = None) -> Outcome:
+    def receive(self, body: bytes | str, *, content_type: str | None, routing_key: str = "") -> Outcome:
         """Handle one message given by its parts (as ``on_message`` does with a Kombu one)."""
-        return self.handle(Received.of(body, content_type=content_type, content_encoding=content_encoding,
-                                       routing_key=routing_key, headers=headers))
+        return self.handle(Received.of(body, content_type=content_type, routing_key=routing_key))
 
     def handle(self, received: Received) -> Outcome:
         """Never raises: see the class docstring."""
@@ -122,12 +120,14 @@ class ContextConsumer:
         """Run ``handle``; an exception is the message's own failure, given to ``unhandled``,
         unless the database does not answer: then wait for it with backoff (a requeue
         would count against the queue's delivery limit) and handle the message again."""
-        reconnects = Reconnects(f"consumer {self.context.name}: database {self.context.database}", self.stop, log)
+        reconnects = None  # made on the first failure: the common message never needs it
         connection_errors = 0
         while True:
             try:
                 return handle()
             except Exception as error:  # noqa: BLE001 - see the docstring
+                reconnects = reconnects or Reconnects(
+                    f"consumer {self.context.name}: database {self.context.database}", self.stop, log)
                 answers = self._database_answers()
                 # A connection that broke and is back by now (a terminated backend, a
                 # failover, a proxy's reset) is no fault of the message: try it again, a

@@ -10,6 +10,7 @@ in size, with NULs and undecodable bytes made visible instead of dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 # Properties worth keeping with a dead letter besides the application headers: who sent
@@ -27,8 +28,9 @@ class Received:
     content_type: str = ""
     content_encoding: str = ""
     routing_key: str = ""
-    # Storable strings only (see ``storable``), bounded in number and length.
-    headers: dict[str, str] = field(default_factory=dict)
+    # As the broker gave them: only a dead letter keeps them, so they are made storable
+    # (``headers``) only then, not for every message.
+    raw_headers: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, body: bytes | str | None, *, content_type: str | None = None, content_encoding: str | None = None,
@@ -38,8 +40,13 @@ class Received:
             content_type=storable(content_type or "", 200),
             content_encoding=storable(content_encoding or "", 64),
             routing_key=storable(routing_key or "", 200),
-            headers=_storable_headers(headers or {}),
+            raw_headers=headers or {},
         )
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Storable strings only (see ``storable``), bounded in number and length."""
+        return _storable_headers(self.raw_headers)
 
     @classmethod
     def from_kombu(cls, message) -> Received:
