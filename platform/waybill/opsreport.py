@@ -79,6 +79,8 @@ def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> O
     the report, or None when it was not due. ``force`` skips that check (tests)."""
     if not context.relay:
         return None  # shares the outbox of a registration that reports it
+    if not force and _reported_recently(context):
+        return None  # the common case, with every process of a context reporting: no call below
     crashing = _crashing(context)  # asked before the transaction: keep the lock short
     db = context.database
     with transaction.atomic(using=db):
@@ -91,14 +93,9 @@ def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> O
                                [zlib.crc32(aggregate_id(context.name).encode())])
                 if not cursor.fetchone()[0]:
                     return None
-        outbox = context.outbox.objects.using(db)
-        now = timezone.now()
-        recent = now - timedelta(seconds=REPORT_SECONDS * 0.9)
-        # The newest report through the (aggregate_id, id) index, not a scan of the outbox.
-        last = (outbox.filter(aggregate_id=aggregate_id(context.name)).order_by("-id")
-                .values_list("created_at", flat=True).first())
-        if not force and last is not None and last > recent:
+        if not force and _reported_recently(context):  # again, now that it is ours to do
             return None
+        now = timezone.now()
         report = _measure(context, now)
         # Reports of one context are ordered by time; readers keep the newest.
         version = int(now.timestamp() * 1000)
@@ -109,6 +106,14 @@ def outbox_report(context: contexts.BoundedContext, *, force: bool = False) -> O
                           aggregate_version=version,
                           message=ProcessesSupervised(context=context.name, crashing=crashing, measured_at=now))
     return report
+
+
+def _reported_recently(context: contexts.BoundedContext) -> bool:
+    recent = timezone.now() - timedelta(seconds=REPORT_SECONDS * 0.9)
+    # The newest report through the (aggregate_id, id) index, not a scan of the outbox.
+    last = (context.outbox.objects.using(context.database).filter(aggregate_id=aggregate_id(context.name))
+            .order_by("-id").values_list("created_at", flat=True).first())
+    return last is not None and last > recent
 
 
 def _crashing(context: contexts.BoundedContext) -> dict[str, str] | None:
