@@ -112,7 +112,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -231,7 +231,7 @@ class _Server:
                     except Exception:  # hook failed or timed out: no more manners
                         pass
                 # Kill what is left of the group (leader and any child it orphaned).
-                _kill_group(proc.pid)
+                kill_group(proc.pid)
                 proc.wait()
         finally:
             self._proc = None

@@ -23,7 +23,6 @@ broker users get new passwords, which only these processes use.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -36,7 +35,8 @@ from . import provision
 from .deployment import processes
 from .gateway import Gateway, upstreams
 from .polling import wait_for
-from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, missing_packages, stored_secret
+from .servers import (PostgresServer, RabbitMQServer, RedisServer, free_port, kill_group, missing_packages,
+                      stored_secret)
 from .services import answers
 from .stack import REPO, Stack
 from .supervision import Supervisor, control_socket, gateway_program, process_program, rpc
@@ -122,8 +122,7 @@ def _wait_for_leftovers(pids: Pids) -> None:
         # Its own shutdown stops one process after the other; stopping them all at once is
         # what it does anyway, sooner. Each is the leader of its process group.
         for child in child_pids(left["supervisord"]):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child, signal.SIGTERM)
+            kill_group(child, signal.SIGTERM)
     try:
         wait_for(lambda: not pids.leftovers(), LEFTOVER_TIMEOUT, "the last run's servers to stop")
     except AssertionError:
