@@ -12,7 +12,6 @@ every accepted order completes once."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -57,15 +56,13 @@ def test_a_60_second_broker_outage_during_a_burst_rejects_no_order(default_deadl
     rabbitmq.stop()
     outage_began = time.monotonic()
     during: list[str] = []
-    pace = threading.Event()  # never set: the load generator's pause between orders
     try:
         while time.monotonic() - outage_began < OUTAGE_SECONDS:
             during.extend(place(deployment, tokens, sku, 1))
-            pace.wait(PACE_SECONDS)
+            time.sleep(PACE_SECONDS)  # the load's pace, not a wait for anything
     finally:
         rabbitmq.start()
-    outage = time.monotonic() - outage_began
-    assert outage >= OUTAGE_SECONDS and len(during) >= 30, (outage, len(during))
+    assert len(during) >= 30, f"only {len(during)} orders placed during the outage"
 
     order_ids = before + during
     wait_confirmed(deployment, order_ids)
