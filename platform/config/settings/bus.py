@@ -3,6 +3,8 @@ in services mode (waybill/bus.py, relay.py, consumer.py, worker.py)."""
 
 from kombu import Exchange, Queue
 
+from waybill import jsonlimits
+
 from .contexts import WAYBILL_CONTEXTS
 from .environment import WAYBILL_BROKER_URL, env
 
@@ -40,7 +42,7 @@ WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
 # A message on the bus larger than this, or nested deeper, is dead-lettered unread; the
 # relay refuses to publish a bigger one (every consumer would refuse it).
 WAYBILL_MESSAGE_MAX_BYTES = env.int("WAYBILL_MESSAGE_MAX_BYTES", default=1024 * 1024)
-WAYBILL_MESSAGE_MAX_DEPTH = env.int("WAYBILL_MESSAGE_MAX_DEPTH", default=32)
+WAYBILL_MESSAGE_MAX_DEPTH = env.int("WAYBILL_MESSAGE_MAX_DEPTH", default=jsonlimits.DEFAULT_MAX_DEPTH)
 # How much of a message's body the admin shows as text (dead letters, inbox, outbox); the
 # whole body is a download.
 WAYBILL_MESSAGE_PREVIEW_BYTES = env.int("WAYBILL_MESSAGE_PREVIEW_BYTES", default=4096)
