@@ -1,4 +1,4 @@
-"""A context is declared once: a fourth, throwaway context written as a package with a
+"""A context is declared once: one more, throwaway context written as a package with a
 manifest (and the models and URLs it names) appears in the settings, the URLs, the
 database router, the kernel's registrations, the launcher's process list, provisioning
 and the compose file, with no other file of the platform edited."""
@@ -102,7 +102,7 @@ def throwaway(tmp_path):
     return tmp_path
 
 
-def test_a_fourth_context_from_its_manifest_alone_appears_everywhere(throwaway):
+def test_one_more_context_from_its_manifest_alone_appears_everywhere(throwaway):
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": f"{REPO / 'platform'}:{REPO}:{throwaway}",

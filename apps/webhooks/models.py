@@ -101,8 +101,8 @@ class WebhookAttempt(models.Model):
 
 
 class OutboxMessage(OutboxMessageBase):
-    """Webhooks publish nothing yet (their effect is the HTTP POST); every context has an
-    outbox all the same, since it is how a context would speak."""
+    """Webhooks publish no event of their own (their effect is the HTTP POST); the kernel's
+    operations report of this context travels through it, as every context's does."""
 
 
 class InboxMessage(InboxMessageBase):
