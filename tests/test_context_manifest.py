@@ -139,3 +139,20 @@ def test_the_platform_contexts_are_the_manifests():
     from waybill import manifest
 
     assert tuple(manifest.discover()) == settings.ALL_CONTEXTS == ("inventory", "orders", "readmodels", "webhooks")
+
+
+def test_a_manifest_that_would_silently_win_over_another_is_refused():
+    from waybill.manifest import Consumer, Context, _refuse_clashes
+
+    def context(name, *consumers, **more):
+        return Context(name=name, consumers=tuple(Consumer(c, handlers="m:H") for c in (name, *consumers)), **more)
+
+    with pytest.raises(ValueError, match="route /ws/ is declared by both 'a' and 'b'"):
+        _refuse_clashes([context("a", websockets="m:p"), context("b", websockets="m:p")])
+    with pytest.raises(ValueError, match="route /api/v1/x/ is declared by both"):
+        _refuse_clashes([context("a", api={"x/": "m"}), context("b", api={"x/": "n"})])
+    with pytest.raises(ValueError, match="consumer 'a' is declared by both 'a' and 'c'"):
+        _refuse_clashes([context("a"), context("c", "a")])
+    with pytest.raises(ValueError, match="its first consumer must be named 'd'"):
+        Context(name="d", consumers=(Consumer("e", handlers="m:H"),))
+    _refuse_clashes([context("a", api={"x/": "m"}), context("b", "bulk", api={"y/": "n"})])  # no clash

@@ -101,6 +101,10 @@ class Context:
         names = [consumer.name for consumer in self.consumers]
         if len(set(names)) != len(names):
             raise ValueError(f"context {self.name!r} declares a consumer twice: {names}")
+        if names and names[0] != self.name:
+            # The first consumer's registration is the context's: its outbox is found by
+            # the context's name (outbox_record(context=...)).
+            raise ValueError(f"context {self.name!r}: its first consumer must be named {self.name!r}, not {names[0]!r}")
         if self.jobs and not self.consumers:
             raise ValueError(f"context {self.name!r} has jobs but no consumer: jobs run where a consumer runs")
         for job in self.jobs:
@@ -175,7 +179,20 @@ def discover(where: tuple[str, ...] | None = None) -> dict[str, Context]:
                 raise ValueError(f"two packages declare the context {context.name!r}")
             object.__setattr__(context, "package", package)
             found[context.name] = context
+    _refuse_clashes(found.values())
     return dict(sorted(found.items()))
+
+
+def _refuse_clashes(declared) -> None:
+    """A consumer name is a queue and a registration, a route goes to one web process:
+    two contexts may not claim the same one (the second would silently win)."""
+    owners: dict[str, str] = {}
+    for context in declared:
+        for claim in (*(f"consumer {c.name!r}" for c in context.consumers),
+                      *(f"route {route}" for route in context.routes)):
+            if claim in owners:
+                raise ValueError(f"{claim} is declared by both {owners[claim]!r} and {context.name!r}")
+            owners[claim] = context.name
 
 
 def resolve(reference: str):
