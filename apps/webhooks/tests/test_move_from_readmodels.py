@@ -33,13 +33,16 @@ def old_tables() -> set[str]:
 @pytest.fixture
 def old(alice, staff):
     """The readmodels database as a deployment from before the move has it: readmodels'
-    migrations created the webhook tables (a test database has them, empty, unless an
-    earlier test moved them: then they are made again from the same historical models)."""
+    migrations created the webhook tables. Made afresh from the same historical models for
+    every test: the test database's flush knows nothing of them, so an earlier test's rows
+    (or its move) would be found there."""
     models = move.old_models()
     with connections["readmodels"].schema_editor() as editor:
+        for model in reversed(models.values()):
+            if model._meta.db_table in old_tables():
+                editor.delete_model(model)
         for model in models.values():
-            if model._meta.db_table not in old_tables():
-                editor.create_model(model)
+            editor.create_model(model)
     db = "readmodels"
     now = timezone.now()
 
@@ -115,6 +118,31 @@ def test_migrateall_moves_endpoints_secrets_and_history_and_drops_the_old_tables
     assert WebhookEndpoint.objects.count() == 2 and WebhookAttempt.objects.count() == 4
 
 
+def test_operators_keep_their_rights_on_the_webhook_pages(old, django_user_model):
+    """An operator who is no superuser may mend deliveries because of a permission named for
+    the app; the moved tables' permissions are webhooks' now."""
+    from django.contrib.auth.models import Group, Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    def permission(app, model, codename):
+        content_type, _ = ContentType.objects.get_or_create(app_label=app, model=model)
+        return Permission.objects.get_or_create(content_type=content_type, codename=codename,
+                                                defaults={"name": codename})[0]
+
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.add(permission("readmodels", "webhookdelivery", "change_webhookdelivery"))
+    on_call = Group.objects.create(name="on call")
+    on_call.permissions.add(permission("readmodels", "webhookinbox", "view_webhookinbox"))
+    on_call.user_set.add(operator)
+
+    call_command("webhooks_move_from_readmodels", verbosity=0)
+
+    operator = django_user_model.objects.get(pk=operator.pk)  # no cached permissions
+    assert operator.has_perm("webhooks.change_webhookdelivery")
+    assert operator.has_perm("webhooks.view_inboxmessage")  # through the group, under the inbox's new name
+    assert not operator.has_perm("webhooks.change_webhookendpoint")  # nothing more than before
+
+
 def test_a_move_that_stopped_half_way_finishes_when_run_again(old):
     # As if the first run died after copying the endpoints and one delivery.
     models = move.old_models()
@@ -137,6 +165,28 @@ def test_a_different_row_under_an_old_rows_identity_stops_the_move_and_drops_not
         call_command("webhooks_move_from_readmodels", verbosity=0)
     assert old_tables() == set(OLD_TABLES)
     assert WebhookEndpoint.objects.get(pk=old["mine"].pk).secret == "whsec_another"  # not overwritten
+
+
+def test_a_row_written_to_the_old_tables_during_the_move_stops_the_drop_and_a_rerun_moves_it(old, monkeypatch):
+    models = move.old_models()
+    real_copy = move.Command._copy
+
+    def copy_then_an_old_worker_writes(self, table, old_model):
+        copied = real_copy(self, table, old_model)
+        if table.old == "WebhookDelivery":  # an old readmodels-webhooks-worker, still running
+            models["WebhookDelivery"].objects.using("readmodels").create(
+                endpoint_id=old["mine"].pk, message_id=uuid.uuid4(), event_type="orders.order_placed",
+                body="{}", status="pending")
+        return copied
+
+    monkeypatch.setattr(move.Command, "_copy", copy_then_an_old_worker_writes)
+    with pytest.raises(CommandError, match="readmodels_webhookdelivery gained 1 rows.*nothing dropped"):
+        call_command("webhooks_move_from_readmodels", verbosity=0)
+    assert old_tables() == set(OLD_TABLES)
+
+    monkeypatch.undo()
+    call_command("webhooks_move_from_readmodels", verbosity=0)
+    assert old_tables() == set() and WebhookDelivery.objects.count() == 4
 
 
 def test_where_the_readmodels_database_is_not_configured_it_does_nothing(monkeypatch, capsys):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import Permission
 from django.core.management import BaseCommand, CommandError
 from django.core.management.color import no_style
 from django.db import connections, models, transaction
@@ -88,14 +89,43 @@ class Command(BaseCommand):
             # Their schema is the one of OLD_STATE; and a later readmodels migration may
             # still change them (0010 does, the dead letters).
             raise CommandError(f"migrate the {OLD_DB} database first (to {OLD_STATE[1]} at least)")
+        copied = {}
         for table in tables:
-            copied = self._copy(table, old[table.old])
-            self.stdout.write(f"{table.new._meta.verbose_name_plural}: {copied} rows in the {DB} database")
-        with connections[OLD_DB].schema_editor() as editor:
+            copied[table.old] = self._copy(table, old[table.old])
+            self.stdout.write(f"{table.new._meta.verbose_name_plural}: {copied[table.old]} rows in the {DB} database")
+        self._grant_permissions(tables)
+        with connections[OLD_DB].schema_editor() as editor:  # one transaction (PostgreSQL, SQLite)
+            for table in tables:
+                # Counted again with writers held off: a process of the old deployment still
+                # running (readmodels' webhooks worker) may have written a row behind the copy.
+                model = old[table.old]
+                if connections[OLD_DB].vendor == "postgresql":
+                    editor.execute(f"LOCK TABLE {editor.quote_name(model._meta.db_table)} IN EXCLUSIVE MODE")
+                if (now := model._default_manager.using(OLD_DB).count()) != copied[table.old]:
+                    raise CommandError(
+                        f"{model._meta.db_table} gained {now - copied[table.old]} rows while they were copied: "
+                        "stop the old deployment's processes and run this again; nothing dropped")
             for table in reversed(tables):
                 editor.delete_model(old[table.old])
         self.stdout.write(f"dropped the old tables from the {OLD_DB} database: "
                           + ", ".join(old[t.old]._meta.db_table for t in reversed(tables)))
+
+    def _grant_permissions(self, tables: list[Table]) -> None:
+        """Whoever could see or mend a table under readmodels can under webhooks: Django's
+        permissions are named for the app (``readmodels.change_webhookdelivery`` becomes
+        ``webhooks.change_webhookdelivery``), and operators who are not superusers would
+        otherwise lose the admin's webhook pages. Granting twice is harmless."""
+        for table in tables:
+            old_name, new_name = table.old.lower(), table.new._meta.model_name
+            granted = Permission.objects.filter(content_type__app_label=OLD_APP, content_type__model=old_name)
+            for old_permission in granted:
+                action = old_permission.codename.removesuffix(f"_{old_name}")
+                new_permission = Permission.objects.filter(
+                    content_type__app_label=table.new._meta.app_label, content_type__model=new_name,
+                    codename=f"{action}_{new_name}").first()
+                if new_permission is not None:
+                    new_permission.group_set.add(*old_permission.group_set.all())
+                    new_permission.user_set.add(*old_permission.user_set.all())
 
     def _copy(self, table: Table, old_model: type[models.Model]) -> int:
         """Copy every row not yet in the new table, then check that every one is there.
