@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from kombu.transport import memory
 
 from waybill import bus, contexts
@@ -50,13 +51,22 @@ class Pump:
         return published
 
     def deliver(self, context_name: str) -> list[Outcome]:
-        """Consume everything waiting on the context's queue; returns each outcome."""
+        """Consume everything waiting on the context's queue, in batches as the consumer
+        takes them (``WAYBILL_CONSUMER_BATCH_SIZE``); returns each outcome."""
         outcomes = []
         for queue in bus.context_queues(contexts.get(context_name)):
             bound = queue(self.connection.default_channel)
-            while (message := bound.get(no_ack=False, accept=[bus.JSON])) is not None:
-                outcomes.append(self.consumers[context_name].on_message(message))
+            while batch := self._take(bound):
+                outcomes += self.consumers[context_name].on_messages(batch)
         return outcomes
+
+    @staticmethod
+    def _take(queue) -> list:
+        batch = []
+        while len(batch) < settings.WAYBILL_CONSUMER_BATCH_SIZE and \
+                (message := queue.get(no_ack=False, accept=[bus.JSON])) is not None:
+            batch.append(message)
+        return batch
 
     def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:
         """Put a message straight onto a context's queue, as a misbehaving producer would."""

@@ -1,9 +1,16 @@
 """The consumer: takes a context's messages off its queue and applies them exactly once.
 
-Per message: refuse what cannot be read (dead letter, ack, next); otherwise run the
-handler and write the inbox row in one transaction, then ack. A handler that raises is
-retried from the inbox with exponential backoff and jitter; ``PermanentFailure`` or the
-last try sends it to the dead letters. Nothing here blocks the messages behind a bad one.
+Messages come in batches (up to ``WAYBILL_CONSUMER_BATCH_SIZE``, whatever has arrived:
+a lone message is not kept waiting). Per message: refuse what cannot be read (dead
+letter, ack, next); otherwise run its handler inside a savepoint of the batch's one
+transaction, write the batch's inbox rows together, commit once, then ack them all. A
+handler that raises rolls back its own savepoint only and is retried from the inbox with
+exponential backoff and jitter; ``PermanentFailure`` or the last try sends it to the dead
+letters. Nothing here blocks the messages behind a bad one. If the batch's transaction
+itself fails (a concurrent delivery's inbox row, a deadlock, the database gone), nothing
+of it committed and each of its messages is applied again alone, one transaction each.
+A crash before the commit leaves the whole batch unacked: the broker delivers it again
+and the inbox drops what had been applied.
 
 Whatever a message is, it is one message's failure, never the consumer's: a dead letter
 keeps its exact bytes (``waybill.wire``), and any exception outside the handler (in
@@ -22,7 +29,9 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -60,6 +69,21 @@ class PermanentFailure(Exception):
     """Raised by a handler for a message that no retry can fix."""
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A message that was read, is valid and has a handler that runs in the inbox
+    transaction: ready to be applied with the others of its batch."""
+
+    received: Received
+    envelope: Envelope
+    payload: Message
+    handler: Handler
+
+
+class _BatchAborted(Exception):
+    """The batch's transaction cannot commit (a savepoint could not be rolled back)."""
+
+
 # The encodings a JSON body may declare: none, UTF-8, or Kombu's "binary" for bytes
 # published with a content type; the body must be UTF-8 JSON in every case.
 _JSON_ENCODINGS = {"", "utf-8", "utf8", "binary"}
@@ -91,19 +115,24 @@ class ContextConsumer:
 
     # --- one message ----------------------------------------------------------------
     def on_message(self, message: KombuMessage) -> Outcome:
-        # A long-lived consumer (the Celery bootstep above all) must notice a database
-        # connection that died or outlived CONN_MAX_AGE, as Django does between requests.
-        # Failing to close one is no reason to fail the message: handling it finds out.
+        return self.on_messages([message])[0]
+
+    def on_messages(self, messages: list[KombuMessage]) -> list[Outcome]:
+        """Handle a batch as it came off the queue, then ack (or reject) each message."""
+        # A long-lived consumer must notice a database connection that died or outlived
+        # CONN_MAX_AGE, as Django does between requests. Failing to close one is no
+        # reason to fail the messages: handling them finds out.
         with contextlib.suppress(Exception):
             close_old_connections()
-        outcome = self.handle(Received.from_kombu(message))
-        # Only now: the outcome is committed. A failing ack is a lost broker connection,
-        # for the caller to reconnect; the message comes again and the inbox drops it.
-        if outcome is Outcome.UNSTORABLE:
-            message.reject(requeue=False)  # to the queue's dead-letter exchange, waybill.dead
-        elif outcome is not Outcome.DEFERRED:
-            message.ack()
-        return outcome
+        outcomes = self.handle_batch([Received.from_kombu(message) for message in messages])
+        # Only now: the outcomes are committed. A failing ack is a lost broker connection,
+        # for the caller to reconnect; the messages come again and the inbox drops them.
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if outcome is Outcome.UNSTORABLE:
+                message.reject(requeue=False)  # to the queue's dead-letter exchange, waybill.dead
+            elif outcome is not Outcome.DEFERRED:
+                message.ack()
+        return outcomes
 
     def receive(self, body: bytes | str, *, content_type: str | None, routing_key: str = "") -> Outcome:
         """Handle one message given by its parts (as ``on_message`` does with a Kombu one)."""
@@ -111,12 +140,33 @@ class ContextConsumer:
 
     def handle(self, received: Received) -> Outcome:
         """Never raises: see the class docstring."""
-        return self._as_one_message(
-            lambda: self._handle(received),
-            unhandled=lambda error: self._dead_letter_minimal(received, f"could not be handled: {_describe(error)}"),
-        )
+        return self.handle_batch([received])[0]
 
-    def _as_one_message(self, handle: Callable[[], Outcome], *, unhandled: Callable[[Exception], Outcome]) -> Outcome:
+    def handle_batch(self, batch: list[Received]) -> list[Outcome]:
+        """An outcome per message, in order. Never raises: see the class docstring.
+
+        Each message is read first, on its own: a refused one is dead-lettered there and
+        an external call made (``_handle``). The rest are applied together, in the order
+        they came, so one aggregate's messages stay in order within and across batches."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        ready: list[tuple[int, _Ready]] = []
+        for index, received in enumerate(batch):
+            result = self._as_one_message(
+                lambda received=received: self._handle(received),
+                unhandled=lambda error, received=received: self._dead_letter_minimal(
+                    received, f"could not be handled: {_describe(error)}"),
+            )
+            if isinstance(result, _Ready):
+                ready.append((index, result))
+            else:
+                outcomes[index] = result
+        if ready:
+            for (index, _), outcome in zip(ready, self._apply_batch([item for _, item in ready]), strict=True):
+                outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value] - every slot is filled above
+
+    def _as_one_message(self, handle: Callable[[], Outcome | _Ready], *,
+                        unhandled: Callable[[Exception], Outcome]) -> Outcome | _Ready:
         """Run ``handle``; an exception is the message's own failure, given to ``unhandled``,
         unless the database does not answer: then wait for it with backoff (a requeue
         would count against the queue's delivery limit) and handle the message again."""
@@ -175,7 +225,9 @@ class ContextConsumer:
         if handler is None:
             return self._dead_letter(received, f"{self.context.name} has no handler for {envelope.type!r}",
                                      envelope=envelope.model_dump(mode="json"))
-        return self._attempt(envelope, payload, handler)
+        if isinstance(handler, ExternalCall):
+            return self._attempt(envelope, payload, handler)  # its call holds no transaction open
+        return _Ready(received, envelope, payload, handler)
 
     def _parse(self, body: bytes | str) -> tuple[Envelope, Message]:
         return parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES, max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
@@ -186,6 +238,97 @@ class ContextConsumer:
             **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
         ):
             return self._apply_once(envelope, payload, handler)
+
+    def _apply_batch(self, batch: list[_Ready]) -> list[Outcome]:
+        """Apply ``batch`` in one transaction, each message in a savepoint of its own,
+        and commit once. A handler that raises rolls back its own savepoint and then takes
+        the retry path, after the commit. If the transaction fails as a whole, nothing of
+        it committed: each message is applied again alone (``_apply_once``)."""
+        try:
+            outcomes, failed = self._apply_together(batch)
+        except Exception as error:  # noqa: BLE001 - the batch's failure; each message is tried alone
+            if not isinstance(error, IntegrityError):  # a concurrent delivery: expected, and resolved below
+                log.warning("%s: a batch of %d could not be committed (%r); applying its messages one at a time",
+                            self.context.name, len(batch), error)
+            return [
+                self._as_one_message(
+                    lambda item=item: self._attempt(item.envelope, item.payload, item.handler),
+                    unhandled=lambda error, item=item: self._dead_letter_minimal(
+                        item.received, f"could not be handled: {_describe(error)}"),
+                )
+                for item in batch
+            ]
+        for index, (item, error) in failed.items():
+            outcomes[index] = self._as_one_message(
+                lambda item=item, error=error: self._failed_attempt(item.envelope, error),
+                unhandled=lambda error, item=item: self._dead_letter_minimal(
+                    item.received, f"could not be handled: {_describe(error)}"),
+            )
+        return outcomes
+
+    def _apply_together(self, batch: list[_Ready]) -> tuple[list[Outcome], dict[int, tuple[_Ready, Exception]]]:
+        db = self.context.database
+        outcomes: list[Outcome] = [Outcome.APPLIED] * len(batch)
+        failed: dict[int, tuple[_Ready, Exception]] = {}
+        with transaction.atomic(using=db):
+            connection = transaction.get_connection(db)
+            existing = {
+                row.message_id: row
+                for row in self._inbox.select_for_update().filter(message_id__in={i.envelope.id for i in batch})
+            }
+            new_rows, retried_rows, seen = [], [], set()
+            for index, item in enumerate(batch):
+                envelope = item.envelope
+                row = existing.get(envelope.id)
+                if envelope.id in seen or (row is not None and row.status != Status.RETRYING):
+                    outcomes[index] = Outcome.DUPLICATE  # applied before, or earlier in this batch
+                    continue
+                seen.add(envelope.id)
+                try:
+                    with span_for_message(
+                        f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
+                        **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
+                    ), transaction.atomic(using=db), handling(envelope):
+                        item.handler(envelope, item.payload)
+                except Exception as error:  # noqa: BLE001 - the handler's failure: retried after the commit
+                    if connection.needs_rollback:
+                        # Its savepoint could not be rolled back: the whole transaction
+                        # would roll back silently, the others' effects with it.
+                        raise _BatchAborted(f"{type(error).__name__}: {error}") from error
+                    failed[index] = (item, error)
+                    continue
+                if row is None:
+                    new_rows.append(self._processed(self._new_inbox_row(envelope)))
+                else:
+                    retried_rows.append(self._processed(row))
+            # One statement for the batch's new rows (a duplicate id that a concurrent
+            # delivery wrote meanwhile fails it all: then each message goes alone).
+            self._inbox.bulk_create(new_rows)
+            for row in retried_rows:
+                row.save(using=db)
+        return outcomes, failed
+
+    def _failed_attempt(self, envelope: Envelope, error: Exception) -> Outcome:
+        """The retry path for a handler's exception, as ``_apply_once`` takes it."""
+        if isinstance(error, PermanentFailure):
+            return self._failed(envelope, f"permanent failure: {error}", permanent=True)
+        if isinstance(error, IntegrityError):
+            return self._failed(envelope, "IntegrityError in handler", permanent=False)
+        log.warning("%s: %s %s failed: %r", self.context.name, envelope.type, envelope.id, error)
+        return self._failed(envelope, f"{type(error).__name__}: {error}", permanent=False)
+
+    def _new_inbox_row(self, envelope: Envelope) -> InboxMessageBase:
+        return self.context.inbox(message_id=envelope.id, message_type=envelope.type,
+                                  envelope=envelope.model_dump(mode="json"))
+
+    def _processed(self, row: InboxMessageBase) -> InboxMessageBase:
+        row.status = Status.PROCESSED
+        row.attempts += 1
+        row.processed_at = timezone.now()
+        row.processed_by = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+        row.next_attempt_at = None
+        row.last_error = ""
+        return row
 
     def _apply_once(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         db = self.context.database
@@ -202,30 +345,14 @@ class ContextConsumer:
                 row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
                 if row is not None and row.status != Status.RETRYING:
                     return Outcome.DUPLICATE
-                if row is None:
-                    row = self.context.inbox(
-                        message_id=envelope.id,
-                        message_type=envelope.type,
-                        envelope=envelope.model_dump(mode="json"),
-                    )
                 with handling(envelope):
                     apply()
-                row.status = Status.PROCESSED
-                row.attempts += 1
-                row.processed_at = timezone.now()
-                row.processed_by = f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
-                row.next_attempt_at = None
-                row.last_error = ""
-                row.save(using=db)
-        except IntegrityError:
-            if self._inbox.filter(message_id=envelope.id, status=Status.PROCESSED).exists():
-                return Outcome.DUPLICATE  # a concurrent delivery of the same message won
-            return self._failed(envelope, "IntegrityError in handler", permanent=False)
-        except PermanentFailure as exc:
-            return self._failed(envelope, f"permanent failure: {exc}", permanent=True)
+                self._processed(row or self._new_inbox_row(envelope)).save(using=db)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
-            log.warning("%s: %s %s failed: %r", self.context.name, envelope.type, envelope.id, exc)
-            return self._failed(envelope, f"{type(exc).__name__}: {exc}", permanent=False)
+            if isinstance(exc, IntegrityError) and \
+                    self._inbox.filter(message_id=envelope.id, status=Status.PROCESSED).exists():
+                return Outcome.DUPLICATE  # a concurrent delivery of the same message won
+            return self._failed_attempt(envelope, exc)
         return Outcome.APPLIED
 
     def _failed(self, envelope: Envelope, error: str, *, permanent: bool) -> Outcome:
@@ -239,12 +366,7 @@ class ContextConsumer:
                 log.error("%s: %s %s failed after it was recorded: %s", self.context.name,
                           envelope.type, envelope.id, error)
                 return Outcome.DUPLICATE if row.status == Status.PROCESSED else Outcome.DEAD_LETTERED
-            if row is None:
-                row = self.context.inbox(
-                    message_id=envelope.id,
-                    message_type=envelope.type,
-                    envelope=envelope.model_dump(mode="json"),
-                )
+            row = row or self._new_inbox_row(envelope)
             row.attempts += 1
             row.last_error = error
             max_attempts = self.context.retry_max_attempts or settings.WAYBILL_RETRY_MAX_ATTEMPTS
@@ -352,8 +474,13 @@ class ContextConsumer:
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        """Consume this consumer's partition queue in batches until ``stop``; reconnect
+        with backoff whenever the broker connection is lost."""
         self.stop = stop
         reconnects = Reconnects(f"consumer {self.context.name}", stop, log)
+        # Never more than the broker lets it hold unacked: it would wait for a message
+        # the broker does not send until some are acked.
+        batch_size = max(1, min(settings.WAYBILL_CONSUMER_BATCH_SIZE, settings.WAYBILL_CONSUMER_PREFETCH))
         try:
             while not stop.is_set():
                 try:
@@ -361,26 +488,43 @@ class ContextConsumer:
                         connection.ensure_connection(max_retries=3)
                         if settings.WAYBILL_BROKER_DECLARE:
                             bus.declare(connection)
+                        arrived: list[KombuMessage] = []
                         with connection.Consumer(
                             [bus.context_queue(self.context, self.partition)],
-                            on_message=self.on_message,
+                            on_message=arrived.append,
                             accept=[bus.JSON],
                             prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
                         ):
                             reconnects.succeeded()
                             self.connected.set()
                             while not stop.is_set():
-                                close_old_connections()
-                                try:
-                                    connection.drain_events(timeout=0.25)
-                                except socket.timeout:
-                                    pass
+                                _take_batch(connection, arrived, batch_size)
+                                if arrived:
+                                    batch = arrived[:]
+                                    arrived.clear()
+                                    self.on_messages(batch)
                 except Exception:
                     self.connected.clear()
                     reconnects.failed()
         finally:
             self.connected.clear()
             connections.close_all()
+
+
+def _take_batch(connection, arrived: list, size: int, *, idle_seconds: float = 0.25) -> None:
+    """Wait up to ``idle_seconds`` for a message, then take what has already arrived (and
+    what comes within ``WAYBILL_CONSUMER_BATCH_WAIT_SECONDS``) until ``size`` are in
+    ``arrived``. A message that comes alone goes alone, at once."""
+    try:
+        connection.drain_events(timeout=idle_seconds)
+    except socket.timeout:
+        return
+    deadline = time.monotonic() + settings.WAYBILL_CONSUMER_BATCH_WAIT_SECONDS
+    while len(arrived) < size:
+        try:
+            connection.drain_events(timeout=max(0.0, deadline - time.monotonic()))
+        except socket.timeout:
+            return
 
 
 def _body_fields(received: Received) -> dict:

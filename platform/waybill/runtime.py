@@ -49,30 +49,13 @@ class Runtime:
             self._recover_lost_broker_state()
         for ctx in self.contexts:
             if ctx.relay:
-                self._spawn(self._relays, f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop)
-                self._spawn(self._relays, f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop)
+                self._relays.append(_started(f"relay-{ctx.name}", Relay(ctx).run, self._relays_stop))
+                self._relays.append(_started(f"listener-{ctx.name}", listen_for_commits, ctx, self._relays_stop))
             if self.run_consumers and ctx.handlers:
-                # A thread per consumer and partition: a slow consumer (payments) cannot hold
-                # up the others, and partitions apply in parallel.
-                for partition in bus.partitions():
-                    consumer = ContextConsumer(ctx, partition)
-                    self._spawn(self._consumers, f"consumer-{bus.queue_name(ctx.name, partition)}",
-                                consumer.run, self._consumers_stop)
-                    if partition == 0:
-                        # One scheduler per consumer, not per partition: the partitions
-                        # share one inbox and one set of jobs. It runs while partition 0 is
-                        # on the bus. No relay backstop: the relay thread sweeps itself.
-                        scheduler = scheduler_for(consumer, relay_backstop=False)
-                        self._spawn(self._consumers, f"scheduler-{ctx.name}", scheduler.run,
-                                    self._consumers_stop, consumer.connected)
+                # No relay backstop: the relay thread sweeps itself.
+                self._consumers += start_consumers(ctx, self._consumers_stop, relay_backstop=False)
         log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
                  "yes" if self.run_consumers else "no")
-
-    @staticmethod
-    def _spawn(group: list[threading.Thread], name: str, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        group.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._relays_stop.set()
@@ -125,6 +108,30 @@ class Runtime:
                         ctx.name, count, since.isoformat(),
                     )
         _write_epoch(started_at=self._started_at, clean=False)
+
+
+def start_consumers(ctx: contexts.BoundedContext, stop: threading.Event, *,
+                    relay_backstop: bool) -> list[threading.Thread]:
+    """Start ``ctx``'s consumer, a thread per partition (a slow consumer such as payments
+    cannot hold up the others, and partitions apply in parallel), each with its own broker
+    connection that it reconnects itself, and its scheduler. Embedded, the runtime calls
+    this; in services mode, the worker (``waybill.worker``)."""
+    threads = []
+    for partition in bus.partitions():
+        consumer = ContextConsumer(ctx, partition)
+        threads.append(_started(f"consumer-{bus.queue_name(ctx.name, partition)}", consumer.run, stop))
+        if partition == 0:
+            # One scheduler per consumer, not per partition: the partitions share one inbox
+            # and one set of jobs. It runs while partition 0 is on the bus.
+            scheduler = scheduler_for(consumer, relay_backstop=relay_backstop)
+            threads.append(_started(f"scheduler-{ctx.name}", scheduler.run, stop, consumer.connected))
+    return threads
+
+
+def _started(name: str, target, *args) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _in_memory_broker() -> bool:

@@ -1,16 +1,16 @@
-"""The event consumer inside a Celery worker: a consumer bootstep that takes each hosted
-consumer's queues and hands every message to ``ContextConsumer.on_message``, which acks
-only after the handler's transaction committed. Celery gives it the worker's supervised
-broker connection, reconnects and clean shutdown.
+"""The event consumers inside a Celery worker: a worker bootstep that starts, for each
+consumer the worker hosts (``WAYBILL_CONSUMERS``), the same threads the embedded runtime
+starts (``runtime.start_consumers``): one per partition queue, consuming in batches on a
+broker connection of its own, and the consumer's scheduler (``waybill.scheduler``) with
+the relay's backstop. A bulkhead's retries and jobs (payments) stay in the bulkhead's own
+worker.
 
-The same step runs the kernel's scheduler (``waybill.scheduler``) for exactly the
-consumers this worker hosts, one thread each: a bulkhead's retries and jobs (payments)
-stay in the bulkhead's own worker, and the context's main worker also runs the relay's
-backstop. Threads, not the worker's timer: with RabbitMQ the timer runs on the thread that
-delivers messages, so a slow job (a backstop drain waiting for confirms) would stop
-consuming, and one scheduler's job would delay another's (saga deadlines). Celery stops
-the step while the broker is unreachable, and the schedulers with it (the saga clock
-counts on that).
+Threads with their own connections, not Kombu consumers on Celery's: Celery's event loop
+hands over one message per turn, so a batch could only be cut by guessing, and a slow job
+on its timer would stop consuming. Each thread reconnects by itself with backoff, and a
+scheduler runs only while its consumer is on the bus (orders' saga clock counts on that).
+The bootstep belongs to the worker, not to Celery's consumer: it starts once and stops at
+shutdown, not at every reconnect of Celery's own connection.
 """
 
 import logging
@@ -18,9 +18,8 @@ import threading
 
 from celery import Celery, bootsteps
 from django.conf import settings
-from kombu import Consumer
 
-from . import bus, contexts
+from . import contexts
 
 log = logging.getLogger(__name__)
 
@@ -32,49 +31,29 @@ def _hosted():
     ]
 
 
-class ContextEventConsumer(bootsteps.ConsumerStep):
-    def get_consumers(self, channel):
-        # Models: only once Django is set up.
-        from .consumer import ContextConsumer
-        from .scheduler import scheduler_for
+class ContextConsumers(bootsteps.StartStopStep):
+    def start(self, worker):
+        # Only once Django is set up (the worker's init did it by now).
+        from .runtime import start_consumers
 
-        # Not ``self.consumers``: ConsumerStep keeps the Kombu consumers under that name.
-        self.context_consumers = [ContextConsumer(context) for context in _hosted()]
-        self.schedulers = [scheduler_for(consumer, relay_backstop=True) for consumer in self.context_consumers]
-        return [
-            Consumer(
-                channel,
-                # Every partition: RabbitMQ keeps one active consumer per partition queue
-                # across all workers, the others standing by.
-                queues=bus.context_queues(consumer.context),
-                on_message=consumer.on_message,
-                accept=[bus.JSON],
-                prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
-            )
-            for consumer in self.context_consumers
+        self._stop = threading.Event()
+        self._threads = [
+            thread for context in _hosted()
+            for thread in start_consumers(context, self._stop, relay_backstop=True)
         ]
+        log.info("consumers started: %s", ", ".join(context.name for context in _hosted()))
 
-    def start(self, c):
-        super().start(c)
-        self._schedulers_stop = threading.Event()
-        self._scheduler_threads = [
-            threading.Thread(target=scheduler.run, args=(self._schedulers_stop,), daemon=True,
-                             name=f"scheduler-{consumer.context.name}")
-            for consumer, scheduler in zip(self.context_consumers, self.schedulers)
-        ]
-        for thread in self._scheduler_threads:
-            thread.start()
+    def stop(self, worker):
+        if (stop := getattr(self, "_stop", None)) is None:
+            return
+        # A consumer waiting for its database gives its messages back unacked; a batch or
+        # a job in flight finishes first (each is short, or bounded by its timeouts).
+        stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
 
-    def stop(self, c):
-        for consumer in getattr(self, "context_consumers", ()):
-            consumer.stop.set()  # one waiting for its database gives the message back unacked
-        if (stop := getattr(self, "_schedulers_stop", None)) is not None:
-            stop.set()
-            for thread in self._scheduler_threads:
-                # A job in flight finishes first (each is short, or bounded by its timeouts).
-                thread.join(timeout=15)
-        super().stop(c)
+    terminate = stop  # a cold shutdown: the same, the joins are bounded
 
 
 def install(app: Celery) -> None:
-    app.steps["consumer"].add(ContextEventConsumer)
+    app.steps["worker"].add(ContextConsumers)

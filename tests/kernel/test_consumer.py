@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import DataError, OperationalError
 from django.test import override_settings
 from django.utils import timezone
+from kombu.message import Message as KombuMessage
 
 from apps.inventory import services as inventory
 from apps.inventory.models import DeadLetter, InboxMessage, Product
@@ -279,3 +280,131 @@ def test_retries_go_through_the_bounded_decoder_and_never_raise(pump, monkeypatc
     assert reasons[0].startswith("JSON nested deeper than 32 levels")
     assert reasons[1].startswith("could not be retried: RecursionError")
     assert consumer.retry_due() == 0
+
+
+# --- batches: one transaction per batch, a savepoint per message -----------------------------
+
+class Crash(BaseException):
+    """Stands in for the process dying: nothing catches it, nothing after it runs."""
+
+
+def _reserve_commands(count: int, *, aggregate_id: str | None = None) -> list[dict]:
+    envelopes = [_envelope() for _ in range(count)]
+    if aggregate_id:  # one aggregate's commands, in order
+        envelopes = [{**e, "aggregate_id": aggregate_id, "aggregate_version": n} for n, e in enumerate(envelopes, 1)]
+    return envelopes
+
+
+def _reserved_orders() -> set[str]:
+    from apps.inventory.models import Reservation
+
+    return {str(order_id) for order_id in Reservation.objects.values_list("order_id", flat=True)}
+
+
+def test_a_poison_message_and_a_failing_handler_in_the_middle_of_a_batch_fail_alone(pump, lamp, monkeypatch):
+    from apps.inventory import handlers
+
+    first, failing, last = _reserve_commands(3)
+    real = handlers.HANDLERS[inventory_contracts.ReserveStock]
+
+    def half_done_for_one(envelope, event):
+        if str(envelope.id) == failing["id"]:
+            inventory.product_update(sku="LAMP-1", on_hand=99)  # rolled back with its savepoint
+            raise RuntimeError("crashed after writing")
+        return real(envelope, event)
+
+    monkeypatch.setitem(handlers.HANDLERS, inventory_contracts.ReserveStock, half_done_for_one)
+    for body in (json.dumps(first), b"{not json", json.dumps(failing), json.dumps(last)):
+        pump.publish_raw("inventory", body)
+    batches = []
+    real_on_messages = ContextConsumer.on_messages
+    monkeypatch.setattr(ContextConsumer, "on_messages",
+                        lambda self, messages: batches.append(len(messages)) or real_on_messages(self, messages))
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.DEAD_LETTERED, Outcome.RETRY_SCHEDULED,
+                                         Outcome.APPLIED]
+    assert batches == [4]
+    assert _reserved_orders() == {first["aggregate_id"], last["aggregate_id"]}
+    assert Product.objects.get(sku="LAMP-1").on_hand == 10 and _reserved() == 2
+    assert dict(InboxMessage.objects.values_list("message_id", "status")) == {
+        uuid.UUID(first["id"]): "processed", uuid.UUID(failing["id"]): "retrying", uuid.UUID(last["id"]): "processed"}
+    assert "malformed JSON" in DeadLetter.objects.get().reason
+
+
+def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_applies_each_once(pump, lamp, monkeypatch):
+    envelopes = _reserve_commands(3)
+    for envelope in envelopes:
+        pump.publish_raw("inventory", json.dumps(envelope))
+    real, calls = inventory.stock_reserve, []
+
+    def dies_on_the_third(**kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash()  # the first two handlers ran; nothing is committed yet
+        return real(**kwargs)
+
+    monkeypatch.setattr(inventory, "stock_reserve", dies_on_the_third)
+    acks = []
+    monkeypatch.setattr(KombuMessage, "ack", lambda self, multiple=False: acks.append(self))
+    with pytest.raises(Crash):
+        pump.deliver("inventory")
+    assert not acks
+    assert _reserved() == 0 and not InboxMessage.objects.exists() and not _reserved_orders()
+
+    # RabbitMQ gives a dead consumer's unacked messages to the next (the in-memory
+    # transport does not restore them, so they are handed back here).
+    monkeypatch.undo()
+    for envelope in envelopes:
+        pump.publish_raw("inventory", json.dumps(envelope))
+    assert pump.deliver("inventory") == [Outcome.APPLIED] * 3
+    assert _reserved_orders() == {e["aggregate_id"] for e in envelopes} and _reserved() == 3
+    assert InboxMessage.objects.filter(status="processed").count() == 3
+
+
+def test_one_aggregates_messages_apply_in_order_within_and_across_batches(pump, lamp, monkeypatch, settings):
+    settings.WAYBILL_CONSUMER_BATCH_SIZE = 3
+    envelopes = _reserve_commands(7, aggregate_id=str(uuid.uuid4()))
+    real, seen = inventory.stock_reserve, []
+    monkeypatch.setattr(inventory, "stock_reserve",
+                        lambda **kwargs: seen.append(str(kwargs["order_id"])) or real(**kwargs))
+    for envelope in envelopes:
+        pump.publish_raw("inventory", json.dumps(envelope))
+    batches = []
+    real_on_messages = ContextConsumer.on_messages
+    monkeypatch.setattr(ContextConsumer, "on_messages",
+                        lambda self, messages: batches.append(len(messages)) or real_on_messages(self, messages))
+    assert pump.deliver("inventory") == [Outcome.APPLIED] * 7
+    assert batches == [3, 3, 1]
+    assert seen == [e["payload"]["order_id"] for e in envelopes]
+
+
+def test_a_duplicate_inside_one_batch_and_across_batches_has_one_effect(pump, lamp, settings):
+    again, other = (json.dumps(e) for e in _reserve_commands(2))
+    for body in (again, other, again):
+        pump.publish_raw("inventory", body)
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE]
+    settings.WAYBILL_CONSUMER_BATCH_SIZE = 1
+    pump.publish_raw("inventory", again)
+    assert pump.deliver("inventory") == [Outcome.DUPLICATE]
+    assert _reserved() == 2 and InboxMessage.objects.count() == 2
+
+
+def test_a_batch_that_cannot_commit_is_applied_again_one_message_at_a_time(pump, lamp, monkeypatch):
+    """A deadlock, or a concurrent delivery's inbox row, fails the batch's transaction as a
+    whole: its effects are gone with it, and each message is applied again alone."""
+    from django.db.models.query import QuerySet
+
+    real_bulk_create, failures = QuerySet.bulk_create, []
+
+    def deadlocked_once(self, objs, *args, **kwargs):
+        if self.model is InboxMessage and not failures:
+            failures.append(len(objs))
+            raise OperationalError("deadlock detected")
+        return real_bulk_create(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", deadlocked_once)
+    envelopes = _reserve_commands(3)
+    for envelope in envelopes:
+        pump.publish_raw("inventory", json.dumps(envelope))
+    assert pump.deliver("inventory") == [Outcome.APPLIED] * 3
+    assert failures == [3]
+    assert _reserved() == 3 and InboxMessage.objects.filter(status="processed").count() == 3

@@ -34,8 +34,18 @@ WAYBILL_RELAY_MAX_ATTEMPTS = env.int("WAYBILL_RELAY_MAX_ATTEMPTS", default=10)
 # How long the relay waits for the broker to confirm a window of publishes before it
 # treats them as failed (they are published again: at least once).
 WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS = env.float("WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS", default=10.0)
-# Messages a consumer holds unacked at once; small, so a crash redelivers little.
-WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=10)
+# A consumer applies up to this many messages in one transaction (each in a savepoint of
+# its own), writes their inbox rows together and commits once: one commit per batch, not
+# per message. A crash before the commit redelivers the whole batch (the inbox drops what
+# was applied), so it stays small.
+WAYBILL_CONSUMER_BATCH_SIZE = env.int("WAYBILL_CONSUMER_BATCH_SIZE", default=50)
+# How long a batch may wait for more messages once it has one. 0: it takes what has
+# already arrived and goes, so a lone message is never delayed; under load, messages
+# arrive while a batch is applied and the next one fills by itself.
+WAYBILL_CONSUMER_BATCH_WAIT_SECONDS = env.float("WAYBILL_CONSUMER_BATCH_WAIT_SECONDS", default=0.0)
+# Messages a consumer holds unacked at once: a batch being applied and the next one on its
+# way. A batch is never larger than this.
+WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=100)
 WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
 WAYBILL_RETRY_BASE_SECONDS = env.float("WAYBILL_RETRY_BASE_SECONDS", default=0.5)
 WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
