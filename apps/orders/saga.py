@@ -72,8 +72,9 @@ def _move(saga: OrderSaga, *, state: str | None = None, step: str | None = None,
     saga.updated_at = Now()
     for name, value in fields.items():
         setattr(saga, name, value)
+    # The database's clock, not this process's: Django (6.1+) reads the expressions back
+    # with the UPDATE's RETURNING, so the saga holds real times without a second query.
     saga.save(using=DB)
-    saga.refresh_from_db(fields=["deadline_at", "updated_at"])
 
 
 def _locked(order_id: UUID) -> OrderSaga | None:

@@ -79,9 +79,17 @@ def change_push(*, stream: str, change: dict) -> None:
 def _advance(stream: str) -> int:
     """Bump the stream's position; the UPDATE's row lock orders concurrent projections."""
     streams = Stream.objects.using(DB)
+    connection = transaction.get_connection(DB)
+    table, position, name = (connection.ops.quote_name(n) for n in (
+        Stream._meta.db_table, Stream._meta.get_field("position").column, Stream._meta.get_field("name").column))
     for _ in range(2):
-        if streams.filter(name=stream).update(position=models.F("position") + 1):
-            return streams.values_list("position", flat=True).get(name=stream)
+        # One statement, not an UPDATE and a SELECT (QuerySet.update cannot return the
+        # new value): PostgreSQL and SQLite (3.35+) both know RETURNING.
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET {position} = {position} + 1 WHERE {name} = %s RETURNING {position}",
+                           [stream])
+            if (advanced := cursor.fetchone()) is not None:
+                return advanced[0]
         try:
             with transaction.atomic(using=DB):
                 streams.create(name=stream, position=1)
