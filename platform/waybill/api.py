@@ -17,6 +17,7 @@ a context's messages without the context calling it; an import-linter contract
 from . import jsonlimits
 from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
+from .batchend import at_batch_end
 from .contexts import ExternalCall, Handler
 from .consumer import PermanentFailure
 from .memory import memory_release
@@ -29,8 +30,9 @@ __all__ = [
     # Handlers: what they receive, and how they say a message can never succeed.
     "Envelope", "Message", "Kind", "message", "parse", "MessageRefused",
     "Handler", "ExternalCall", "PermanentFailure",
-    # Services: messages recorded in the same transaction as the change.
-    "outbox_record",
+    # Services: messages recorded in the same transaction as the change; a write done
+    # once per key at the end of the consumer's batch (the last value wins).
+    "outbox_record", "at_batch_end",
     # The kernel's own documents (the operations dashboard projects them).
     "OutboxMeasured", "ProcessesSupervised",
     # The live read side: a push to a channel group from synchronous code.

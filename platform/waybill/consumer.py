@@ -41,6 +41,7 @@ from kombu.message import Message as KombuMessage
 
 from . import bus
 from .backoff import Reconnects, backoff_delay
+from .batchend import batch_end
 from .contexts import BoundedContext, ExternalCall, Handler
 from .models import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
@@ -270,7 +271,7 @@ class ContextConsumer:
         db = self.context.database
         outcomes: list[Outcome] = [Outcome.APPLIED] * len(batch)
         failed: dict[int, tuple[_Ready, Exception]] = {}
-        with transaction.atomic(using=db):
+        with transaction.atomic(using=db), batch_end() as end:
             connection = transaction.get_connection(db)
             existing = {
                 row.message_id: row
@@ -284,6 +285,7 @@ class ContextConsumer:
                     outcomes[index] = Outcome.DUPLICATE  # applied before, or earlier in this batch
                     continue
                 seen.add(envelope.id)
+                left = end.mark()
                 try:
                     with span_for_message(
                         f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
@@ -295,12 +297,14 @@ class ContextConsumer:
                         # Its savepoint could not be rolled back: the whole transaction
                         # would roll back silently, the others' effects with it.
                         raise _BatchAborted(f"{type(error).__name__}: {error}") from error
+                    end.restore(left)  # what it left for the batch's end goes with its savepoint
                     failed[index] = (item, error)
                     continue
                 if row is None:
                     new_rows.append(self._processed(self._new_inbox_row(envelope)))
                 else:
                     retried_rows.append(self._processed(row))
+            end.run()  # once per key for the whole batch: e.g. one change per read document
             # One statement for the batch's new rows (a duplicate id that a concurrent
             # delivery wrote meanwhile fails it all: then each message goes alone).
             self._inbox.bulk_create(new_rows)
@@ -345,8 +349,9 @@ class ContextConsumer:
                 row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
                 if row is not None and row.status != Status.RETRYING:
                     return Outcome.DUPLICATE
-                with handling(envelope):
+                with batch_end() as end, handling(envelope):
                     apply()
+                    end.run()
                 self._processed(row or self._new_inbox_row(envelope)).save(using=db)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
             if isinstance(exc, IntegrityError) and \

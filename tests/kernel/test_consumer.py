@@ -408,3 +408,31 @@ def test_a_batch_that_cannot_commit_is_applied_again_one_message_at_a_time(pump,
     assert pump.deliver("inventory") == [Outcome.APPLIED] * 3
     assert failures == [3]
     assert _reserved() == 3 and InboxMessage.objects.filter(status="processed").count() == 3
+
+
+def test_one_orders_events_in_one_batch_record_and_push_its_document_once(pump, settings):
+    from apps.readmodels.live import changelog
+    from apps.readmodels.models import Change
+
+    placed = order_placed()
+    confirmed = order_placed(type="orders.order_confirmed", aggregate_id=placed["aggregate_id"], aggregate_version=2,
+                             payload={**placed["payload"], "status": "CONFIRMED"})
+    channel = pump.connection.default_channel
+    for envelope in (placed, confirmed):
+        publish(channel, Poison("good", json.dumps(envelope).encode(), ""))
+    assert pump.deliver("readmodels") == [Outcome.APPLIED, Outcome.APPLIED]
+    stream = changelog.customer_stream(1)
+    [change] = Change.objects.filter(stream=stream)
+    summary = OrderSummary.objects.get(order_id=placed["aggregate_id"])
+    assert (change.version, change.document["status"]) == (summary.version, "CONFIRMED") == (2, "CONFIRMED")
+
+    # One message per batch: one change each, as before batches.
+    settings.WAYBILL_CONSUMER_BATCH_SIZE = 1
+    again = order_placed()
+    publish(channel, Poison("good", json.dumps(again).encode(), ""))
+    publish(channel, Poison("good", json.dumps(order_placed(
+        type="orders.order_confirmed", aggregate_id=again["aggregate_id"], aggregate_version=2,
+        payload={**again["payload"], "status": "CONFIRMED"})).encode(), ""))
+    assert pump.deliver("readmodels") == [Outcome.APPLIED, Outcome.APPLIED]
+    assert list(Change.objects.filter(stream=stream, key=again["aggregate_id"]).values_list("version", flat=True)
+                .order_by("position")) == [1, 2]

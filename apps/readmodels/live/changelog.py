@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from waybill.api import group_send
+from waybill.api import at_batch_end, group_send
 
 from ..models import Change, Stream
 
@@ -50,17 +50,26 @@ def stream_group(stream: str) -> str:
     return f"stream.{stream}"
 
 
-def change_record(*, stream: str, kind: str, key: str, version: int, document: dict) -> Change:
+def change_record(*, stream: str, kind: str, key: str, version: int, document: dict) -> Change | None:
     """Number and record one change on ``stream`` and push it to the stream's followers
     once the transaction commits: the one call for a changed read row. Must run inside the
     projection's transaction on the read-model database (a change rolled back is never
-    pushed; a channel-layer failure is logged, never undoes the commit)."""
+    pushed; a channel-layer failure is logged, never undoes the commit).
+
+    Within a consumer's batch, a row changed by several of its messages is recorded once,
+    at the batch's end, with its last version and document (``at_batch_end``): a client
+    applies documents by version, so the versions in between are nothing it needs. Returns
+    the change when it is recorded at once (outside a batch), None when it waits."""
     connection = transaction.get_connection(DB)
     if not connection.in_atomic_block:
         raise RuntimeError("change_record must run inside the projection's transaction")
-    position = _advance(stream)
+    return at_batch_end(_change_write, (stream, kind, key), (version, document))
+
+
+def _change_write(target: tuple[str, str, str], value: tuple[int, dict]) -> Change:
+    (stream, kind, key), (version, document) = target, value
     change = Change.objects.using(DB).create(
-        stream=stream, position=position, kind=kind, key=key, version=version,
+        stream=stream, position=_advance(stream), kind=kind, key=key, version=version,
         document=document, recorded_at=timezone.now(),
     )
     pushed = change_as_message(change)
