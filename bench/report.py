@@ -27,6 +27,22 @@ def _spread(entry: dict, key: str) -> str:
     return f"{min(runs):,.0f}-{max(runs):,.0f}" if runs else "-"
 
 
+def goal_lines(section: dict) -> list[str]:
+    """A section's goals as computed by its scenario, each met or missed, with its figure."""
+    goals = section.get("goals") or {}
+    if not goals:
+        return []
+    lines = []
+    for name, goal in goals.items():
+        if isinstance(goal, dict):
+            figures = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in goal.items() if k != "met")
+            met = goal.get("met")
+        else:
+            figures, met = "", goal
+        lines.append(f"- {name.replace('_', ' ')}: **{'met' if met else 'missed'}**" + (f" ({figures})" if figures else ""))
+    return ["Goals:", "", *lines, ""]
+
+
 def markdown(results: dict) -> str:
     m = results.get("machine", {})
     lines = [
@@ -73,7 +89,11 @@ def markdown(results: dict) -> str:
                   + "; ".join(f"{mode} {_fmt((pipeline.get(mode) or {}).get('cpu_ms_per_order_total'), 1)}"
                               for mode in ("services", "embedded", "sync_baseline")) + ".", "",
                   f"Services / baseline: {_fmt(pipeline.get('ratio_services_to_sync'), 2)}; embedded / baseline: "
-                  f"{_fmt(pipeline.get('ratio_embedded_to_sync'), 2)}.", "", pipeline.get("method", ""), ""]
+                  f"{_fmt(pipeline.get('ratio_embedded_to_sync'), 2)}. POST-to-push p99 at half the baseline's "
+                  f"saturation ({_fmt(pipeline.get('half_baseline_rate'), 1)}/s): services "
+                  f"{_fmt((pipeline.get('services') or {}).get('p99_post_to_push_ms_at_half_baseline'))} ms, "
+                  f"embedded {_fmt((pipeline.get('embedded') or {}).get('p99_post_to_push_ms_at_half_baseline'))} ms.",
+                  "", *goal_lines(pipeline), pipeline.get("method", ""), ""]
     memory = results.get("memory")
     if memory:
         lines += ["## Memory: peak RSS during the pipeline run (MiB)", "", "| process | MiB |", "|---|---:|"]
