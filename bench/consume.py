@@ -16,11 +16,14 @@ rows per message: an inbox row, a reservation, two product updates, three outbox
 ``run(Run) -> {"consume": {...}}`` starts a private PostgreSQL and RabbitMQ on free loopback
 ports under ``run.workdir`` and stops them (and every process it started) whatever happens.
 
-    PYTHONPATH=platform:. .venv/bin/python -m bench.consume --profile [--quick]
+    PYTHONPATH=platform:. .venv/bin/python -m bench.consume --profile [cprofile|py-spy] [--quick]
 
-runs the same drains with each consumer process under cProfile (every thread, CPU clock;
-``bench/pipeline_support/profiled.py``), prints each one's top functions and writes no
-results (profiling slows the consumer down: its figures are not the benchmark's).
+runs the same drains with each consumer profiled and prints each one's top functions,
+writing no results: ``cprofile`` (the default) runs the consumer process under cProfile
+(every thread, CPU clock, its whole life, start-up included:
+``bench/pipeline_support/profiled.py``; it slows the consumer 2-3x), ``py-spy`` samples
+it from outside during the timed window only (200 Hz, idle threads left out, the process
+not paused), so its figures stay close to an unprofiled run's.
 """
 
 from __future__ import annotations
@@ -81,13 +84,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class _Bench:
-    def __init__(self, run: Run, base: Path, pg: PostgresServer, mq: RabbitMQServer, *, profile_dir: Path | None):
+    def __init__(self, run: Run, base: Path, pg: PostgresServer, mq: RabbitMQServer, *,
+                 profile: str | None = None, profile_dir: Path | None = None):
         self.run = run
         self.pg, self.mq = pg, mq
         self.tmp = base / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.procs = _Processes(self.tmp)
-        self.profile_dir = profile_dir
+        self.profile, self.profile_dir = profile, profile_dir
         self.profiles: dict[str, Path] = {}
         pg_urls = provision_postgres(pg, aliases=(CONTEXT,))
         broker_urls = provision_rabbitmq(mq, contexts=(CONTEXT,))
@@ -152,12 +156,19 @@ class _Bench:
                     "-Q", QUEUES["celery_task"], "-n", "celery-task@%h", *CELERY_POOL, "--without-mingle",
                     "--without-gossip", "--without-heartbeat", "--loglevel", "WARNING"]
             env = self.celery_env
-        if self.profile_dir is not None:
+        if self.profile == "cprofile":
             out = self.profile_dir / f"{system}-{label}.prof"
             self.profiles[system] = out
             rest = argv[1:] if argv[0] == PYTHON else argv  # a console script (celery) runs as a path
             argv = [PYTHON, "-m", "bench.pipeline_support.profiled", str(out), *rest]
         return argv, env
+
+    def _spy(self, system: str, label: str, pid: int):
+        out = self.profile_dir / f"{system}-{label}.pyspy.txt"
+        self.profiles[system] = out
+        return self.procs.start(f"py-spy-{system}-{label}", [
+            str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(pid), "--output", str(out),
+            "--format", "raw", "--rate", "200", "--nonblocking"], dict(os.environ))
 
     # --- one timed drain --------------------------------------------------------------------
     def drain_once(self, system: str, n: int, *, label: str, expected_rate: float | None = None) -> dict:
@@ -194,6 +205,7 @@ class _Bench:
                     check(deadline)
                     time.sleep(POLL_S)
                 t_first = time.monotonic()
+                spy = self._spy(system, label, proc.pid) if self.profile == "py-spy" else None
                 sessions_first = self._sessions(db)
                 cpu_first = {"consumer": _cpu_seconds(proc.pid), **{k: _cpu_seconds(v) for k, v in servers.items()}}
                 # The broker's ready count is the cheap question while most of the backlog
@@ -207,6 +219,8 @@ class _Bench:
                 t_done = time.monotonic()
                 sessions_done = self._sessions(db)
                 cpu_done = {"consumer": _cpu_seconds(proc.pid), **{k: _cpu_seconds(v) for k, v in servers.items()}}
+                if spy is not None:
+                    self.procs.end(spy, signal.SIGINT, timeout=30)  # py-spy writes its file on SIGINT
         finally:
             self.procs.end(proc, signal.SIGTERM, timeout=30)
         measured = count - first_count
@@ -336,7 +350,7 @@ def _method(run: Run) -> str:
     )
 
 
-def run(run: Run, *, profile: bool = False) -> dict:
+def run(run: Run, *, profile: str | None = None) -> dict:
     base = run.workdir / "consume"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -352,7 +366,7 @@ def run(run: Run, *, profile: bool = False) -> dict:
     try:
         pg.start()
         mq.start()
-        bench = _Bench(run, base, pg, mq, profile_dir=profile_dir)
+        bench = _Bench(run, base, pg, mq, profile=profile, profile_dir=profile_dir)
         load_at_start = os.getloadavg()
         began = time.monotonic()
         results: dict = bench.drains()
@@ -390,6 +404,30 @@ def run(run: Run, *, profile: bool = False) -> dict:
                 shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
+def _collapsed_summary(path: Path, *, top: int) -> str:
+    """py-spy's raw output (one ``frame;frame;... count`` line per stack): the share of
+    samples in which each function is on the stack (inclusive) and at its top (self)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"{total} samples"]
+    for title, table in (("on the stack (inclusive)", inclusive), ("at the top (self)", own)):
+        lines.append(f"--- {title}")
+        for frame, n in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"{100 * n / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
 def _profile_main(argv: list[str]) -> int:
     import argparse
     import io
@@ -397,24 +435,29 @@ def _profile_main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.consume", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", action="store_true", required=True, help="profile the consumer processes")
+    parser.add_argument("--profile", nargs="?", const="cprofile", choices=["cprofile", "py-spy"], required=True,
+                        help="how to profile the consumer processes (default cprofile)")
     parser.add_argument("--quick", action="store_true", help="small sizes, two repeats")
     parser.add_argument("--top", type=int, default=35)
     args = parser.parse_args(argv)
-    result = run(Run(quick=args.quick), profile=True)["consume"]
+    result = run(Run(quick=args.quick), profile=args.profile)["consume"]
     for system in SYSTEMS:
-        print(f"{system}: {result[system]['messages_per_s']:.0f} messages/s under the profiler, "
+        print(f"{system}: {result[system]['messages_per_s']:.0f} messages/s profiled ({args.profile}), "
               f"{result[system]['cpu_ms_per_message_consumer']:.2f} ms consumer CPU per message")
     for system, path in result.get("profiles", {}).items():
         path = Path(path)
         if not path.exists():
             print(f"\n======== {system}: no profile written ({path}) ========")
             continue
-        out = io.StringIO()
-        stats = pstats.Stats(str(path), stream=out)
-        stats.sort_stats("tottime").print_stats(args.top)
-        stats.sort_stats("cumulative").print_stats(args.top)
-        print(f"\n======== {system} (last run, {path}) ========\n{out.getvalue()}")
+        if args.profile == "py-spy":
+            report = _collapsed_summary(path, top=args.top)
+        else:
+            out = io.StringIO()
+            stats = pstats.Stats(str(path), stream=out)
+            stats.sort_stats("tottime").print_stats(args.top)
+            stats.sort_stats("cumulative").print_stats(args.top)
+            report = out.getvalue()
+        print(f"\n======== {system} (last run, {path}) ========\n{report}")
     return 0
 
 
