@@ -167,10 +167,11 @@ def charts(results: dict, directory: Path) -> list[Path]:
     if consume:
         labels = [label for key, label in CONSUME_SYSTEMS.items() if consume.get(key)]
         values = [consume[key].get("messages_per_s") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
-        fig, ax = plt.subplots(figsize=(8, 2.5))
+        fig, ax = plt.subplots(figsize=(9, 2.5))
         ax.barh(labels, values, color="#143d59")
         ax.set_xlabel("messages per second (median)")
-        ax.set_title(f"Consuming a backlog of {consume.get('backlog', 0):,} messages")
+        used = [consume[key].get("backlog_used") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
+        ax.set_title(f"Draining a queued backlog ({min(used):,}-{max(used):,} messages a run)", fontsize=10)
         ax.invert_yaxis()
         fig.tight_layout()
         written.append(directory / "consume.png")
