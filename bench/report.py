@@ -13,6 +13,11 @@ RELAY_SYSTEMS = {
     "raw_kombu": "raw Kombu publish loop, a confirm per message",
 }
 
+CONSUME_SYSTEMS = {
+    "waybill": "Waybill's inventory worker (services mode)",
+    "celery_task": "plain Celery task per message (acks_late, prefetch 1, solo pool)",
+}
+
 
 def _fmt(value, digits: int = 0) -> str:
     if value is None:
@@ -73,6 +78,23 @@ def markdown(results: dict) -> str:
             lines.append(f"| raw Kombu publish loop, confirms awaited once per 500 (the wire's ceiling) | "
                          f"{_fmt(pipelined.get('events_per_s'))} | {_spread(pipelined, 'events_per_s')} | - | - |")
         lines += ["", relay.get("method", ""), ""]
+    consume = results.get("consume")
+    if consume:
+        lines += [f"## Consumer: draining a backlog of {_fmt(consume.get('backlog'))} queued "
+                  f"`{consume.get('message_type', '?')}` messages through {consume.get('context', '?')}'s consumer", "",
+                  "| system | messages/s (median) | spread | backlog used | CPU ms per message: consumer + servers "
+                  "= total |", "|---|---:|---:|---:|---:|"]
+        for key, label in CONSUME_SYSTEMS.items():
+            entry = consume.get(key) or {}
+            lines.append(f"| {label} | {_fmt(entry.get('messages_per_s'))} | {_spread(entry, 'messages_per_s')} | "
+                         f"{_fmt(entry.get('backlog_used'))} | {_fmt(entry.get('cpu_ms_per_message_consumer'), 2)} + "
+                         f"{_fmt(entry.get('cpu_ms_per_message_servers'), 2)} = "
+                         f"{_fmt(entry.get('cpu_ms_per_message'), 2)} |")
+        goal = (consume.get("goals") or {}).get("waybill_at_least_5x_celery_task") or {}
+        lines += ["", f"Waybill / plain Celery task: {_fmt(consume.get('ratio_waybill_to_celery_task'), 2)}x the "
+                  f"messages per second (goal >= 5x: {'met' if goal.get('met') else 'not met'}); the Celery task "
+                  f"spends {_fmt(consume.get('ratio_cpu_celery_task_to_waybill'), 2)}x Waybill's CPU per message.",
+                  "", consume.get("method", ""), ""]
     pipeline = results.get("pipeline")
     if pipeline:
         lines += ["## Order pipeline: POST to the read model's final status, and POST to WebSocket push", "",
@@ -159,6 +181,20 @@ def charts(results: dict, directory: Path) -> list[Path]:
         ax.invert_yaxis()
         fig.tight_layout()
         written.append(directory / "relay.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    consume = results.get("consume")
+    if consume:
+        labels = [label for key, label in CONSUME_SYSTEMS.items() if consume.get(key)]
+        values = [consume[key].get("messages_per_s") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
+        fig, ax = plt.subplots(figsize=(9, 2.5))
+        ax.barh(labels, values, color="#143d59")
+        ax.set_xlabel("messages per second (median)")
+        used = [consume[key].get("backlog_used") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
+        ax.set_title(f"Draining a queued backlog ({min(used):,}-{max(used):,} messages a run)", fontsize=10)
+        ax.invert_yaxis()
+        fig.tight_layout()
+        written.append(directory / "consume.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     pipeline = results.get("pipeline")
