@@ -6,7 +6,9 @@ them change the same thing (one order's events, one product's documents), a hand
 say what it would write for that thing under a key (``at_batch_end``); the last value
 given for a key wins, and its ``write`` runs once, inside the transaction, after the last
 message of the batch. The read side uses it for its change log: an order's document is
-recorded and pushed once per batch, not once per event of the order in it.
+recorded and pushed once per batch, not once per event of the order in it. Or it gathers
+items under a key (``gathered_at_batch_end``), all written at once: the outbox inserts a
+batch's messages in one statement and wakes its relay once.
 
 A message whose handler fails takes back what it left here, as its savepoint takes back
 its rows (the consumer marks before each message and restores on failure). Outside a
@@ -34,6 +36,10 @@ class BatchEnd:
         self._pending.pop((write, key), None)  # moved to the end: the latest order of writes
         self._pending[(write, key)] = value
 
+    def gather(self, write: Write, key: Hashable, item: Any) -> None:
+        gathered = self._pending.pop((write, key), None) or _Gathered()
+        self._pending[(write, key)] = _Gathered([*gathered, item])  # a new list: marks keep theirs
+
     def mark(self) -> dict:
         return dict(self._pending)
 
@@ -45,6 +51,10 @@ class BatchEnd:
         pending, self._pending = self._pending, {}
         for (write, key), value in pending.items():
             write(key, value)
+
+
+class _Gathered(list):
+    """The items ``gathered_at_batch_end`` collected for one key, in order."""
 
 
 _current: ContextVar[BatchEnd | None] = ContextVar("waybill_batch_end", default=None)
@@ -68,4 +78,15 @@ def at_batch_end(write: Write, key: Hashable, value: Any) -> Any:
     if end is None:
         return write(key, value)
     end.leave(write, key, value)
+    return None
+
+
+def gathered_at_batch_end(write: Write, key: Hashable, item: Any) -> Any:
+    """``write(key, items)`` once, at the end of the current batch, with every item given
+    for ``key`` in order (e.g. rows inserted in one statement); at once, with ``[item]``,
+    when no batch is being applied, returning what it returns."""
+    end = _current.get()
+    if end is None:
+        return write(key, [item])
+    end.gather(write, key, item)
     return None

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import contexts
+from .batchend import gathered_at_batch_end
 from .messages import Envelope, Message
 from .telemetry import current_traceparent
 
@@ -70,7 +71,7 @@ def outbox_record(
         traceparent=current_traceparent() or (cause.traceparent if cause else None),
         payload=message.model_dump(mode="json"),
     )
-    ctx.outbox.objects.using(ctx.database).create(
+    row = ctx.outbox(
         message_id=envelope.id,
         message_type=envelope.type,
         kind=message.kind.value,
@@ -78,6 +79,15 @@ def outbox_record(
         aggregate_version=aggregate_version,
         envelope=envelope.model_dump(mode="json"),
     )
+    # In a consumer's batch, its messages are inserted together at the batch's end (in the
+    # order recorded, so in commit order) and wake the relays once; at once otherwise.
+    gathered_at_batch_end(_outbox_write, context, row)
+    return envelope
+
+
+def _outbox_write(context: str, rows: list) -> None:
+    ctx = contexts.get(context)
+    ctx.outbox.objects.using(ctx.database).bulk_create(rows)
     connection = transaction.get_connection(ctx.database)
     if connection.vendor == "postgresql":
         # Transactional: PostgreSQL delivers it on commit (and merges repeats), waking
@@ -85,7 +95,6 @@ def outbox_record(
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [notify_channel(context)])
     transaction.on_commit(_wakeups[context].set, using=ctx.database)
-    return envelope
 
 
 def notify_channel(context_name: str) -> str:

@@ -328,6 +328,12 @@ def test_a_poison_message_and_a_failing_handler_in_the_middle_of_a_batch_fail_al
     assert dict(InboxMessage.objects.values_list("message_id", "status")) == {
         uuid.UUID(first["id"]): "processed", uuid.UUID(failing["id"]): "retrying", uuid.UUID(last["id"]): "processed"}
     assert "malformed JSON" in DeadLetter.objects.get().reason
+    # The batch's messages were inserted together at its end: the failed one's went with its savepoint.
+    from apps.inventory.models import OutboxMessage
+
+    sent_for = set(OutboxMessage.objects.filter(message_type="inventory.stock_reserved")
+                   .values_list("aggregate_id", flat=True))
+    assert sent_for == {first["aggregate_id"], last["aggregate_id"]}
 
 
 def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_applies_each_once(pump, lamp, monkeypatch):
