@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import contexts
 from .batchend import gathered_at_batch_end
-from .messages import Envelope, Message
+from .messages import Envelope, Kind, Message
 from .telemetry import current_traceparent
 
 
@@ -87,7 +87,7 @@ def outbox_record(
 
 def _outbox_write(context: str, rows: list) -> None:
     ctx = contexts.get(context)
-    ctx.outbox.objects.using(ctx.database).bulk_create(rows)
+    ctx.outbox.objects.using(ctx.database).bulk_create(_latest_documents(rows))
     connection = transaction.get_connection(ctx.database)
     if connection.vendor == "postgresql":
         # Transactional: PostgreSQL delivers it on commit (and merges repeats), waking
@@ -95,6 +95,19 @@ def _outbox_write(context: str, rows: list) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [notify_channel(context)])
     transaction.on_commit(_wakeups[context].set, using=ctx.database)
+
+
+def _latest_documents(rows: list) -> list:
+    """``rows`` without the documents a later row of the same batch supersedes.
+
+    A document is the whole current state of its entity, and consumers apply one only if
+    it is newer than what they hold, so of the versions one batch records (a product's
+    stock after each of fifty reservations) only the last needs to travel. It keeps the
+    last one's place, after every message recorded before it."""
+    last = {(row.message_type, row.aggregate_id): index
+            for index, row in enumerate(rows) if row.kind == Kind.DOCUMENT}
+    return [row for index, row in enumerate(rows)
+            if row.kind != Kind.DOCUMENT or last[(row.message_type, row.aggregate_id)] == index]
 
 
 def notify_channel(context_name: str) -> str:

@@ -442,3 +442,19 @@ def test_one_orders_events_in_one_batch_record_and_push_its_document_once(pump, 
     assert pump.deliver("readmodels") == [Outcome.APPLIED, Outcome.APPLIED]
     assert list(Change.objects.filter(stream=stream, key=again["aggregate_id"]).values_list("version", flat=True)
                 .order_by("position")) == [1, 2]
+
+
+def test_a_batch_publishes_only_the_last_state_document_of_each_entity(pump, lamp):
+    """Three reservations of one product in a batch: three events, but the product's state
+    document only as it stands after the last (documents supersede one another)."""
+    from apps.inventory.models import OutboxMessage
+
+    for envelope in _reserve_commands(3):
+        pump.publish_raw("inventory", json.dumps(envelope))
+    before = set(OutboxMessage.objects.values_list("id", flat=True))
+    assert pump.deliver("inventory") == [Outcome.APPLIED] * 3
+    written = OutboxMessage.objects.exclude(id__in=before).order_by("id")
+    assert [row.message_type for row in written] == ["inventory.stock_reserved"] * 3 + ["inventory.product_updated"]
+    document = written.last()
+    assert document.aggregate_version == Product.objects.get(sku="LAMP-1").version
+    assert document.envelope["payload"]["reserved"] == 3
