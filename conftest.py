@@ -58,6 +58,11 @@ class Pump:
                 outcomes.append(self.consumers[context_name].on_message(message))
         return outcomes
 
+    def rebind(self, context_name: str) -> bool:
+        """Run the bindings job of a consumer whose bindings are chosen at run time, as its
+        scheduler does (due at once after a change made in this process)."""
+        return self.consumers[context_name].rebind()
+
     def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:
         """Put a message straight onto a context's queue, as a misbehaving producer would."""
         producer = self.connection.Producer()
@@ -97,5 +102,7 @@ def pump(payment_sandbox, settings):
     memory.Transport.global_state.clear()
     pump = Pump()
     yield pump
+    for consumer in pump.consumers.values():
+        consumer.close()
     pump.connection.release()
 

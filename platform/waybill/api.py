@@ -17,6 +17,7 @@ a context's messages without the context calling it; an import-linter contract
 from . import jsonlimits
 from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
+from .bus import bindings_changed
 from .contexts import ExternalCall, Handler
 from .consumer import PermanentFailure
 from .memory import memory_release
@@ -31,6 +32,8 @@ __all__ = [
     "Handler", "ExternalCall", "PermanentFailure",
     # Services: messages recorded in the same transaction as the change.
     "outbox_record",
+    # ...and, for a consumer whose bindings are chosen at run time, word that they changed.
+    "bindings_changed",
     # The kernel's own documents (the operations dashboard projects them).
     "OutboxMeasured", "ProcessesSupervised",
     # The live read side: a push to a channel group from synchronous code.

@@ -49,6 +49,18 @@ class Consumer:
     # Message types this consumer once handled and no longer does: the topology step
     # unbinds them from its durable queues, which a broker keeps across deployments.
     retired_types: tuple[str, ...] = ()
+    # "module:function" for a consumer whose queue binds only some of the types it handles,
+    # chosen at run time (webhooks: the types some active endpoint subscribes to), instead
+    # of all of them. The kernel calls it as ``function(bind=bind, resync=resync)``; it
+    # calls ``bind(types)`` with the types to bind now (the kernel binds every one of them
+    # on every partition, then unbinds the consumer's other types) and may record, once
+    # ``bind`` returned, that they are bound (what the consumer may then rely on). It calls
+    # ``bind`` when what it wants changed, and always when ``resync`` is true. It returns
+    # whether it called ``bind``. It runs in the consumer's own process (a kernel job of its
+    # scheduler, ``waybill.consumer.ContextConsumer.rebind``), under the consumer's broker
+    # user, and in the topology step. Only bindings change: a message of a type no longer
+    # bound that was queued already is handled as any other (the handlers decide that).
+    bindings: str | None = None
 
 
 @dataclass(frozen=True)

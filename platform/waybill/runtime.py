@@ -43,6 +43,7 @@ class Runtime:
         self._consumers_stop = threading.Event()
         self._relays: list[threading.Thread] = []
         self._consumers: list[threading.Thread] = []
+        self._context_consumers: list[ContextConsumer] = []
 
     def start(self) -> None:
         if _in_memory_broker():
@@ -56,6 +57,7 @@ class Runtime:
                 # up the others, and partitions apply in parallel.
                 for partition in bus.partitions():
                     consumer = ContextConsumer(ctx, partition)
+                    self._context_consumers.append(consumer)
                     self._spawn(self._consumers, f"consumer-{bus.queue_name(ctx.name, partition)}",
                                 consumer.run, self._consumers_stop)
                     if partition == 0:
@@ -85,6 +87,8 @@ class Runtime:
         self._consumers_stop.set()
         for thread in self._consumers:
             thread.join(timeout)
+        for consumer in self._context_consumers:
+            consumer.close()
         if _in_memory_broker():
             # Clean only if nothing can have been lost: every context ran here (otherwise
             # messages for the others had no queue in this process) and the queues are empty.

@@ -73,6 +73,8 @@ class ContextEventConsumer(bootsteps.ConsumerStep):
             for thread in self._scheduler_threads:
                 # A job in flight finishes first (each is short, or bounded by its timeouts).
                 thread.join(timeout=15)
+        for consumer in getattr(self, "context_consumers", ()):
+            consumer.close()  # once its scheduler (which rebinds through it) has stopped
         super().stop(c)
 
 
