@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -62,6 +63,14 @@ class Pump:
         """Run the bindings job of a consumer whose bindings are chosen at run time, as its
         scheduler does (due at once after a change made in this process)."""
         return self.consumers[context_name].rebind()
+
+    def publish(self, body: str) -> None:
+        """Publish an envelope where the relay would: to the exchange, routed by its type,
+        so it reaches exactly the queues bound to it."""
+        envelope = json.loads(body)
+        exchange, routing_key = bus.route(envelope["type"], envelope["schema_version"], envelope["aggregate_id"])
+        self.connection.Producer().publish(body, exchange=exchange, routing_key=routing_key,
+                                           content_type=bus.JSON, content_encoding="utf-8")
 
     def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:
         """Put a message straight onto a context's queue, as a misbehaving producer would."""
