@@ -93,13 +93,22 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
     for ctx, password in passwords.items():
         user = broker_user(ctx)
         users.append(rabbitmq_user(user, password))
+        consumers = MANIFESTS[ctx].consumers
+        # A consumer whose bindings are chosen at run time (webhooks) binds its own queues
+        # itself, in its worker (waybill.consumer.ContextConsumer.rebind): binding takes
+        # "write" on the queue and "read" on the exchange. So exactly its queues, and the
+        # events exchange (no other queue: it has "write" on none, and "configure" on none
+        # but its task queue, so it can neither bind nor declare anyone else's). The user is
+        # the context's, so its web process holds these rights too; it never binds (it
+        # changes endpoints and says so; the worker binds).
+        rebinding = [rf"waybill\.{c.name}(\.p\d+)?" for c in consumers if c.bindings]
         permissions.append({
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
-            "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
+            "write": rf"^({'|'.join([r'waybill\.events', r'waybill\.commands', rf'waybill\.tasks\.{ctx}', *rebinding])})$",
             # Its own event queues, one per consumer its manifest declares (orders' payments
             # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
-            "read": rf"^({'|'.join(rf'waybill\.{c.name}(\.p\d+)?' for c in MANIFESTS[ctx].consumers)}|waybill\.tasks\.{ctx})$",
+            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
 
