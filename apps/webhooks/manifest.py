@@ -15,7 +15,8 @@ CONTEXT = Context(
         # are mostly wanted by nobody), kept so by its own worker: see
         # services.webhook_bindings_reconcile. It still handles every public event type.
         Consumer("webhooks", handlers="apps.webhooks.handlers:HANDLERS",
-                 bindings="apps.webhooks.services:webhook_bindings_reconcile"),
+                 bindings="apps.webhooks.services:webhook_bindings_reconcile",
+                 bindable="apps.webhooks.events:EVENT_TYPES"),
     ),
     jobs=(
         # What is due goes out within about a quarter of a second.

@@ -13,11 +13,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 from typing import Iterable
 
 from psycopg import connect, sql
 from psycopg.conninfo import make_conninfo
+
+from waybill.manifest import resolve
 
 from .deployment import CONTEXTS, DATABASES, MANIFESTS
 from .servers import PostgresServer, RabbitMQServer
@@ -110,7 +113,25 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
             "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
         })
-    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
+    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
+            "topic_permissions": _topic_permissions(passwords, vhost)}
+
+
+def _topic_permissions(contexts: Iterable[str], vhost: str) -> list[dict]:
+    """A user that binds its own queues (above) may bind them to waybill.events only with
+    the routing keys its manifest calls bindable (RabbitMQ checks a binding's key against
+    "read"): a process of that context cannot bind itself to events it has no business
+    with (orders' internal payment events, or "#"). Publishing stays as it was ("write")."""
+    grants = []
+    for ctx in contexts:
+        for consumer in MANIFESTS[ctx].consumers:
+            if not consumer.bindable:
+                continue
+            types = sorted(resolve(consumer.bindable))
+            keys = "|".join(re.escape(t) for t in types)
+            grants.append({"user": broker_user(ctx), "vhost": vhost, "exchange": "waybill.events",
+                           "write": ".*", "read": rf"^({keys})(\.p\d+)?$"})
+    return grants
 
 
 def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONTEXTS,

@@ -61,6 +61,16 @@ class Consumer:
     # user, and in the topology step. Only bindings change: a message of a type no longer
     # bound that was queued already is handled as any other (the handlers decide that).
     bindings: str | None = None
+    # With ``bindings``: "module:attribute" of every message type it may ever bind, importable
+    # without Django. The launcher lets the consumer's broker user bind its queues to these
+    # routing keys alone (RabbitMQ topic permissions), whatever its process asks for.
+    bindable: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bindings and not self.bindable:
+            raise ValueError(f"consumer {self.name!r} chooses its bindings at run time: name what is bindable")
+        if self.bindable and not self.bindings:
+            raise ValueError(f"consumer {self.name!r} names what is bindable but no bindings function")
 
 
 @dataclass(frozen=True)

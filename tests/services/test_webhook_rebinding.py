@@ -17,6 +17,7 @@ from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed, webhoo
 
 pytestmark = pytest.mark.xdist_group("services")
 PROBE = "isolation.webhooks-probe"  # a routing key nobody publishes
+SPARE = "inventory.stock_released"  # a type webhooks may bind that no test's endpoint wants
 
 
 def _bindings(rabbitmq, queue: str) -> set[str]:
@@ -26,17 +27,22 @@ def _bindings(rabbitmq, queue: str) -> set[str]:
     return {row[2] for row in rows if len(row) == 3 and row[0] == bus.EVENTS.name and row[1] == queue}
 
 
-def test_the_webhooks_user_binds_its_own_queue_and_no_other(rabbitmq, broker_urls):
+def test_the_webhooks_user_binds_its_own_queue_to_its_types_and_nothing_else(rabbitmq, broker_urls):
     with Connection(broker_urls["admin"]) as admin:
         bus.declare(admin)  # the topology step (its database is not reachable here: bound later)
     with Connection(broker_urls["webhooks"]) as webhooks:
         channel = webhooks.channel()
-        channel.queue_bind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=PROBE)
-        assert PROBE in _bindings(rabbitmq, "waybill.webhooks")
-        channel.queue_unbind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=PROBE)
-        assert PROBE not in _bindings(rabbitmq, "waybill.webhooks")
+        channel.queue_bind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=SPARE)
+        assert SPARE in _bindings(rabbitmq, "waybill.webhooks")
+        channel.queue_unbind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=SPARE)
+        assert SPARE not in _bindings(rabbitmq, "waybill.webhooks")
+        # Not to a routing key its manifest does not call bindable (topic permissions)...
+        for key in (PROBE, "orders.payment_requested", "#"):
+            with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
+                webhooks.channel().queue_bind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=key)
+        # ...nor another context's queue.
         with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
-            webhooks.channel().queue_bind(queue="waybill.readmodels", exchange=bus.EVENTS.name, routing_key=PROBE)
+            webhooks.channel().queue_bind(queue="waybill.readmodels", exchange=bus.EVENTS.name, routing_key=SPARE)
     for other in ("orders", "readmodels"):  # a context without run-time bindings binds nothing
         with Connection(broker_urls[other]) as conn, pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
             conn.channel().queue_bind(queue=f"waybill.{other}", exchange=bus.EVENTS.name, routing_key=PROBE)
