@@ -101,7 +101,8 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
         # itself, in its worker (waybill.consumer.ContextConsumer.rebind): binding takes
         # "write" on the queue and "read" on the exchange. So exactly its queues, and the
         # events exchange (no other queue: it has "write" on none, and "configure" on none
-        # but its task queue, so it can neither bind nor declare anyone else's). The user is
+        # but its task queue, so it can neither bind nor declare anyone else's); which routing
+        # keys it may bind them to is narrowed by topic permissions below. The user is
         # the context's, so its web process holds these rights too; it never binds (it
         # changes endpoints and says so; the worker binds).
         rebinding = [rf"waybill\.{c.name}(\.p\d+)?" for c in consumers if c.bindings]

@@ -1,7 +1,8 @@
 """The bus topology, the same on every transport.
 
 - ``waybill.events``: one durable topic exchange; routing key = message type, so each
-  context's queue binds exactly the event and document types it handles.
+  context's queue binds exactly the event and document types it handles (or, for a
+  consumer with bindings chosen at run time, those of them it wants now: below).
 - ``waybill.commands``: a durable direct exchange; routing key = the owning context, so a
   command goes point to point to its owner's queue and nobody else's.
 - ``waybill.<context>``: one durable queue per consuming context.

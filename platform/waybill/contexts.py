@@ -62,7 +62,8 @@ class BoundedContext:
     outbox: type[OutboxMessageBase]
     inbox: type[InboxMessageBase]
     dead_letters: type[DeadLetterBase]
-    # Payload schema -> handler. The schema's type decides the queue bindings.
+    # Payload schema -> handler. The schema's type decides the queue bindings (all of them,
+    # or those ``bindings`` chooses among them); a message of any of these types is handled.
     handlers: Mapping[type[Message], Handler] = field(default_factory=dict)
     relay: bool = True
     # Retry policy of this consumer, when not the settings' (WAYBILL_RETRY_*).
