@@ -103,3 +103,21 @@ def test_the_bound_types_are_what_the_reconcile_binds(staff, alice):
     assert not services.webhook_bindings_reconcile(bind=asked.append, resync=False)  # nothing stale
     assert services.webhook_bindings_reconcile(bind=asked.append, resync=True)  # resync binds anyway
     assert asked[-1] == asked[0]
+
+
+def test_an_edit_made_behind_the_services_back_is_noticed_from_the_table(staff):
+    """Edited types, a deactivation or a reactivation (the admin, a shell) need no word to
+    the worker: its poll compares each endpoint's bound types with what it wants."""
+    register(staff, URL, "inventory.product_updated", bound=False)
+    asked = []
+    assert services.webhook_bindings_reconcile(bind=asked.append, resync=False)
+    WebhookEndpoint.objects.update(event_types=["inventory.product_listed", "inventory.product_updated"])
+    assert services.webhook_bindings_reconcile(bind=asked.append, resync=False)
+    assert asked[-1] == ["inventory.product_listed", "inventory.product_updated"]
+    WebhookEndpoint.objects.update(active=False)
+    assert services.webhook_bindings_reconcile(bind=asked.append, resync=False)
+    assert asked[-1] == [] and WebhookEndpoint.objects.get().bound_types == []
+    WebhookEndpoint.objects.update(active=True)
+    assert not WebhookEndpoint.objects.get().receiving  # not until bound again
+    assert services.webhook_bindings_reconcile(bind=asked.append, resync=False)
+    assert WebhookEndpoint.objects.get().receiving
