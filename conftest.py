@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -68,6 +69,19 @@ class Pump:
             batch.append(message)
         return batch
 
+    def rebind(self, context_name: str) -> bool:
+        """Run the bindings job of a consumer whose bindings are chosen at run time, as its
+        scheduler does (due at once after a change made in this process)."""
+        return self.consumers[context_name].rebind()
+
+    def publish(self, body: str) -> None:
+        """Publish an envelope where the relay would: to the exchange, routed by its type,
+        so it reaches exactly the queues bound to it."""
+        envelope = json.loads(body)
+        exchange, routing_key = bus.route(envelope["type"], envelope["schema_version"], envelope["aggregate_id"])
+        self.connection.Producer().publish(body, exchange=exchange, routing_key=routing_key,
+                                           content_type=bus.JSON, content_encoding="utf-8")
+
     def publish_raw(self, context_name: str, body: str | bytes, *, content_type: str = bus.JSON) -> None:
         """Put a message straight onto a context's queue, as a misbehaving producer would."""
         producer = self.connection.Producer()
@@ -107,5 +121,7 @@ def pump(payment_sandbox, settings):
     memory.Transport.global_state.clear()
     pump = Pump()
     yield pump
+    for consumer in pump.consumers.values():
+        consumer.close()
     pump.connection.release()
 

@@ -4,6 +4,7 @@ database router, the kernel's registrations, the launcher's process list, provis
 and the compose file, with no other file of the platform edited."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -156,3 +157,23 @@ def test_a_manifest_that_would_silently_win_over_another_is_refused():
     with pytest.raises(ValueError, match="its first consumer must be named 'd'"):
         Context(name="d", consumers=(Consumer("e", handlers="m:H"),))
     _refuse_clashes([context("a", api={"x/": "m"}), context("b", "bulk", api={"y/": "n"})])  # no clash
+
+
+def test_a_consumer_that_binds_at_run_time_names_what_it_may_bind():
+    """The launcher grants its broker user exactly those routing keys (topic permissions)."""
+    from launcher import provision
+    from waybill.manifest import Consumer
+
+    with pytest.raises(ValueError, match="name what is bindable"):
+        Consumer("a", handlers="m:H", bindings="m:b")
+    with pytest.raises(ValueError, match="no bindings function"):
+        Consumer("a", handlers="m:H", bindable="m:T")
+    definitions = provision.rabbitmq_definitions(admin_user="admin", passwords={"webhooks": "x", "orders": "y"})
+    [grant] = definitions["topic_permissions"]  # webhooks alone binds at run time
+    assert (grant["user"], grant["exchange"]) == ("waybill_webhooks", "waybill.events")
+    assert re.match(grant["read"], "orders.order_placed") and re.match(grant["read"], "orders.order_placed.p3")
+    assert not re.match(grant["read"], "orders.payment_requested") and not re.match(grant["read"], "#")
+    webhooks = next(p for p in definitions["permissions"] if p["user"] == "waybill_webhooks")
+    assert re.match(webhooks["write"], "waybill.webhooks.p1") and re.match(webhooks["read"], "waybill.events")
+    orders = next(p for p in definitions["permissions"] if p["user"] == "waybill_orders")
+    assert not re.match(orders["read"], "waybill.events") and not re.match(orders["write"], "waybill.orders")

@@ -11,7 +11,12 @@ CONTEXT = Context(
     consumers=(
         # Its handlers only record deliveries (in the inbox transaction); the job below
         # sends them. Its own worker, so a slow receiver holds up no other context.
-        Consumer("webhooks", handlers="apps.webhooks.handlers:HANDLERS"),
+        # Its queue binds only the types some active endpoint subscribes to (an order's events
+        # are mostly wanted by nobody), kept so by its own worker: see
+        # services.webhook_bindings_reconcile. It still handles every public event type.
+        Consumer("webhooks", handlers="apps.webhooks.handlers:HANDLERS",
+                 bindings="apps.webhooks.services:webhook_bindings_reconcile",
+                 bindable="apps.webhooks.events:EVENT_TYPES"),
     ),
     jobs=(
         # What is due goes out within about a quarter of a second.

@@ -22,6 +22,12 @@ class WebhookEndpoint(models.Model):
     owner_id = models.BigIntegerField()
     url = models.URLField(max_length=2000)
     event_types = models.JSONField()  # [message_type, ...]
+    # Those of its types the webhooks queue was bound to when last reconciled
+    # (``services.webhook_bindings_reconcile``, in the webhooks worker), for an active
+    # endpoint; empty for an inactive one. The queue binds only the types some endpoint
+    # wants, so a type takes effect for an endpoint only once it is here: every event of it
+    # published from then on is on the queue. Deliveries are made for these types alone.
+    bound_types = models.JSONField(default=list, editable=False)
     # Needed in clear to sign (an HMAC key cannot be hashed away); shown to the owner once,
     # at registration, and never in the API, the admin or a log afterwards.
     secret = models.CharField(max_length=100, editable=False)
@@ -35,6 +41,11 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({', '.join(self.event_types)})"
+
+    @property
+    def receiving(self) -> bool:
+        """Every type it asked for is bound: the bus brings it all of them."""
+        return self.active and set(self.event_types) <= set(self.bound_types)
 
 
 class WebhookDelivery(models.Model):

@@ -1,6 +1,7 @@
-"""Every change to webhooks: registering and deleting endpoints, recording deliveries
-(in the webhooks consumer's inbox transaction), sending them (outside any transaction)
-and redelivering. Webhooks emit no bus messages: their effect is the HTTP POST."""
+"""Every change to webhooks: registering and deleting endpoints, binding the webhooks queue
+to the types they want, recording deliveries (in the webhooks consumer's inbox
+transaction), sending them (outside any transaction) and redelivering. Webhooks emit no
+bus messages: their effect is the HTTP POST."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from waybill.api import Envelope, backoff_delay
+from waybill.api import Envelope, backoff_delay, bindings_changed
 
 from . import delivery, signing
 from .events import AUDIENCE, Audience, allowed_types
@@ -84,7 +85,10 @@ def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
 
     Invariants: the URL passes the URL policy; every type is one this owner may receive;
     an owner has at most WAYBILL_WEBHOOK_MAX_ENDPOINTS active endpoints. Raises
-    ``WebhookError`` otherwise. Emits no message."""
+    ``WebhookError`` otherwise. Emits no message.
+
+    Its types take effect once the webhooks worker has bound them (``bound_types``,
+    ``receiving`` in the API; ``webhook_bindings_reconcile``), usually well within a second."""
     _url_check(url)
     allowed = allowed_types(staff=owner_is_staff)
     if not event_types:
@@ -98,8 +102,10 @@ def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
         limit = settings.WAYBILL_WEBHOOK_MAX_ENDPOINTS
         if endpoints.select_for_update().filter(owner_id=owner_id, active=True).count() >= limit:
             raise WebhookError("url", f"At most {limit} endpoints per user; delete one first.")
-        return endpoints.create(owner_id=owner_id, url=url,
-                                event_types=sorted(set(event_types)), secret=signing.secret_generate())
+        endpoint = endpoints.create(owner_id=owner_id, url=url,
+                                    event_types=sorted(set(event_types)), secret=signing.secret_generate())
+        transaction.on_commit(lambda: bindings_changed(BINDINGS), using=DB)
+        return endpoint
 
 
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
@@ -110,6 +116,63 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
         WebhookEndpoint.objects.using(DB).filter(pk=endpoint.pk).update(active=False, deleted_at=now)
         WebhookDelivery.objects.using(DB).filter(endpoint_id=endpoint.pk, status=Status.PENDING).update(
             status=Status.FAILED, next_attempt_at=None, claim=None, last_error="endpoint deleted")
+        # Its types stay bound until the next reconcile: a few more events consumed for nobody.
+        transaction.on_commit(lambda: bindings_changed(BINDINGS), using=DB)
+
+
+# --- which types the webhooks queue binds ------------------------------------------------------
+# The consumer (named for the context) whose queue these are.
+BINDINGS = "webhooks"
+# Serializes reconciles across processes on PostgreSQL (any 64-bit number of our own);
+# SQLite's transactions here take its write lock at BEGIN, which does the same.
+_RECONCILE_LOCK = 0x77656268_6F6F6B73  # "webhooks"
+
+
+def _bindings_stale() -> bool:
+    """Whether some endpoint's bound types are not what they should be: plain reads, no
+    transaction (see webhook_deliveries_send_due), few rows (a subset of the endpoints)."""
+    endpoints = WebhookEndpoint.objects.using(DB)
+    if any({t for t in wanted if t in AUDIENCE} != set(bound) for wanted, bound in
+           endpoints.filter(active=True).values_list("event_types", "bound_types")):
+        return True
+    return endpoints.filter(active=False).exclude(bound_types=[]).exists()
+
+
+def webhook_bindings_reconcile(*, bind, resync: bool) -> bool:
+    """The webhooks consumer's ``bindings`` (its manifest): bind the webhooks queue to the
+    types that at least one active endpoint subscribes to, and to no other, then record on
+    each endpoint what is bound for it. Returns whether it called ``bind``. Emits no message.
+
+    Run by the kernel in the webhooks worker (under its broker user, which may bind its own
+    queues and nothing else) and in the topology step; a web process or the admin changes
+    endpoints only, and says so with ``bindings_changed``.
+
+    Invariants, so that no event an endpoint subscribed to is lost:
+    - ``bind`` returns before ``bound_types`` commits, and deliveries are made only for an
+      endpoint's ``bound_types``: a type becomes visible to the handler only once every
+      event of it published from then on reaches the queue;
+    - a type is unbound only when no active endpoint wants it, as read under a lock held
+      across the read, the broker's changes and the record: two reconciles (worker
+      replicas, the topology step) never interleave, so a stale one cannot unbind a type
+      that a later one just bound and recorded for a new endpoint."""
+    if not resync and not _bindings_stale():
+        return False
+    with transaction.atomic(using=DB):
+        connection = connections[DB]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_RECONCILE_LOCK])
+        endpoints = WebhookEndpoint.objects.using(DB)
+        active = list(endpoints.filter(active=True).only("id", "event_types", "bound_types"))
+        # Types no longer offered stay unbound (and would be delivered to nobody).
+        wanted = {t for endpoint in active for t in endpoint.event_types if t in AUDIENCE}
+        bind(sorted(wanted))
+        for endpoint in active:
+            bound = sorted(t for t in endpoint.event_types if t in wanted)
+            if bound != sorted(endpoint.bound_types):
+                endpoints.filter(pk=endpoint.pk).update(bound_types=bound)
+        endpoints.filter(active=False).exclude(bound_types=[]).update(bound_types=[])
+    return True
 
 
 # --- who may receive what ----------------------------------------------------------------------
@@ -154,9 +217,12 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
     endpoint and message, however often the message comes. Returns how many endpoints want it."""
     if envelope.type not in AUDIENCE:
         return 0
-    # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few.
-    candidates = [e for e in WebhookEndpoint.objects.using(DB).filter(active=True).only("id", "owner_id", "event_types")
-                  if envelope.type in e.event_types]
+    # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few. Only
+    # bound types: one not bound yet may have missed events published before it was (see
+    # webhook_bindings_reconcile); from the moment it is, it misses none.
+    candidates = [e for e in WebhookEndpoint.objects.using(DB).filter(active=True)
+                  .only("id", "owner_id", "event_types", "bound_types")
+                  if envelope.type in e.event_types and envelope.type in e.bound_types]
     if not candidates:
         return 0
     rights = _owners(e.owner_id for e in candidates)

@@ -13,11 +13,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 from typing import Iterable
 
 from psycopg import connect, sql
 from psycopg.conninfo import make_conninfo
+
+from waybill.manifest import resolve
 
 from .deployment import CONTEXTS, DATABASES, MANIFESTS
 from .servers import PostgresServer, RabbitMQServer
@@ -93,15 +96,43 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
     for ctx, password in passwords.items():
         user = broker_user(ctx)
         users.append(rabbitmq_user(user, password))
+        consumers = MANIFESTS[ctx].consumers
+        # A consumer whose bindings are chosen at run time (webhooks) binds its own queues
+        # itself, in its worker (waybill.consumer.ContextConsumer.rebind): binding takes
+        # "write" on the queue and "read" on the exchange. So exactly its queues, and the
+        # events exchange (no other queue: it has "write" on none, and "configure" on none
+        # but its task queue, so it can neither bind nor declare anyone else's); which routing
+        # keys it may bind them to is narrowed by topic permissions below. The user is
+        # the context's, so its web process holds these rights too; it never binds (it
+        # changes endpoints and says so; the worker binds).
+        rebinding = [rf"waybill\.{c.name}(\.p\d+)?" for c in consumers if c.bindings]
         permissions.append({
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
-            "write": rf"^(waybill\.events|waybill\.commands|waybill\.tasks\.{ctx})$",
+            "write": rf"^({'|'.join([r'waybill\.events', r'waybill\.commands', rf'waybill\.tasks\.{ctx}', *rebinding])})$",
             # Its own event queues, one per consumer its manifest declares (orders' payments
             # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
-            "read": rf"^({'|'.join(rf'waybill\.{c.name}(\.p\d+)?' for c in MANIFESTS[ctx].consumers)}|waybill\.tasks\.{ctx})$",
+            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
         })
-    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions}
+    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
+            "topic_permissions": _topic_permissions(passwords, vhost)}
+
+
+def _topic_permissions(contexts: Iterable[str], vhost: str) -> list[dict]:
+    """A user that binds its own queues (above) may bind them to waybill.events only with
+    the routing keys its manifest calls bindable (RabbitMQ checks a binding's key against
+    "read"): a process of that context cannot bind itself to events it has no business
+    with (orders' internal payment events, or "#"). Publishing stays as it was ("write")."""
+    grants = []
+    for ctx in contexts:
+        for consumer in MANIFESTS[ctx].consumers:
+            if not consumer.bindable:
+                continue
+            types = sorted(resolve(consumer.bindable))
+            keys = "|".join(re.escape(t) for t in types)
+            grants.append({"user": broker_user(ctx), "vhost": vhost, "exchange": "waybill.events",
+                           "write": ".*", "read": rf"^({keys})(\.p\d+)?$"})
+    return grants
 
 
 def provision_rabbitmq(server: RabbitMQServer, *, contexts: Iterable[str] = CONTEXTS,

@@ -18,6 +18,7 @@ from . import jsonlimits
 from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
 from .batchend import at_batch_end
+from .bus import bindings_changed
 from .contexts import ExternalCall, Handler
 from .consumer import PermanentFailure
 from .memory import memory_release
@@ -33,6 +34,8 @@ __all__ = [
     # Services: messages recorded in the same transaction as the change; a write done
     # once per key at the end of the consumer's batch (the last value wins).
     "outbox_record", "at_batch_end",
+    # ...and, for a consumer whose bindings are chosen at run time, word that they changed.
+    "bindings_changed",
     # The kernel's own documents (the operations dashboard projects them).
     "OutboxMeasured", "ProcessesSupervised",
     # The live read side: a push to a channel group from synchronous code.

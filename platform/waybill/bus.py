@@ -1,7 +1,8 @@
 """The bus topology, the same on every transport.
 
 - ``waybill.events``: one durable topic exchange; routing key = message type, so each
-  context's queue binds exactly the event and document types it handles.
+  context's queue binds exactly the event and document types it handles (or, for a
+  consumer with bindings chosen at run time, those of them it wants now: below).
 - ``waybill.commands``: a durable direct exchange; routing key = the owning context, so a
   command goes point to point to its owner's queue and nobody else's.
 - ``waybill.<context>``: one durable queue per consuming context.
@@ -13,11 +14,22 @@ command). Each partition queue has a single active consumer (RabbitMQ's
 ``x-single-active-consumer``; further consumers stand by), so one aggregate's messages are
 applied in order while the partitions run in parallel. N is the same for every process of
 a deployment; changing it means draining the queues first.
+
+Bindings chosen at run time: a consumer whose manifest names a ``bindings`` function (webhooks:
+only the types some endpoint subscribes to) gets no event binding from ``context_queue``;
+``rebind`` asks the function which types to bind now and makes the queue's event bindings
+exactly those (``bind_exactly``). The topology step does it once (``declare``); the consumer's
+own process keeps it up to date (``waybill.consumer.ContextConsumer.rebind``), woken at once
+by ``bindings_changed`` in the process that made the change.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import zlib
+from collections import defaultdict
+from collections.abc import Iterable
 
 from django.conf import settings
 from kombu import Connection, Exchange, Queue, binding
@@ -28,6 +40,7 @@ from .messages import Kind, spec_for
 EVENTS = Exchange("waybill.events", type="topic", durable=True)
 COMMANDS = Exchange("waybill.commands", type="direct", durable=True)
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 def connect(*, confirm_each_publish: bool = True) -> Connection:
@@ -74,7 +87,10 @@ def context_queue(context: contexts.BoundedContext, partition: int = 0, *, decla
     """The context's queue (of one partition). ``declare`` False makes consumers use it as
     declared by the topology step (a service's broker user may not declare it); default:
     the setting."""
-    bindings = [binding(EVENTS, routing_key=_partitioned(t, partition)) for t in sorted(context.consumed_types)]
+    # A consumer whose bindings are chosen at run time gets its event bindings from
+    # rebind() alone: declaring or consuming its queue must not bind every type again.
+    static = () if context.bindings else sorted(context.consumed_types)
+    bindings = [binding(EVENTS, routing_key=_partitioned(t, partition)) for t in static]
     bindings.append(binding(COMMANDS, routing_key=_partitioned(context.name, partition)))
     arguments = dict(QUEUE_ARGUMENTS)
     if settings.WAYBILL_PARTITIONS > 1:
@@ -117,3 +133,52 @@ def declare(connection: Connection) -> None:
             for message_type in context.retired_types:
                 # Unbinding a binding that is not there is harmless (RabbitMQ answers ok).
                 queue.unbind_from(EVENTS, routing_key=_partitioned(message_type, partition))
+    for context in contexts.all_contexts():
+        if context.bindings is None:
+            continue
+        try:
+            rebind(channel, context, resync=True)
+        except Exception:  # noqa: BLE001 - the consumer's own job binds it within seconds
+            # Its database may not answer (embedded, every relay declares too): no reason to
+            # keep every other context off the bus. Durable bindings made earlier stay.
+            log.exception("bindings of %s not reconciled now; its consumer's job retries", context.name)
+
+
+# --- bindings chosen at run time -------------------------------------------------------------
+# Set after a change to what a consumer should bind (webhooks: an endpoint registered or
+# deleted), so the consumer's job in this process rebinds at its next tick instead of at its
+# next poll. Other processes learn it from that poll (WAYBILL_BINDINGS_SECONDS).
+_bindings_wakeups: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+
+
+def bindings_changed(consumer_name: str) -> None:
+    _bindings_wakeups[consumer_name].set()
+
+
+def bindings_wakeup(consumer_name: str) -> threading.Event:
+    return _bindings_wakeups[consumer_name]
+
+
+def bind_exactly(channel, context: contexts.BoundedContext, types: Iterable[str]) -> None:
+    """Bind the context's queues (every partition) to exactly ``types`` among the types it
+    consumes: all of them first, then unbind the others. Binding what is bound, or
+    unbinding what is not, is harmless, so this can be repeated. A type the consumer has no
+    handler for is refused: each of its messages would be a dead letter."""
+    wanted = set(types)
+    if unknown := wanted - context.consumed_types:
+        raise ValueError(f"{context.name} has no handler for {sorted(unknown)}: not bound")
+    # Binding first: a type that stays wanted is never unbound, not even for a moment.
+    for partition in partitions():
+        for message_type in sorted(wanted):
+            channel.queue_bind(queue=queue_name(context.name, partition), exchange=EVENTS.name,
+                               routing_key=_partitioned(message_type, partition))
+    for partition in partitions():
+        for message_type in sorted(context.consumed_types - wanted):
+            channel.queue_unbind(queue=queue_name(context.name, partition), exchange=EVENTS.name,
+                                 routing_key=_partitioned(message_type, partition))
+
+
+def rebind(channel, context: contexts.BoundedContext, *, resync: bool) -> bool:
+    """Run the context's bindings function with a ``bind`` on ``channel``; whether it bound."""
+    assert context.bindings is not None
+    return bool(context.bindings(bind=lambda types: bind_exactly(channel, context, types), resync=resync))

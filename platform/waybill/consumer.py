@@ -109,6 +109,10 @@ class ContextConsumer:
         # Set while run() is on the bus: the scheduler runs this consumer's periodic work
         # only then (see waybill.scheduler).
         self.connected = threading.Event()
+        # rebind()'s own broker connection (it runs on the scheduler's thread, and a Kombu
+        # connection is not shared between threads) and when it is next due.
+        self._bindings_connection = None
+        self._bindings_due = self._bindings_resync_due = 0.0
 
     @property
     def _inbox(self):
@@ -476,6 +480,47 @@ class ContextConsumer:
         except Exception:  # noqa: BLE001 - the dead letter below still records it
             log.exception("%s: could not mark inbox row %s dead", self.context.name, row.pk)
         return self._dead_letter_minimal(received, reason)
+
+    # --- bindings chosen at run time -------------------------------------------------------
+    def rebind(self) -> bool:
+        """For a consumer whose manifest names a ``bindings`` function: make its queue's
+        bindings what the function wants now. A kernel job of the consumer's scheduler, so
+        it runs in the consumer's own process, under the consumer's broker user (which may
+        bind exactly its own queues: ``launcher.provision``); the processes that change what
+        should be bound (a web process, the admin) never touch the broker for it.
+
+        It asks every WAYBILL_BINDINGS_SECONDS (a change made in another process), at once
+        after ``bus.bindings_changed`` in this one, and binds everything afresh on a new
+        connection and every WAYBILL_BINDINGS_RESYNC_SECONDS (bindings lost or changed
+        behind its back). Returns whether it bound. A failure raises (the scheduler logs it)
+        and is retried at the next tick on a new connection."""
+        if self.context.bindings is None:
+            return False
+        now = time.monotonic()
+        wakeup = bus.bindings_wakeup(self.context.name)
+        if not wakeup.is_set() and now < self._bindings_due:
+            return False
+        wakeup.clear()
+        resync = self._bindings_connection is None or now >= self._bindings_resync_due
+        try:
+            if self._bindings_connection is None:
+                self._bindings_connection = bus.connect()
+                self._bindings_connection.ensure_connection(max_retries=1)
+            bound = bus.rebind(self._bindings_connection.default_channel, self.context, resync=resync)
+        except Exception:
+            self.close()
+            raise
+        self._bindings_due = now + settings.WAYBILL_BINDINGS_SECONDS
+        if resync:
+            self._bindings_resync_due = now + settings.WAYBILL_BINDINGS_RESYNC_SECONDS
+        return bound
+
+    def close(self) -> None:
+        """Let go of what rebind() holds (its broker connection)."""
+        connection, self._bindings_connection = self._bindings_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.release()
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

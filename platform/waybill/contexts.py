@@ -62,7 +62,8 @@ class BoundedContext:
     outbox: type[OutboxMessageBase]
     inbox: type[InboxMessageBase]
     dead_letters: type[DeadLetterBase]
-    # Payload schema -> handler. The schema's type decides the queue bindings.
+    # Payload schema -> handler. The schema's type decides the queue bindings (all of them,
+    # or those ``bindings`` chooses among them); a message of any of these types is handled.
     handlers: Mapping[type[Message], Handler] = field(default_factory=dict)
     relay: bool = True
     # Retry policy of this consumer, when not the settings' (WAYBILL_RETRY_*).
@@ -75,6 +76,9 @@ class BoundedContext:
     # durable queue's bindings across deployments, so the topology step unbinds these
     # (a message nobody handles would otherwise be dead-lettered on every arrival).
     retired_types: tuple[str, ...] = ()
+    # When set, the queue's event bindings are chosen at run time by this function (see
+    # ``manifest.Consumer.bindings``), not bound for every consumed type.
+    bindings: Callable[..., bool] | None = None
 
     def handler_for(self, message_type: str) -> Handler | None:
         for schema, handler in self.handlers.items():
@@ -119,6 +123,7 @@ def register_manifest(declared: manifests.Context) -> list[BoundedContext]:
             periodic=tuple(PeriodicJob(manifests.resolve(job.run), job.every)
                            for job in (declared.jobs_of(consumer) if consumer else ())),
             retired_types=consumer.retired_types if consumer else (),
+            bindings=manifests.resolve(consumer.bindings) if consumer and consumer.bindings else None,
         )
         register(registration)
         registrations.append(registration)

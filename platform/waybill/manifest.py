@@ -49,6 +49,28 @@ class Consumer:
     # Message types this consumer once handled and no longer does: the topology step
     # unbinds them from its durable queues, which a broker keeps across deployments.
     retired_types: tuple[str, ...] = ()
+    # "module:function" for a consumer whose queue binds only some of the types it handles,
+    # chosen at run time (webhooks: the types some active endpoint subscribes to), instead
+    # of all of them. The kernel calls it as ``function(bind=bind, resync=resync)``; it
+    # calls ``bind(types)`` with the types to bind now (the kernel binds every one of them
+    # on every partition, then unbinds the consumer's other types) and may record, once
+    # ``bind`` returned, that they are bound (what the consumer may then rely on). It calls
+    # ``bind`` when what it wants changed, and always when ``resync`` is true. It returns
+    # whether it called ``bind``. It runs in the consumer's own process (a kernel job of its
+    # scheduler, ``waybill.consumer.ContextConsumer.rebind``), under the consumer's broker
+    # user, and in the topology step. Only bindings change: a message of a type no longer
+    # bound that was queued already is handled as any other (the handlers decide that).
+    bindings: str | None = None
+    # With ``bindings``: "module:attribute" of every message type it may ever bind, importable
+    # without Django. The launcher lets the consumer's broker user bind its queues to these
+    # routing keys alone (RabbitMQ topic permissions), whatever its process asks for.
+    bindable: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bindings and not self.bindable:
+            raise ValueError(f"consumer {self.name!r} chooses its bindings at run time: name what is bindable")
+        if self.bindable and not self.bindings:
+            raise ValueError(f"consumer {self.name!r} names what is bindable but no bindings function")
 
 
 @dataclass(frozen=True)

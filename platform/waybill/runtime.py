@@ -123,9 +123,15 @@ def start_consumers(ctx: contexts.BoundedContext, stop: threading.Event, *,
         if partition == 0:
             # One scheduler per consumer, not per partition: the partitions share one inbox
             # and one set of jobs. It runs while partition 0 is on the bus.
-            scheduler = scheduler_for(consumer, relay_backstop=relay_backstop)
-            threads.append(_started(f"scheduler-{ctx.name}", scheduler.run, stop, consumer.connected))
+            threads.append(_started(f"scheduler-{ctx.name}", _schedule, consumer, stop, relay_backstop))
     return threads
+
+
+def _schedule(consumer: ContextConsumer, stop: threading.Event, relay_backstop: bool) -> None:
+    try:
+        scheduler_for(consumer, relay_backstop=relay_backstop).run(stop, consumer.connected)
+    finally:
+        consumer.close()  # what its jobs held (the rebind job's broker connection)
 
 
 def _started(name: str, target, *args) -> threading.Thread:

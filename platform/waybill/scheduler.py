@@ -4,7 +4,8 @@ What it runs, for each consumer a process hosts:
 
 - the kernel's own jobs, declared once below (``KERNEL_JOBS``): the consumer's due inbox
   retries, the pruning of its old inbox and outbox rows, its context's outbox report for
-  the operations dashboard and, in services mode, the relay's backstop;
+  the operations dashboard, for a consumer whose bindings are chosen at run time its
+  queue's bindings (``ContextConsumer.rebind``) and, in services mode, the relay's backstop;
 - the jobs its context's manifest declares for that consumer (``manifest.Job``: saga
   deadlines, the dashboard, the change log's pruning, webhook sends), so a bulkhead's
   jobs run where the bulkhead runs.
@@ -133,6 +134,8 @@ class KernelJob:
     # Only where no relay thread runs beside the consumer (the services mode's workers);
     # embedded, the relay thread sweeps itself.
     backstop: bool = False
+    # Only for a consumer whose bindings are chosen at run time (``manifest.Consumer.bindings``).
+    bindings: bool = False
 
     def interval(self) -> float:
         return float(getattr(settings, self.every)) if isinstance(self.every, str) else self.every
@@ -145,6 +148,9 @@ KERNEL_JOBS = (
               every=opsreport.REPORT_SECONDS, outbox=True),
     KernelJob("retention", lambda consumer: retention.prune(consumer.context), every=retention.PRUNE_EVERY_SECONDS),
     KernelJob("relay backstop", _relay_backstop, every="WAYBILL_RELAY_SWEEP_SECONDS", outbox=True, backstop=True),
+    # Each tick, so a change made in this process is bound at once; rebind() itself asks
+    # the context only every WAYBILL_BINDINGS_SECONDS otherwise.
+    KernelJob("bindings", ContextConsumer.rebind, every=TICK_SECONDS, bindings=True),
 )
 
 
@@ -156,6 +162,7 @@ def jobs_for(consumer: ContextConsumer, *, relay_backstop: bool) -> list[Job]:
         Job(f"{context.name} {job.name}", lambda job=job: job.run(consumer), job.interval())
         for job in KERNEL_JOBS
         if (context.relay or not job.outbox) and (relay_backstop or not job.backstop)
+        and (context.bindings is not None or not job.bindings)
     ]
     jobs += [Job(f"{context.name} {job.name}", job.run, job.every) for job in context.periodic]
     return jobs

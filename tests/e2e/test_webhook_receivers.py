@@ -30,6 +30,9 @@ def test_a_receiver_gets_signed_order_events_and_a_failed_try_is_retried(shop):
         endpoint = created.json()
         deliveries_url = f"{WEBHOOKS}{endpoint['id']}/deliveries/"
         try:
+            # Its types take effect once the webhooks worker has bound them (issue 12).
+            wait_for(lambda: shop.alice.get(f"{WEBHOOKS}{endpoint['id']}/").json()["receiving"], SETTLE_TIMEOUT,
+                     "the endpoint's types to be bound")
             sku = shop.create_product(on_hand=5)
             order_id = shop.order(shop.alice, {sku: 1})
 

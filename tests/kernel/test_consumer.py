@@ -19,6 +19,7 @@ from apps.inventory import contracts as inventory_contracts
 from apps.readmodels.models import DeadLetter as ReadDeadLetter
 from apps.readmodels.models import InboxMessage as ReadInbox
 from apps.readmodels.models import OrderSummary
+from apps.webhooks import services as webhooks
 from apps.webhooks.models import DeadLetter as WebhookDeadLetter
 from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts, operations
@@ -136,6 +137,10 @@ def test_every_poison_message_is_dead_lettered_exactly_and_the_next_order_still_
     """Issue 10: each of these crashed the workers or was stored mangled. Each consumer
     bound to the routing key keeps the exact bytes with the reason, then applies the next
     order as if nothing happened."""
+    # Webhooks' queue binds order_placed only while some endpoint wants it.
+    webhooks.webhook_endpoint_register(owner_id=1, owner_is_staff=True, url="https://example.com/hooks",
+                                       event_types=["orders.order_placed"])
+    assert pump.rebind("webhooks")
     channel = pump.connection.default_channel
     publish(channel, poison)
     good = order_placed()

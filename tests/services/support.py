@@ -3,7 +3,9 @@ orders, read a context's database, wait for orders to be confirmed on the read s
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -84,3 +86,21 @@ def assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str]
                             "'inventory.reserve_stock' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
     assert len(rows) == len(order_ids)
     return [row[0] for row in rows]
+
+
+@contextlib.contextmanager
+def webhook_endpoint(deployment, tokens, *event_types: str, user: str = "admin") -> Iterator[dict]:
+    """A webhook endpoint of ``user`` for ``event_types``, once the webhooks worker has bound
+    them (its queue binds only what some endpoint wants); deleted afterwards."""
+    with client(deployment, tokens, user) as api:
+        created = api.post("/api/v1/webhooks/", json={"url": "https://hooks.example.com/services-test",
+                                                      "event_types": list(event_types)})
+        assert created.status_code == 201, created.text
+        endpoint = created.json()
+        try:
+            wait_for(lambda: api.get(f"/api/v1/webhooks/{endpoint['id']}/").json()["receiving"], FLOW_TIMEOUT,
+                     "the webhooks worker to bind the endpoint's types",
+                     describe=lambda: deployment.log_tail("webhooks-worker", lines=10))
+            yield endpoint
+        finally:
+            api.delete(f"/api/v1/webhooks/{endpoint['id']}/")

@@ -18,7 +18,7 @@ from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts
 from waybill.wire import wire_bytes
 
-from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed
+from .support import FLOW_TIMEOUT, place, product, query, wait_confirmed, webhook_endpoint
 
 pytestmark = pytest.mark.xdist_group("services")
 
@@ -38,7 +38,15 @@ def _broker(deployment) -> Connection:
     return Connection(deployment.stack.broker_urls["admin"], transport_options={"confirm_publish": True})
 
 
-def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_up(deployment, tokens):
+@pytest.fixture
+def webhooks_want_order_placed(deployment, tokens):
+    """Webhooks' queue binds order_placed only while some endpoint wants it (issue 12)."""
+    with webhook_endpoint(deployment, tokens, OrderPlaced.message_type) as endpoint:
+        yield endpoint
+
+
+def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_up(deployment, tokens,
+                                                                                webhooks_want_order_placed):
     bound = _bound_dead_letter_tables()
     assert {"readmodels", "webhooks"} <= set(bound)
     pids = deployment.pids()
@@ -72,7 +80,8 @@ def test_every_poison_message_is_dead_lettered_exactly_and_every_process_stays_u
     wait_confirmed(deployment, place(deployment, tokens, sku, 1))
 
 
-def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_queue(deployment):
+def test_a_message_no_dead_letter_table_takes_goes_to_the_brokers_dead_letter_queue(deployment,
+                                                                                   webhooks_want_order_placed):
     """The last resort: readmodels' dead-letter table refuses every row (its role lost the
     right to insert), so the worker rejects the message to ``waybill.dead`` instead of
     losing it or dying, and the webhooks consumer, another context with a table of its own, is unaffected."""

@@ -15,6 +15,9 @@ class WebhookEndpointOutput(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.URLField()
     event_types = serializers.ListField(child=serializers.CharField())
+    receiving = serializers.BooleanField(help_text=(
+        "Whether its events are coming: false for a moment after registration (usually well "
+        "under a second), until the bus brings it every type it asked for. Events before that are not sent."))
     created_at = serializers.DateTimeField()
 
 

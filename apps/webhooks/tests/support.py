@@ -22,9 +22,14 @@ def api(user=None) -> APIClient:
     return client
 
 
-def register(user, url, *types) -> dict:
+def register(user, url, *types, bound: bool = True) -> dict:
+    """Register through the API and, unless ``bound`` is false, record its types as bound
+    as the webhooks worker's reconcile does. No broker binding here: ``bring`` puts messages
+    straight on the queue (tests of the bindings themselves go through the pump)."""
     response = api(user).post("/api/v1/webhooks/", {"url": url, "event_types": list(types)}, format="json")
     assert response.status_code == 201, response.content
+    if bound:
+        services.webhook_bindings_reconcile(bind=lambda types: None, resync=False)
     return response.json()
 
 

@@ -46,6 +46,11 @@ WAYBILL_CONSUMER_BATCH_WAIT_SECONDS = env.float("WAYBILL_CONSUMER_BATCH_WAIT_SEC
 # Messages a consumer holds unacked at once: a batch being applied and the next one on its
 # way. A batch is never larger than this.
 WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=100)
+# A consumer whose bindings are chosen at run time (webhooks: the types some endpoint wants)
+# asks this often whether they changed in another process (a change in its own process is
+# bound at the next scheduler tick), and binds everything afresh this often anyway.
+WAYBILL_BINDINGS_SECONDS = env.float("WAYBILL_BINDINGS_SECONDS", default=1.0)
+WAYBILL_BINDINGS_RESYNC_SECONDS = env.float("WAYBILL_BINDINGS_RESYNC_SECONDS", default=60.0)
 WAYBILL_RETRY_MAX_ATTEMPTS = env.int("WAYBILL_RETRY_MAX_ATTEMPTS", default=5)
 WAYBILL_RETRY_BASE_SECONDS = env.float("WAYBILL_RETRY_BASE_SECONDS", default=0.5)
 WAYBILL_RETRY_MAX_SECONDS = env.float("WAYBILL_RETRY_MAX_SECONDS", default=60.0)
