@@ -72,8 +72,7 @@ class PermanentFailure(Exception):
 
 @dataclass(frozen=True)
 class _Ready:
-    """A message that was read, is valid and has a handler that runs in the inbox
-    transaction: ready to be applied with the others of its batch."""
+    """A message that was read, is valid and has a handler: ready to be applied."""
 
     received: Received
     envelope: Envelope
@@ -150,25 +149,40 @@ class ContextConsumer:
     def handle_batch(self, batch: list[Received]) -> list[Outcome]:
         """An outcome per message, in order. Never raises: see the class docstring.
 
-        Each message is read first, on its own: a refused one is dead-lettered there and
-        an external call made (``_handle``). The rest are applied together, in the order
-        they came, so one aggregate's messages stay in order within and across batches."""
+        Each message is read first, on its own: a refused one is dead-lettered there
+        (``_handle``). The rest are applied in the order they came, so one aggregate's
+        messages stay in order within and across batches: together, in one transaction,
+        up to an external call, which holds no transaction open and so goes alone."""
         outcomes: list[Outcome | None] = [None] * len(batch)
         ready: list[tuple[int, _Ready]] = []
+
+        def apply_ready() -> None:
+            for (index, _), outcome in zip(ready, self._apply_batch([item for _, item in ready]), strict=True):
+                outcomes[index] = outcome
+            ready.clear()
+
         for index, received in enumerate(batch):
             result = self._as_one_message(
                 lambda received=received: self._handle(received),
                 unhandled=lambda error, received=received: self._dead_letter_minimal(
                     received, f"could not be handled: {_describe(error)}"),
             )
-            if isinstance(result, _Ready):
-                ready.append((index, result))
-            else:
+            if not isinstance(result, _Ready):
                 outcomes[index] = result
+            elif isinstance(result.handler, ExternalCall):
+                apply_ready()  # what came before it first
+                outcomes[index] = self._one_at_a_time(result)
+            else:
+                ready.append((index, result))
         if ready:
-            for (index, _), outcome in zip(ready, self._apply_batch([item for _, item in ready]), strict=True):
-                outcomes[index] = outcome
+            apply_ready()
         return outcomes  # type: ignore[return-value] - every slot is filled above
+
+    def _one_at_a_time(self, item: _Ready) -> Outcome:
+        return self._as_one_message(
+            lambda: self._attempt(item.envelope, item.payload, item.handler),
+            unhandled=lambda error: self._dead_letter_minimal(item.received, f"could not be handled: {_describe(error)}"),
+        )
 
     def _as_one_message(self, handle: Callable[[], Outcome | _Ready], *,
                         unhandled: Callable[[Exception], Outcome]) -> Outcome | _Ready:
@@ -230,8 +244,6 @@ class ContextConsumer:
         if handler is None:
             return self._dead_letter(received, f"{self.context.name} has no handler for {envelope.type!r}",
                                      envelope=envelope.model_dump(mode="json"))
-        if isinstance(handler, ExternalCall):
-            return self._attempt(envelope, payload, handler)  # its call holds no transaction open
         return _Ready(received, envelope, payload, handler)
 
     def _parse(self, body: bytes | str) -> tuple[Envelope, Message]:
@@ -255,14 +267,7 @@ class ContextConsumer:
             if not isinstance(error, IntegrityError):  # a concurrent delivery: expected, and resolved below
                 log.warning("%s: a batch of %d could not be committed (%r); applying its messages one at a time",
                             self.context.name, len(batch), error)
-            return [
-                self._as_one_message(
-                    lambda item=item: self._attempt(item.envelope, item.payload, item.handler),
-                    unhandled=lambda error, item=item: self._dead_letter_minimal(
-                        item.received, f"could not be handled: {_describe(error)}"),
-                )
-                for item in batch
-            ]
+            return [self._one_at_a_time(item) for item in batch]
         for index, (item, error) in failed.items():
             outcomes[index] = self._as_one_message(
                 lambda item=item, error=error: self._failed_attempt(item.envelope, error),
