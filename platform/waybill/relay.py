@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import amqp
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
-from django.db.models import Q, TextField
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, TextField
 from django.db.models.fields.json import KeyTransform
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Now
 from kombu import Connection, Exchange, Producer
 
@@ -89,24 +90,31 @@ class Relay:
         ctx = self.context
         rows = ctx.outbox.objects.using(ctx.database)
         failures_before = len(failed_ids)
+        pending = rows.filter(sent_at__isnull=True)
         # A row that failed in this drain, or too often to be tried again (parked: operators
         # see it in the admin and can publish it again), holds back its own aggregate only.
         # Left out here, whole aggregate and all: claimed and then dropped for commit order,
         # a blocked aggregate's later rows could fill every batch and starve the others.
-        blocked = rows.filter(sent_at__isnull=True).filter(
+        # Asked per candidate row through the aggregate index (NOT EXISTS), not as the set of
+        # every pending row's aggregate: that scanned the whole backlog for every batch.
+        blocked = pending.filter(aggregate_id=OuterRef("aggregate_id")).filter(
             Q(publish_attempts__gte=settings.WAYBILL_RELAY_MAX_ATTEMPTS) | Q(id__in=failed_ids))
+        # Whether a row has an earlier unsent row of its aggregate at all: if not (the usual
+        # case), it is publishable without the commit-order query.
+        earlier = pending.filter(aggregate_id=OuterRef("aggregate_id"), id__lt=OuterRef("id"))
         with transaction.atomic(using=ctx.database):
             # The envelope is published as the database stores it: its text form (jsonb's is
             # valid JSON), never parsed into a dict and dumped again; the two fields the relay
             # reads come out of the database on their own.
             claimed = [_Row(*values) for values in (
-                rows.filter(sent_at__isnull=True)
-                .exclude(aggregate_id__in=blocked.values("aggregate_id"))
+                pending.filter(~Exists(blocked))
                 .order_by("id")
                 .select_for_update(skip_locked=True)
-                .annotate(body=Cast("envelope", TextField()),
+                .annotate(message_id_text=_uuid_text(connections[ctx.database]),
+                          body=Cast("envelope", TextField()),
                           envelope_schema_version=KeyTransform("schema_version", "envelope"),
-                          envelope_traceparent=KeyTransform("traceparent", "envelope"))
+                          envelope_traceparent=KeyTransform("traceparent", "envelope"),
+                          follows=Exists(earlier))
                 .values_list(*_Row.__slots__)[: self.batch_size]
             )]
             if not claimed:
@@ -120,7 +128,11 @@ class Relay:
                 held_back.add(row.aggregate_id)
                 self._record_failure(row, reason)
 
-            for window in _windows(self._in_commit_order(claimed)):
+            if followed := {row.aggregate_id for row in claimed if row.follows}:
+                checked = {row.id for row in self._in_commit_order(
+                    [row for row in claimed if row.aggregate_id in followed])}
+                claimed = [row for row in claimed if row.aggregate_id not in followed or row.id in checked]
+            for window in _windows(claimed):
                 outgoing = []
                 for row in window:
                     if row.aggregate_id in held_back:
@@ -192,8 +204,9 @@ class Relay:
         return confirms.take_acked(), confirms.take_nacked(), None
 
     def _mark_sent(self, row_ids: list[int]) -> None:
-        # Database time, so every relay and the admin agree on ages.
-        self.context.outbox.objects.using(self.context.database).filter(id__in=row_ids).update(sent_at=Now())
+        # One statement for the batch; database time, so every relay and the admin agree on ages.
+        rows = self.context.outbox.objects.using(self.context.database)
+        rows.filter(_id_among(connections[self.context.database], row_ids)).update(sent_at=Now())
 
     def _in_commit_order(self, claimed: list[_Row]) -> list[_Row]:
         """Drop rows whose aggregate has an earlier unsent row outside this batch."""
@@ -233,7 +246,7 @@ class Relay:
             # layers per message. Failures surface to run(), which backs off and reconnects.
             self._channel.basic_publish(
                 amqp.Message(outgoing.body, content_type=bus.JSON, content_encoding="utf-8", delivery_mode=2,
-                             priority=0, message_id=str(outgoing.row.message_id),
+                             priority=0, message_id=outgoing.row.message_id_text,
                              application_headers={"traceparent": outgoing.traceparent or ""}),
                 exchange=outgoing.exchange.name, routing_key=outgoing.routing_key)
             return
@@ -293,14 +306,19 @@ class _Row:
     stored envelope's text; schema version and traceparent were read from it by the database
     (JSON values: None when the envelope lacks them or is not an object)."""
 
-    __slots__ = ("id", "message_id", "message_type", "aggregate_id", "publish_attempts", "body",
-                 "envelope_schema_version", "envelope_traceparent")
+    __slots__ = ("id", "message_id_text", "message_type", "aggregate_id", "publish_attempts", "body",
+                 "envelope_schema_version", "envelope_traceparent", "follows")
 
-    def __init__(self, id, message_id, message_type, aggregate_id, publish_attempts, body,  # noqa: A002
-                 envelope_schema_version, envelope_traceparent):
-        self.id, self.message_id, self.message_type, self.aggregate_id = id, message_id, message_type, aggregate_id
-        self.publish_attempts, self.body = publish_attempts, body
+    def __init__(self, id, message_id_text, message_type, aggregate_id, publish_attempts, body,  # noqa: A002
+                 envelope_schema_version, envelope_traceparent, follows):
+        self.id, self.message_id_text, self.message_type = id, str(message_id_text), message_type
+        self.aggregate_id, self.publish_attempts, self.body = aggregate_id, publish_attempts, body
         self.envelope_schema_version, self.envelope_traceparent = envelope_schema_version, envelope_traceparent
+        self.follows = follows  # an earlier row of its aggregate is unsent (here or elsewhere)
+
+    @property
+    def message_id(self) -> str:
+        return self.message_id_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +350,21 @@ class _Outgoing:
         if not isinstance(traceparent, str) or len(traceparent) > 255:
             traceparent = None  # a header the broker would refuse, or not one at all: trace lost, message kept
         return cls(row, exchange, routing_key, body, traceparent)
+
+
+def _uuid_text(connection):
+    """The message id as its text: PostgreSQL's uuid text form is the canonical one, which
+    spares making a UUID per row to print it; SQLite keeps 32 hex digits, so there the
+    column comes as a UUID."""
+    return Cast("message_id", TextField()) if connection.vendor == "postgresql" else F("message_id")
+
+
+def _id_among(connection, ids: list[int]) -> Q | RawSQL:
+    """``id IN ids``; on PostgreSQL as ``id = ANY(array)``, one parameter instead of a batch
+    of them for the client to quote and the server to parse."""
+    if connection.vendor == "postgresql":
+        return RawSQL('"id" = ANY(%s)', (list(ids),), output_field=BooleanField())
+    return Q(id__in=ids)
 
 
 def _refuse_constant(name: str):
