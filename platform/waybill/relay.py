@@ -41,7 +41,7 @@ import amqp
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, TextField
-from django.db.models.fields.json import KeyTransform
+from django.db.models.fields.json import KT, KeyTransform
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Now
 from kombu import Connection, Exchange, Producer
@@ -112,7 +112,7 @@ class Relay:
                 .select_for_update(skip_locked=True)
                 .annotate(message_id_text=_uuid_text(connections[ctx.database]),
                           body=Cast("envelope", TextField()),
-                          envelope_schema_version=KeyTransform("schema_version", "envelope"),
+                          envelope_schema_version=KT("envelope__schema_version"),
                           envelope_traceparent=KeyTransform("traceparent", "envelope"),
                           follows=Exists(earlier))
                 .values_list(*_Row.__slots__)[: self.batch_size]
@@ -303,8 +303,9 @@ class Relay:
 
 class _Row:
     """A claimed outbox row: what the relay needs of it, no model instance. ``body`` is the
-    stored envelope's text; schema version and traceparent were read from it by the database
-    (JSON values: None when the envelope lacks them or is not an object)."""
+    stored envelope's text; schema version (as text) and traceparent (as its JSON value, so
+    a traceparent that is not a string shows) were read from it by the database; None when
+    the envelope lacks them or is not an object."""
 
     __slots__ = ("id", "message_id_text", "message_type", "aggregate_id", "publish_attempts", "body",
                  "envelope_schema_version", "envelope_traceparent", "follows")
@@ -334,10 +335,9 @@ class _Outgoing:
 
     @classmethod
     def of(cls, row: _Row) -> _Outgoing:
-        version = row.envelope_schema_version
-        if version is None:
+        if row.envelope_schema_version is None:
             raise ValueError("its envelope has no schema_version")
-        exchange, routing_key = bus.route(row.message_type, version, row.aggregate_id)
+        exchange, routing_key = bus.route(row.message_type, int(row.envelope_schema_version), row.aggregate_id)
         text = row.body
         if "NaN" in text or "Infinity" in text:
             # Not JSON, yet a JSON column on SQLite stores them; rarely there, so only then parsed.
