@@ -393,6 +393,19 @@ class _Bench:
         return detail
 
 
+GOAL_RATIO_TO_PIPELINED = 0.55  # issue 12
+
+
+def _goals(results: dict) -> dict:
+    """Waybill's relay against the wire's ceiling in this same run: at least 0.55x raw Kombu
+    with pipelined confirms, durable (it is: confirms, persistent, quorum queue) and with
+    nothing lost across the SIGKILLs."""
+    waybill, pipelined = results["waybill"], results["raw_kombu"]["pipelined_confirms"]
+    ratio = waybill["events_per_s"] / pipelined["events_per_s"] if pipelined["events_per_s"] else float("nan")
+    return {"waybill_at_least_0_55x_pipelined": {
+        "met": bool(ratio >= GOAL_RATIO_TO_PIPELINED and waybill.get("lost") == 0), "ratio": round(ratio, 3)}}
+
+
 def _wait_progress(path: Path, target: int, proc: subprocess.Popen, *, timeout: float) -> Progress:
     deadline = time.monotonic() + timeout
     while not path.exists() and time.monotonic() < deadline:
@@ -491,7 +504,8 @@ def run(run: Run) -> dict:
                     f"{'/'.join(f'{x:.1f}' for x in load_at_start)} at the start and "
                     f"{'/'.join(f'{x:.1f}' for x in load_at_end)} at the end, on {os.cpu_count()} cores shared "
                     "with other work.")
-        return {"relay": {"backlog": run.scale(100_000, 5_000), **results, "method": METHOD + this_run}}
+        return {"relay": {"backlog": run.scale(100_000, 5_000), **results, "goals": _goals(results),
+                          "method": METHOD + this_run}}
     finally:
         try:
             if bench is not None:

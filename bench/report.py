@@ -77,6 +77,10 @@ def markdown(results: dict) -> str:
         if pipelined:
             lines.append(f"| raw Kombu publish loop, confirms awaited once per 500 (the wire's ceiling) | "
                          f"{_fmt(pipelined.get('events_per_s'))} | {_spread(pipelined, 'events_per_s')} | - | - |")
+        goal = (relay.get("goals") or {}).get("waybill_at_least_0_55x_pipelined")
+        if goal:
+            lines += ["", f"Waybill's relay / pipelined confirms, same run: **{_fmt(goal.get('ratio'), 2)}x** "
+                          f"(goal >= 0.55x with 0 lost: {'met' if goal.get('met') else 'missed'})."]
         lines += ["", relay.get("method", ""), ""]
     consume = results.get("consume")
     if consume:

@@ -37,18 +37,20 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+import amqp
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
-from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, TextField
+from django.db.models.fields.json import KT, KeyTransform
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast, Now
 from kombu import Connection, Exchange, Producer
 
 from . import bus
 from .backoff import Reconnects
 from .contexts import BoundedContext
-from .models import OutboxMessageBase
 from .outbox import notify_channel, wakeup_event
-from .telemetry import SpanKind, span_for_message
+from .telemetry import SpanKind, span_for_message, tracing
 from .wire import storable
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Relay:
         self.batch_size = batch_size or settings.WAYBILL_RELAY_BATCH_SIZE
         self._connection: Connection | None = None
         self._producer: Producer | None = None
+        self._channel: amqp.Channel | None = None  # py-amqp's, when publishing to RabbitMQ
         self._confirms: _Confirms | None = None
 
     # --- one pass -------------------------------------------------------------------
@@ -87,31 +90,49 @@ class Relay:
         ctx = self.context
         rows = ctx.outbox.objects.using(ctx.database)
         failures_before = len(failed_ids)
+        pending = rows.filter(sent_at__isnull=True)
         # A row that failed in this drain, or too often to be tried again (parked: operators
         # see it in the admin and can publish it again), holds back its own aggregate only.
         # Left out here, whole aggregate and all: claimed and then dropped for commit order,
         # a blocked aggregate's later rows could fill every batch and starve the others.
-        blocked = rows.filter(sent_at__isnull=True).filter(
+        # Asked per candidate row through the aggregate index (NOT EXISTS), not as the set of
+        # every pending row's aggregate: that scanned the whole backlog for every batch.
+        blocked = pending.filter(aggregate_id=OuterRef("aggregate_id")).filter(
             Q(publish_attempts__gte=settings.WAYBILL_RELAY_MAX_ATTEMPTS) | Q(id__in=failed_ids))
+        # Whether a row has an earlier unsent row of its aggregate at all: if not (the usual
+        # case), it is publishable without the commit-order query.
+        earlier = pending.filter(aggregate_id=OuterRef("aggregate_id"), id__lt=OuterRef("id"))
         with transaction.atomic(using=ctx.database):
-            claimed = list(
-                rows.filter(sent_at__isnull=True)
-                .exclude(aggregate_id__in=blocked.values("aggregate_id"))
+            # The envelope is published as the database stores it: its text form (jsonb's is
+            # valid JSON), never parsed into a dict and dumped again; the two fields the relay
+            # reads come out of the database on their own.
+            claimed = [_Row(*values) for values in (
+                pending.filter(~Exists(blocked))
                 .order_by("id")
-                .select_for_update(skip_locked=True)[: self.batch_size]
-            )
+                .select_for_update(skip_locked=True)
+                .annotate(message_id_text=_uuid_text(connections[ctx.database]),
+                          body=Cast("envelope", TextField()),
+                          envelope_schema_version=KT("envelope__schema_version"),
+                          envelope_traceparent=KeyTransform("traceparent", "envelope"),
+                          follows=Exists(earlier))
+                .values_list(*_Row.__slots__)[: self.batch_size]
+            )]
             if not claimed:
                 return 0, 0
             sent: list[int] = []
             held_back: set[str] = set()  # aggregates with a failed row in this batch
             error: Exception | None = None
 
-            def failed(row: OutboxMessageBase, reason: object) -> None:
+            def failed(row: _Row, reason: object) -> None:
                 failed_ids.add(row.id)
                 held_back.add(row.aggregate_id)
                 self._record_failure(row, reason)
 
-            for window in _windows(self._in_commit_order(claimed)):
+            if followed := {row.aggregate_id for row in claimed if row.follows}:
+                checked = {row.id for row in self._in_commit_order(
+                    [row for row in claimed if row.aggregate_id in followed])}
+                claimed = [row for row in claimed if row.aggregate_id not in followed or row.id in checked]
+            for window in _windows(claimed):
                 outgoing = []
                 for row in window:
                     if row.aggregate_id in held_back:
@@ -137,7 +158,7 @@ class Relay:
             raise error
         return len(sent), len(failed_ids) - failures_before
 
-    def _record_failure(self, row: OutboxMessageBase, reason: object) -> None:
+    def _record_failure(self, row: _Row, reason: object) -> None:
         attempts = row.publish_attempts + 1
         error = repr(reason) if isinstance(reason, Exception) else str(reason)
         self.context.outbox.objects.using(self.context.database).filter(id=row.id).update(
@@ -151,15 +172,18 @@ class Relay:
                         row.message_id, attempts, reason)
 
     def _publish_window(self, window: list[_Outgoing]
-                        ) -> tuple[list[int], list[OutboxMessageBase], Exception | None]:
+                        ) -> tuple[list[int], list[_Row], Exception | None]:
         """Publish rows of distinct aggregates; returns the ids the broker confirmed, the
         rows it refused (nacked) or never confirmed, and the error that lost the connection
         (None when the broker answered every publish)."""
         self._ensure_producer()
+        # A span per message only when spans are recorded: without a tracer provider each
+        # one cost about as much as building the message (bench/relay's profile).
+        publish = self._publish if tracing() else self._publish_confirmed
         if self._confirms is None:  # a transport without confirms takes each publish synchronously
             for index, outgoing in enumerate(window):
                 try:
-                    self._publish(outgoing)
+                    publish(outgoing)
                 except Exception as exc:  # noqa: BLE001 - the caller records it on the row
                     return [o.row.id for o in window[:index]], [outgoing.row], exc
             return [o.row.id for o in window], [], None
@@ -168,7 +192,7 @@ class Relay:
             for outgoing in window:
                 confirms.expect(outgoing.row)
                 attempted.append(outgoing.row)
-                self._publish(outgoing)
+                publish(outgoing)
             confirms.wait(self._connection, timeout=settings.WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a lost connection or a timeout: unconfirmed rows fail
             confirms.abandon()
@@ -180,10 +204,11 @@ class Relay:
         return confirms.take_acked(), confirms.take_nacked(), None
 
     def _mark_sent(self, row_ids: list[int]) -> None:
-        # Database time, so every relay and the admin agree on ages.
-        self.context.outbox.objects.using(self.context.database).filter(id__in=row_ids).update(sent_at=Now())
+        # One statement for the batch; database time, so every relay and the admin agree on ages.
+        rows = self.context.outbox.objects.using(self.context.database)
+        rows.filter(_id_among(connections[self.context.database], row_ids)).update(sent_at=Now())
 
-    def _in_commit_order(self, claimed: list[OutboxMessageBase]) -> list[OutboxMessageBase]:
+    def _in_commit_order(self, claimed: list[_Row]) -> list[_Row]:
         """Drop rows whose aggregate has an earlier unsent row outside this batch."""
         ctx = self.context
         claimed_ids = {row.id for row in claimed}
@@ -215,6 +240,16 @@ class Relay:
 
     def _publish_confirmed(self, outgoing: _Outgoing) -> None:
         # On RabbitMQ this returns at once; the confirm arrives later (see _Confirms).
+        if self._channel is not None:
+            # Straight to py-amqp with the message made once: Kombu's Producer.publish
+            # builds the same amqp.Message (these properties, priority 0) through several
+            # layers per message. Failures surface to run(), which backs off and reconnects.
+            self._channel.basic_publish(
+                amqp.Message(outgoing.body, content_type=bus.JSON, content_encoding="utf-8", delivery_mode=2,
+                             priority=0, message_id=outgoing.row.message_id_text,
+                             application_headers={"traceparent": outgoing.traceparent or ""}),
+                exchange=outgoing.exchange.name, routing_key=outgoing.routing_key)
+            return
         self._ensure_producer().publish(
             outgoing.body,
             exchange=outgoing.exchange,
@@ -234,14 +269,15 @@ class Relay:
             if settings.WAYBILL_BROKER_DECLARE:
                 bus.declare(self._connection)
             channel = self._connection.default_channel
-            self._confirms = _Confirms(channel) if self._connection.transport.driver_type == "amqp" else None
+            if self._connection.transport.driver_type == "amqp":
+                self._confirms, self._channel = _Confirms(channel), channel
             self._producer = Producer(channel)
         return self._producer
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.release()
-        self._connection = self._producer = self._confirms = None
+        self._connection = self._producer = self._channel = self._confirms = None
 
     # --- the long-running loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -265,35 +301,80 @@ class Relay:
             connections.close_all()
 
 
-@dataclass(frozen=True)
+class _Row:
+    """A claimed outbox row: what the relay needs of it, no model instance. ``body`` is the
+    stored envelope's text; schema version (as text) and traceparent (as its JSON value, so
+    a traceparent that is not a string shows) were read from it by the database; None when
+    the envelope lacks them or is not an object."""
+
+    __slots__ = ("id", "message_id_text", "message_type", "aggregate_id", "publish_attempts", "body",
+                 "envelope_schema_version", "envelope_traceparent", "follows")
+
+    def __init__(self, id, message_id_text, message_type, aggregate_id, publish_attempts, body,  # noqa: A002
+                 envelope_schema_version, envelope_traceparent, follows):
+        self.id, self.message_id_text, self.message_type = id, str(message_id_text), message_type
+        self.aggregate_id, self.publish_attempts, self.body = aggregate_id, publish_attempts, body
+        self.envelope_schema_version, self.envelope_traceparent = envelope_schema_version, envelope_traceparent
+        self.follows = follows  # an earlier row of its aggregate is unsent (here or elsewhere)
+
+    @property
+    def message_id(self) -> str:
+        return self.message_id_text
+
+
+@dataclass(frozen=True, slots=True)
 class _Outgoing:
     """A row made into the message the broker gets: everything that can go wrong with one
     row's content goes wrong here, before anything is sent, as that row's failure."""
 
-    row: OutboxMessageBase
+    row: _Row
     exchange: Exchange
     routing_key: str
     body: bytes
     traceparent: str | None
 
     @classmethod
-    def of(cls, row: OutboxMessageBase) -> _Outgoing:
-        envelope = row.envelope
-        exchange, routing_key = bus.route(row.message_type, envelope["schema_version"], row.aggregate_id)
-        body = json.dumps(envelope, allow_nan=False).encode()
+    def of(cls, row: _Row) -> _Outgoing:
+        if row.envelope_schema_version is None:
+            raise ValueError("its envelope has no schema_version")
+        exchange, routing_key = bus.route(row.message_type, int(row.envelope_schema_version), row.aggregate_id)
+        text = row.body
+        if "NaN" in text or "Infinity" in text:
+            # Not JSON, yet a JSON column on SQLite stores them; rarely there, so only then parsed.
+            json.loads(text, parse_constant=_refuse_constant)
+        body = text.encode()
         if len(body) > settings.WAYBILL_MESSAGE_MAX_BYTES:
             raise ValueError(f"message of {len(body)} bytes is over WAYBILL_MESSAGE_MAX_BYTES "
                              f"({settings.WAYBILL_MESSAGE_MAX_BYTES}): every consumer would refuse it")
-        traceparent = envelope.get("traceparent")
+        traceparent = row.envelope_traceparent
         if not isinstance(traceparent, str) or len(traceparent) > 255:
             traceparent = None  # a header the broker would refuse, or not one at all: trace lost, message kept
         return cls(row, exchange, routing_key, body, traceparent)
 
 
-def _windows(rows: list[OutboxMessageBase]) -> list[list[OutboxMessageBase]]:
+def _uuid_text(connection):
+    """The message id as its text: PostgreSQL's uuid text form is the canonical one, which
+    spares making a UUID per row to print it; SQLite keeps 32 hex digits, so there the
+    column comes as a UUID."""
+    return Cast("message_id", TextField()) if connection.vendor == "postgresql" else F("message_id")
+
+
+def _id_among(connection, ids: list[int]) -> Q | RawSQL:
+    """``id IN ids``; on PostgreSQL as ``id = ANY(array)``, one parameter instead of a batch
+    of them for the client to quote and the server to parse."""
+    if connection.vendor == "postgresql":
+        return RawSQL('"id" = ANY(%s)', (list(ids),), output_field=BooleanField())
+    return Q(id__in=ids)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"its envelope holds {name}, which is not JSON")
+
+
+def _windows(rows: list[_Row]) -> list[list[_Row]]:
     """Split rows (in commit order) so that each window holds at most one row per
     aggregate, and an aggregate's rows go out one window after another."""
-    windows: list[list[OutboxMessageBase]] = []
+    windows: list[list[_Row]] = []
     seen: defaultdict[str, int] = defaultdict(int)
     for row in rows:
         index = seen[row.aggregate_id]
@@ -318,15 +399,15 @@ class _Confirms:
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self._last_tag = 0
-        self._pending: dict[int, OutboxMessageBase] = {}
-        self._acked: list[OutboxMessageBase] = []
-        self._nacked: list[OutboxMessageBase] = []
+        self._pending: dict[int, _Row] = {}
+        self._acked: list[_Row] = []
+        self._nacked: list[_Row] = []
 
-    def expect(self, row: OutboxMessageBase) -> None:
+    def expect(self, row: _Row) -> None:
         self._last_tag += 1
         self._pending[self._last_tag] = row
 
-    def _settle(self, delivery_tag: int, multiple: bool, into: list[OutboxMessageBase]) -> None:
+    def _settle(self, delivery_tag: int, multiple: bool, into: list[_Row]) -> None:
         tags = [tag for tag in self._pending if tag <= delivery_tag] if multiple else [delivery_tag]
         for tag in tags:
             if (row := self._pending.pop(tag, None)) is not None:
@@ -354,7 +435,7 @@ class _Confirms:
         ids, self._acked = [row.id for row in self._acked], []
         return ids
 
-    def take_nacked(self) -> list[OutboxMessageBase]:
+    def take_nacked(self) -> list[_Row]:
         rows, self._nacked = self._nacked, []
         return rows
 

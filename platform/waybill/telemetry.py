@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-__all__ = ["SpanKind", "configure", "current_traceparent", "instrument", "span_for_message"]
+__all__ = ["SpanKind", "configure", "current_traceparent", "instrument", "span_for_message", "tracing"]
 
 tracer = trace.get_tracer("waybill")
 
@@ -59,6 +59,12 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent")
+
+
+def tracing() -> bool:
+    """Whether spans are recorded: a tracer provider was installed (``configure``, or a
+    test's). Until then every span is a no-op, so a hot path may leave it out."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 @contextlib.contextmanager

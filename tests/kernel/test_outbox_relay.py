@@ -244,3 +244,21 @@ def test_a_row_that_cannot_be_published_fails_alone_and_the_relay_keeps_publishi
         assert pump.relay("inventory") == 0
     assert dict(rows.filter(id__in=failing).values_list("id", "publish_attempts")) == dict.fromkeys(failing, 3)
     assert rows.filter(sent_at__isnull=True).count() == 4  # parked, and the row waiting behind one
+
+
+def test_a_published_message_is_the_stored_envelope_with_the_usual_properties(pump):
+    """The relay sends the envelope's stored text, not a re-dump: it parses to the same
+    envelope, with the message id, JSON content type, persistence and traceparent header."""
+    from waybill.messages import parse
+
+    with transaction.atomic(using="orders"):
+        sent = outbox_record(context="orders", message=RecountStock(sku="Ä-1"), aggregate_id="A", aggregate_version=1)
+    row = contexts.get("orders").outbox.objects.get(message_id=sent.id)
+    assert pump.relay("orders") == 1
+    received = bus.context_queue(contexts.get("inventory"))(pump.connection.default_channel).get(no_ack=True)
+    assert json.loads(received.body) == row.envelope
+    assert parse(received.body)[0].id == sent.id
+    assert received.content_type == "application/json" and received.content_encoding == "utf-8"
+    assert received.properties["message_id"] == str(sent.id)
+    assert received.properties["delivery_mode"] == 2
+    assert received.headers == {"traceparent": row.envelope["traceparent"] or ""}
