@@ -233,7 +233,7 @@ async def drive(deployed: targets.Deployed, plan: Plan, sampler: ProcessSampler,
                          "orders_per_s_runs": runs}
 
         rates_offered = sorted({*plan.rates, *([goal_rate] if goal_rate else [])})
-        per_rate: dict[str, list[dict]] = {str(rate): [] for rate in rates_offered}
+        per_rate: dict[str, list[dict]] = {_rate_key(rate): [] for rate in rates_offered}
         overloaded = {}
         for r in range(plan.rate_repeats):
             for rate in rates_offered:
@@ -241,13 +241,13 @@ async def drive(deployed: targets.Deployed, plan: Plan, sampler: ProcessSampler,
                     seconds = plan.seconds
                 elif r == 0:
                     seconds = max(plan.overload_min_s, min(plan.seconds, plan.overload_work_s * capacity / rate))
-                    overloaded[str(rate)] = round(seconds, 2)
+                    overloaded[_rate_key(rate)] = round(seconds, 2)
                 else:
                     continue
                 count = max(2, int(rate * seconds))
                 res = await driver.phase(rate=rate, count=count, label=f"{rate}/s#{r}",
                                          drain_timeout=60 + 3 * count / max(capacity, 1.0))
-                per_rate[str(rate)].append(res.summary())
+                per_rate[_rate_key(rate)].append(res.summary())
                 log(f"  {rate}/s for {seconds:.1f} s, repeat {r}: {_brief(res)}")
                 await asyncio.sleep(0.3)
         rates = {}
@@ -282,6 +282,11 @@ async def drive(deployed: targets.Deployed, plan: Plan, sampler: ProcessSampler,
         "cpu_bound_orders_per_s_on_2_cores": round(2000 / cpu_sum, 1) if cpu_sum else None,
         "load_average": loads,
     }
+
+
+def _rate_key(rate: float) -> str:
+    """A rate as the results name it: 10 and 10.0 are both "10"."""
+    return f"{rate:g}"
 
 
 def _brief(res: PhaseResult) -> str:
@@ -346,7 +351,7 @@ def run(run: Run, log=_stderr) -> dict:
         embedded, embedded_sampler = _measure("embedded", deployed, plan, log, goal_rate=half_sync)
 
     for mode in (services, embedded):
-        at_half = mode["rates"].get(str(half_sync)) or {}
+        at_half = mode["rates"].get(_rate_key(half_sync)) or {} if half_sync else {}
         mode["p99_post_to_push_ms_at_half_baseline"] = at_half.get("p99")
         mode["half_baseline_rate_sustained"] = at_half.get("sustainable")
     sync_rate = sync["orders_per_s"] or float("nan")
