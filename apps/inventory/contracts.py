@@ -16,7 +16,9 @@ class StockLine(Message):
 
 @message("inventory.product_updated", kind=Kind.DOCUMENT)
 class ProductUpdated(Message):
-    """State document: the product's whole current state, sent on every change of it."""
+    """State document: the product's whole current state, sent when it changes. A newer one
+    supersedes it: of the states one consumer batch leaves (stock after each of its
+    reservations) only the last is sent, so a receiver sees the versions grow, not each one."""
 
     sku: str
     name: str

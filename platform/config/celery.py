@@ -1,7 +1,8 @@
 """The one Celery app. Each context's worker consumes its own task queue
-(``waybill.tasks.<context>``) and, through a consumer bootstep, its event queue: a slow
-context cannot starve another's workers (bulkheads). The same bootstep drives the kernel's
-scheduler for the consumers the worker hosts, so no beat process is needed.
+(``waybill.tasks.<context>``) and, through a worker bootstep (``waybill.worker``), its
+event queue, on consumer threads of its own: a slow context cannot starve another's
+workers (bulkheads). The same bootstep runs the kernel's scheduler for the consumers the
+worker hosts, so no beat process is needed.
 
     WAYBILL_CONTEXTS=orders celery -A config.celery:app worker -Q waybill.tasks.orders
 """

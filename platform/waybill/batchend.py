@@ -10,10 +10,14 @@ recorded and pushed once per batch, not once per event of the order in it. Or it
 items under a key (``gathered_at_batch_end``), all written at once: the outbox inserts a
 batch's messages in one statement and wakes its relay once.
 
-A message whose handler fails takes back what it left here, as its savepoint takes back
-its rows (the consumer marks before each message and restores on failure). Outside a
-consumer's batch (an API request, a periodic job, a test calling a service) there is no
-batch to wait for: ``write`` runs at once.
+What is left here follows the savepoints it was left in, as rows written there would: a
+value left inside a savepoint that rolls back (a failed message's, or a handler's own
+inner ``atomic`` that failed) is not written, and for a key the last value still standing
+wins. Outside a consumer's batch (an API request, a periodic job, a test calling a
+service) there is no batch to wait for: ``write`` runs at once.
+
+Writes run grouped by ``write`` (in the order each was first used) and, within one, in the
+order of their keys, so two batches that touch the same rows lock them in the same order.
 """
 
 from __future__ import annotations
@@ -23,47 +27,52 @@ from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from django.db import transaction
+
 Write = Callable[[Hashable, Any], Any]
 
 
 class BatchEnd:
-    """What the current batch's handlers left, in the order they last touched each key."""
+    """What the current batch's handlers left, by write and key."""
 
-    def __init__(self) -> None:
-        self._pending: dict[tuple[Write, Hashable], Any] = {}
+    def __init__(self, using: str) -> None:
+        self.using = using
+        # write -> key -> [(marker, value)], and whether the write takes every value.
+        self._pending: dict[Write, dict[Hashable, list[tuple[Callable[[], None], Any]]]] = {}
+        self._gathers: dict[Write, bool] = {}
 
-    def leave(self, write: Write, key: Hashable, value: Any) -> None:
-        self._pending.pop((write, key), None)  # moved to the end: the latest order of writes
-        self._pending[(write, key)] = value
+    def leave(self, write: Write, key: Hashable, value: Any, *, gather: bool) -> None:
+        if self._gathers.setdefault(write, gather) is not gather:
+            raise ValueError(f"{write!r} is used both to gather and to keep the last value")
 
-    def gather(self, write: Write, key: Hashable, item: Any) -> None:
-        gathered = self._pending.pop((write, key), None) or _Gathered()
-        self._pending[(write, key)] = _Gathered([*gathered, item])  # a new list: marks keep theirs
+        def marker() -> None:
+            """Does nothing at the commit: it is there to be dropped with its savepoint."""
 
-    def mark(self) -> dict:
-        return dict(self._pending)
-
-    def restore(self, mark: dict) -> None:
-        self._pending = dict(mark)
+        # Django drops the commit hooks registered inside a savepoint that rolls back, and
+        # only those: the marker's presence says whether the value's savepoint survived.
+        transaction.on_commit(marker, using=self.using)
+        self._pending.setdefault(write, {}).setdefault(key, []).append((marker, value))
 
     def run(self) -> None:
         """Do the pending writes (inside the batch's transaction, before it commits)."""
         pending, self._pending = self._pending, {}
-        for (write, key), value in pending.items():
-            write(key, value)
-
-
-class _Gathered(list):
-    """The items ``gathered_at_batch_end`` collected for one key, in order."""
+        # run_on_commit holds (savepoint ids, hook, robust) for every hook still standing.
+        standing = {hook for _, hook, _ in transaction.get_connection(self.using).run_on_commit}
+        for write, by_key in pending.items():
+            for key in sorted(by_key, key=repr):
+                values = [value for marker, value in by_key[key] if marker in standing]
+                if values:
+                    write(key, values if self._gathers[write] else values[-1])
 
 
 _current: ContextVar[BatchEnd | None] = ContextVar("waybill_batch_end", default=None)
 
 
 @contextlib.contextmanager
-def batch_end() -> Iterator[BatchEnd]:
-    """Open a batch for the handlers run inside; the caller runs ``.run()`` before its commit."""
-    end = BatchEnd()
+def batch_end(*, using: str) -> Iterator[BatchEnd]:
+    """Open a batch on database ``using`` for the handlers run inside (within a transaction
+    on it); the caller runs ``.run()`` before its commit."""
+    end = BatchEnd(using)
     token = _current.set(end)
     try:
         yield end
@@ -77,7 +86,7 @@ def at_batch_end(write: Write, key: Hashable, value: Any) -> Any:
     end = _current.get()
     if end is None:
         return write(key, value)
-    end.leave(write, key, value)
+    end.leave(write, key, value, gather=False)
     return None
 
 
@@ -88,5 +97,5 @@ def gathered_at_batch_end(write: Write, key: Hashable, item: Any) -> Any:
     end = _current.get()
     if end is None:
         return write(key, [item])
-    end.gather(write, key, item)
+    end.leave(write, key, item, gather=True)
     return None

@@ -43,13 +43,15 @@ JSON = "application/json"
 log = logging.getLogger(__name__)
 
 
-def connect(*, confirm_each_publish: bool = True) -> Connection:
+def connect(*, confirm_each_publish: bool = True, heartbeat: float = 0) -> Connection:
     """A broker connection. ``confirm_each_publish=False`` is for the relay, which asks for
-    publisher confirms itself and waits for many at once (see ``waybill.relay``)."""
+    publisher confirms itself and waits for many at once (see ``waybill.relay``).
+    ``heartbeat``: AMQP heartbeats every that many seconds, for a connection whose owner
+    calls ``heartbeat_check()`` often (the consumer's loop); 0, none."""
     options = dict(settings.WAYBILL_BROKER_TRANSPORT_OPTIONS)
     if not confirm_each_publish:
         options["confirm_publish"] = False
-    return Connection(settings.WAYBILL_BROKER_URL, transport_options=options)
+    return Connection(settings.WAYBILL_BROKER_URL, transport_options=options, heartbeat=heartbeat)
 
 
 def partitions() -> range:

@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, connections, transaction
+from django.db import (
+    IntegrityError, InterfaceError, OperationalError, close_old_connections, connections, transaction,
+)
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
@@ -164,14 +167,15 @@ class ContextConsumer:
         for index, received in enumerate(batch):
             result = self._as_one_message(
                 lambda received=received: self._handle(received),
-                unhandled=lambda error, received=received: self._dead_letter_minimal(
-                    received, f"could not be handled: {_describe(error)}"),
+                unhandled=self._unhandled(received),
             )
             if not isinstance(result, _Ready):
                 outcomes[index] = result
             elif isinstance(result.handler, ExternalCall):
                 apply_ready()  # what came before it first
-                outcomes[index] = self._one_at_a_time(result)
+                # Stopping: no new call to the outside (each may wait for its timeouts);
+                # the rest of the batch goes back unacked.
+                outcomes[index] = Outcome.DEFERRED if self.stop.is_set() else self._one_at_a_time(result)
             else:
                 ready.append((index, result))
         if ready:
@@ -181,8 +185,12 @@ class ContextConsumer:
     def _one_at_a_time(self, item: _Ready) -> Outcome:
         return self._as_one_message(
             lambda: self._attempt(item.envelope, item.payload, item.handler),
-            unhandled=lambda error: self._dead_letter_minimal(item.received, f"could not be handled: {_describe(error)}"),
+            unhandled=self._unhandled(item.received),
         )
+
+    def _unhandled(self, received: Received) -> Callable[[Exception], Outcome]:
+        """What ``_as_one_message`` does with a message that failed outside its handler."""
+        return lambda error: self._dead_letter_minimal(received, f"could not be handled: {_describe(error)}")
 
     def _as_one_message(self, handle: Callable[[], Outcome | _Ready], *,
                         unhandled: Callable[[Exception], Outcome]) -> Outcome | _Ready:
@@ -264,15 +272,15 @@ class ContextConsumer:
         try:
             outcomes, failed = self._apply_together(batch)
         except Exception as error:  # noqa: BLE001 - the batch's failure; each message is tried alone
-            if not isinstance(error, IntegrityError):  # a concurrent delivery: expected, and resolved below
-                log.warning("%s: a batch of %d could not be committed (%r); applying its messages one at a time",
-                            self.context.name, len(batch), error)
+            # An IntegrityError is most often a concurrent delivery's inbox row: expected.
+            log.log(logging.INFO if isinstance(error, IntegrityError) else logging.WARNING,
+                    "%s: a batch of %d failed as a whole (%r); applying its messages one at a time",
+                    self.context.name, len(batch), error)
             return [self._one_at_a_time(item) for item in batch]
         for index, (item, error) in failed.items():
             outcomes[index] = self._as_one_message(
                 lambda item=item, error=error: self._failed_attempt(item.envelope, error),
-                unhandled=lambda error, item=item: self._dead_letter_minimal(
-                    item.received, f"could not be handled: {_describe(error)}"),
+                unhandled=self._unhandled(item.received),
             )
         return outcomes
 
@@ -280,7 +288,7 @@ class ContextConsumer:
         db = self.context.database
         outcomes: list[Outcome] = [Outcome.APPLIED] * len(batch)
         failed: dict[int, tuple[_Ready, Exception]] = {}
-        with transaction.atomic(using=db), batch_end() as end:
+        with transaction.atomic(using=db), batch_end(using=db) as end:
             connection = transaction.get_connection(db)
             existing = {
                 row.message_id: row
@@ -294,26 +302,31 @@ class ContextConsumer:
                     outcomes[index] = Outcome.DUPLICATE  # applied before, or earlier in this batch
                     continue
                 seen.add(envelope.id)
-                left = end.mark()
                 try:
                     with span_for_message(
                         f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
                         **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
                     ), transaction.atomic(using=db), handling(envelope):
                         item.handler(envelope, item.payload)
+                        if connection.needs_rollback:
+                            # It caught a database error of its own and returned: its
+                            # savepoint would roll back silently and it would pass as applied.
+                            raise TransactionManagementError(
+                                f"{envelope.type} handler returned after a database error it caught")
                 except Exception as error:  # noqa: BLE001 - the handler's failure: retried after the commit
                     if connection.needs_rollback:
                         # Its savepoint could not be rolled back: the whole transaction
                         # would roll back silently, the others' effects with it.
                         raise _BatchAborted(f"{type(error).__name__}: {error}") from error
-                    end.restore(left)  # what it left for the batch's end goes with its savepoint
                     failed[index] = (item, error)
                     continue
                 if row is None:
                     new_rows.append(self._processed(self._new_inbox_row(envelope)))
                 else:
                     retried_rows.append(self._processed(row))
-            end.run()  # once per key for the whole batch: e.g. one change per read document
+            # Once per key for the whole batch (e.g. one change per read document); what a
+            # failed message left went with its savepoint.
+            end.run()
             # One statement for the batch's new rows (a duplicate id that a concurrent
             # delivery wrote meanwhile fails it all: then each message goes alone).
             self._inbox.bulk_create(new_rows)
@@ -358,7 +371,7 @@ class ContextConsumer:
                 row = self._inbox.select_for_update().filter(message_id=envelope.id).first()
                 if row is not None and row.status != Status.RETRYING:
                     return Outcome.DUPLICATE
-                with batch_end() as end, handling(envelope):
+                with batch_end(using=db) as end, handling(envelope):
                     apply()
                     end.run()
                 self._processed(row or self._new_inbox_row(envelope)).save(using=db)
@@ -539,25 +552,44 @@ class ContextConsumer:
         try:
             while not stop.is_set():
                 try:
-                    with bus.connect() as connection:
+                    with bus.connect(heartbeat=settings.WAYBILL_CONSUMER_HEARTBEAT_SECONDS) as connection:
                         connection.ensure_connection(max_retries=3)
                         if settings.WAYBILL_BROKER_DECLARE:
                             bus.declare(connection)
                         arrived: list[KombuMessage] = []
+                        # A message that kills the process (out of memory, a crash in a C
+                        # library) comes back with everything its consumer held unacked,
+                        # and each return counts against the queue's delivery limit: a
+                        # full prefetch would take up to that many innocent messages to
+                        # the dead-letter exchange with it. So a consumer starts with one
+                        # message at a time and stays so while messages come back
+                        # redelivered, each committed and acked before the next: then only
+                        # the one that kills it reaches the limit.
+                        careful = True
                         with connection.Consumer(
                             [bus.context_queue(self.context, self.partition)],
                             on_message=arrived.append,
                             accept=[bus.JSON],
-                            prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
-                        ):
+                            prefetch_count=1,
+                        ) as queue_consumer:
                             reconnects.succeeded()
                             self.connected.set()
                             while not stop.is_set():
-                                _take_batch(connection, arrived, batch_size)
-                                if arrived:
-                                    batch = arrived[:]
-                                    arrived.clear()
-                                    self.on_messages(batch)
+                                # A dead connection is noticed within two heartbeats (the
+                                # saga clock must not run on while nothing can arrive).
+                                connection.heartbeat_check()
+                                _take_batch(connection, arrived, 1 if careful else batch_size)
+                                if not arrived:
+                                    continue
+                                batch = arrived[:]
+                                arrived.clear()
+                                redelivered = any((m.delivery_info or {}).get("redelivered") for m in batch)
+                                for part in ([m] for m in batch) if redelivered else [batch]:
+                                    self.on_messages(part)
+                                if careful is not redelivered:
+                                    careful = redelivered
+                                    queue_consumer.qos(
+                                        prefetch_count=1 if careful else settings.WAYBILL_CONSUMER_PREFETCH)
                 except Exception:
                     self.connected.clear()
                     reconnects.failed()

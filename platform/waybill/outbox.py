@@ -98,16 +98,25 @@ def _outbox_write(context: str, rows: list) -> None:
 
 
 def _latest_documents(rows: list) -> list:
-    """``rows`` without the documents a later row of the same batch supersedes.
+    """``rows`` without the documents that a later row of the same batch supersedes.
 
     A document is the whole current state of its entity, and consumers apply one only if
     it is newer than what they hold, so of the versions one batch records (a product's
-    stock after each of fifty reservations) only the last needs to travel. It keeps the
-    last one's place, after every message recorded before it."""
-    last = {(row.message_type, row.aggregate_id): index
-            for index, row in enumerate(rows) if row.kind == Kind.DOCUMENT}
-    return [row for index, row in enumerate(rows)
-            if row.kind != Kind.DOCUMENT or last[(row.message_type, row.aggregate_id)] == index]
+    stock after each of fifty reservations) only the last needs to travel. Only a run of
+    the same document (type and schema version) with no other message of the aggregate in
+    between is folded: no message of an aggregate ever moves past another."""
+    superseded: set[int] = set()
+    run: dict[str, dict[tuple[str, int], int]] = {}  # aggregate -> its current run's documents
+    for index, row in enumerate(rows):
+        if row.kind != Kind.DOCUMENT:
+            run.pop(row.aggregate_id, None)  # a message in between ends the run
+            continue
+        documents = run.setdefault(row.aggregate_id, {})
+        same = (row.message_type, row.envelope["schema_version"])
+        if same in documents:
+            superseded.add(documents[same])
+        documents[same] = index
+    return [row for index, row in enumerate(rows) if index not in superseded]
 
 
 def notify_channel(context_name: str) -> str:

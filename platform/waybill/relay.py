@@ -74,15 +74,24 @@ class Relay:
         it again, so its ``WAYBILL_RELAY_MAX_ATTEMPTS`` tries are spread out, not spent at once."""
         failed_ids: set[int] = set()
         total = 0
+        # Each batch starts after the last row the previous one claimed: a backlog's sent
+        # rows stay in the pending index as dead entries until PostgreSQL vacuums them, and
+        # a scan from the lowest id walked all of them again for every batch (a drain of
+        # 100,000 rows ran at a third of its speed on small backlogs). What this passes
+        # over (a row committed late with a lower id, one another relay held) is the next
+        # drain's: a commit during this one wakes the relay again, and the sweep comes anyway.
+        after = 0
         while True:
-            published, failed = self.publish_batch(failed_ids)
+            published, _, last = self.publish_batch(failed_ids, after_id=after)
             total += published
-            if not (published or failed):
-                return total
+            if last == after:
+                return total  # nothing left to claim after it
+            after = last
 
-    def publish_batch(self, failed_ids: set[int]) -> tuple[int, int]:
-        """Publish one batch, leaving out the rows in ``failed_ids``; returns how many rows
-        were published and how many failed (added to ``failed_ids``).
+    def publish_batch(self, failed_ids: set[int], *, after_id: int = 0) -> tuple[int, int, int]:
+        """Publish one batch of rows after ``after_id``, leaving out the rows in
+        ``failed_ids``; returns how many rows were published, how many failed (added to
+        ``failed_ids``) and the last id it claimed (``after_id`` if none).
 
         Raises only when the broker connection (or the database) is lost, after recording
         the attempt on the rows it held. A row's own failure is recorded on the row and
@@ -91,6 +100,7 @@ class Relay:
         rows = ctx.outbox.objects.using(ctx.database)
         failures_before = len(failed_ids)
         pending = rows.filter(sent_at__isnull=True)
+        candidates = pending.filter(id__gt=after_id)
         # A row that failed in this drain, or too often to be tried again (parked: operators
         # see it in the admin and can publish it again), holds back its own aggregate only.
         # Left out here, whole aggregate and all: claimed and then dropped for commit order,
@@ -107,7 +117,7 @@ class Relay:
             # valid JSON), never parsed into a dict and dumped again; the two fields the relay
             # reads come out of the database on their own.
             claimed = [_Row(*values) for values in (
-                pending.filter(~Exists(blocked))
+                candidates.filter(~Exists(blocked))
                 .order_by("id")
                 .select_for_update(skip_locked=True)
                 .annotate(message_id_text=_uuid_text(connections[ctx.database]),
@@ -118,7 +128,8 @@ class Relay:
                 .values_list(*_Row.__slots__)[: self.batch_size]
             )]
             if not claimed:
-                return 0, 0
+                return 0, 0, after_id
+            last_claimed = max(row.id for row in claimed)
             sent: list[int] = []
             held_back: set[str] = set()  # aggregates with a failed row in this batch
             error: Exception | None = None
@@ -156,7 +167,7 @@ class Relay:
             # rows (a publish that failed after its tag was counted), or answers may still come.
             self.close()
             raise error
-        return len(sent), len(failed_ids) - failures_before
+        return len(sent), len(failed_ids) - failures_before, last_claimed
 
     def _record_failure(self, row: _Row, reason: object) -> None:
         attempts = row.publish_attempts + 1

@@ -12,9 +12,9 @@ What it runs, for each consumer a process hosts:
 
 Who drives it: one scheduler thread per hosted consumer (a slow job of one, such as
 sending webhooks or draining a backlog, cannot hold up another's, such as orders' saga
-deadlines): embedded, the runtime starts them; in services mode the consumer bootstep of
-each Celery worker, for the consumers that worker hosts (``WAYBILL_CONSUMERS``), off the
-thread that delivers its messages. Either way it runs only while its consumer is
+deadlines): ``runtime.start_consumers`` starts them beside their consumers, called
+embedded by the runtime and in services mode by the worker bootstep of each Celery worker,
+for the consumers that worker hosts (``WAYBILL_CONSUMERS``). Either way it runs only while its consumer is
 connected to the bus: orders' saga clock reads a long gap between runs as an outage
 during which no deadline may pass (``apps/orders/saga.py``).
 

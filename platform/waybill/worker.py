@@ -15,6 +15,7 @@ shutdown, not at every reconnect of Celery's own connection.
 
 import logging
 import threading
+import time
 
 from celery import Celery, bootsteps
 from django.conf import settings
@@ -22,6 +23,11 @@ from django.conf import settings
 from . import contexts
 
 log = logging.getLogger(__name__)
+
+# How long a stopping worker waits for its threads in all, within the 30 s a supervisor
+# (compose's stop_grace_period) gives it before a SIGKILL: what is unfinished then comes
+# again from the broker.
+STOP_SECONDS = 20.0
 
 
 def _hosted():
@@ -49,8 +55,9 @@ class ContextConsumers(bootsteps.StartStopStep):
         # A consumer waiting for its database gives its messages back unacked; a batch or
         # a job in flight finishes first (each is short, or bounded by its timeouts).
         stop.set()
+        deadline = time.monotonic() + STOP_SECONDS
         for thread in self._threads:
-            thread.join(timeout=15)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     terminate = stop  # a cold shutdown: the same, the joins are bounded
 

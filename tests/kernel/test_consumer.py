@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.db import DataError, OperationalError
+from django.db import DataError, IntegrityError, OperationalError
 from django.test import override_settings
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
@@ -377,14 +377,20 @@ def test_one_aggregates_messages_apply_in_order_within_and_across_batches(pump, 
     real, seen = inventory.stock_reserve, []
     monkeypatch.setattr(inventory, "stock_reserve",
                         lambda **kwargs: seen.append(str(kwargs["order_id"])) or real(**kwargs))
-    for envelope in envelopes:
-        pump.publish_raw("inventory", json.dumps(envelope))
+    # A refused message and a repeat among them: handled where they stand, moving nothing.
+    bodies = [json.dumps(e) for e in envelopes]
+    bodies[2:2] = [b"{not json"]
+    bodies[5:5] = [json.dumps(envelopes[3])]
+    for body in bodies:
+        pump.publish_raw("inventory", body)
     batches = []
     real_on_messages = ContextConsumer.on_messages
     monkeypatch.setattr(ContextConsumer, "on_messages",
                         lambda self, messages: batches.append(len(messages)) or real_on_messages(self, messages))
-    assert pump.deliver("inventory") == [Outcome.APPLIED] * 7
-    assert batches == [3, 3, 1]
+    outcomes = pump.deliver("inventory")
+    assert outcomes[2] is Outcome.DEAD_LETTERED and outcomes[5] is Outcome.DUPLICATE
+    assert outcomes.count(Outcome.APPLIED) == 7
+    assert batches == [3, 3, 3]
     assert seen == [e["payload"]["order_id"] for e in envelopes]
 
 
@@ -463,3 +469,77 @@ def test_a_batch_publishes_only_the_last_state_document_of_each_entity(pump, lam
     document = written.last()
     assert document.aggregate_version == Product.objects.get(sku="LAMP-1").version
     assert document.envelope["payload"]["reserved"] == 3
+
+
+def test_a_handler_that_swallows_its_own_database_error_is_retried_not_passed_as_applied(pump, lamp, monkeypatch):
+    from apps.inventory import handlers
+
+    first, swallowing = _reserve_commands(2)
+    real = handlers.HANDLERS[inventory_contracts.ReserveStock]
+
+    def swallows(envelope, event):
+        if str(envelope.id) == swallowing["id"]:
+            real(envelope, event)  # its writes and its outbox messages...
+            try:  # ...then a failing statement it catches, outside any atomic() of its own
+                Product.objects.create(sku="LAMP-1", name="again", price=Decimal("1"), on_hand=1)
+            except IntegrityError:
+                return None
+        return real(envelope, event)
+
+    monkeypatch.setitem(handlers.HANDLERS, inventory_contracts.ReserveStock, swallows)
+    for envelope in (first, swallowing):
+        pump.publish_raw("inventory", json.dumps(envelope))
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.RETRY_SCHEDULED]
+    assert _reserved_orders() == {first["aggregate_id"]}
+    assert InboxMessage.objects.get(message_id=swallowing["id"]).status == "retrying"
+
+
+def _wait_for(condition, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_loop_takes_one_at_a_time_while_messages_come_back_redelivered_then_whole_batches(
+        pump, lamp, monkeypatch):
+    """A message that killed a consumer comes back with everything it held: the next one
+    takes such messages one at a time (each committed and acked before the next), so only
+    the killer keeps counting against the delivery limit; then it batches again."""
+    import threading
+
+    from waybill import consumer as consumer_module
+
+    envelopes = _reserve_commands(12)
+    came_back = {e["id"] for e in envelopes[:3]}
+    real_take = consumer_module._take_batch
+
+    def take(connection, arrived, size, **kwargs):
+        real_take(connection, arrived, size, **kwargs)
+        for message in arrived:  # as RabbitMQ marks what it delivers again
+            if json.loads(message.body)["id"] in came_back:
+                message.delivery_info["redelivered"] = True
+
+    batches = []
+    real_on_messages = ContextConsumer.on_messages
+    monkeypatch.setattr(consumer_module, "_take_batch", take)
+    monkeypatch.setattr(ContextConsumer, "on_messages",
+                        lambda self, messages: batches.append(len(messages)) or real_on_messages(self, messages))
+    for envelope in envelopes[:3]:
+        pump.publish_raw("inventory", json.dumps(envelope))
+    stop = threading.Event()
+    thread = threading.Thread(target=ContextConsumer(contexts.get("inventory")).run, args=(stop,))
+    thread.start()
+    try:
+        _wait_for(lambda: InboxMessage.objects.count() == 3)
+        for envelope in envelopes[3:]:
+            pump.publish_raw("inventory", json.dumps(envelope))
+        _wait_for(lambda: InboxMessage.objects.count() == 12)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert batches[:4] == [1, 1, 1, 1]  # the redelivered ones, then the first new one, alone
+    assert sum(batches) == 12 and max(batches[4:]) > 1  # then prefetch is back: batches
+    assert len(_reserved_orders()) == 12  # each decided once (the lamp has 10: two are refused)

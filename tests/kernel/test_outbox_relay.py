@@ -262,3 +262,20 @@ def test_a_published_message_is_the_stored_envelope_with_the_usual_properties(pu
     assert received.properties["message_id"] == str(sent.id)
     assert received.properties["delivery_mode"] == 2
     assert received.headers == {"traceparent": row.envelope["traceparent"] or ""}
+
+
+def test_a_batch_folds_only_a_run_of_one_document_with_no_other_message_of_its_aggregate_between():
+    from types import SimpleNamespace
+
+    from waybill.outbox import _latest_documents
+
+    def row(name, kind, aggregate="LAMP-1", type="inventory.product_updated", version=1):
+        return SimpleNamespace(name=name, kind=kind, aggregate_id=aggregate, message_type=type,
+                               envelope={"schema_version": version})
+
+    rows = [row("d1", "document"), row("other", "document", aggregate="DESK-1"), row("d2", "document"),
+            row("event", "event", type="inventory.product_retired"), row("d3", "document"),
+            row("d3-v2", "document", version=2), row("d4", "document")]
+    # d1 gives way to d2; the event ends the run, so d2 still goes before it; d3 gives way
+    # to d4; another schema version is another document.
+    assert [r.name for r in _latest_documents(rows)] == ["other", "d2", "event", "d3-v2", "d4"]

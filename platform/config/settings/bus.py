@@ -46,6 +46,11 @@ WAYBILL_CONSUMER_BATCH_WAIT_SECONDS = env.float("WAYBILL_CONSUMER_BATCH_WAIT_SEC
 # Messages a consumer holds unacked at once: a batch being applied and the next one on its
 # way. A batch is never larger than this.
 WAYBILL_CONSUMER_PREFETCH = env.int("WAYBILL_CONSUMER_PREFETCH", default=100)
+# AMQP heartbeats of a consumer's connection: a broker that went silent (a half-open
+# connection) is noticed within about two of them, and the consumer reconnects. 120, as
+# Celery's default: a batch (or a wait for the database) longer than that loses the
+# connection, and its messages come again.
+WAYBILL_CONSUMER_HEARTBEAT_SECONDS = env.float("WAYBILL_CONSUMER_HEARTBEAT_SECONDS", default=120.0)
 # A consumer whose bindings are chosen at run time (webhooks: the types some endpoint wants)
 # asks this often whether they changed in another process (a change in its own process is
 # bound at the next scheduler tick), and binds everything afresh this often anyway.
