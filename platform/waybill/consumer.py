@@ -557,39 +557,23 @@ class ContextConsumer:
                         if settings.WAYBILL_BROKER_DECLARE:
                             bus.declare(connection)
                         arrived: list[KombuMessage] = []
-                        # A message that kills the process (out of memory, a crash in a C
-                        # library) comes back with everything its consumer held unacked,
-                        # and each return counts against the queue's delivery limit: a
-                        # full prefetch would take up to that many innocent messages to
-                        # the dead-letter exchange with it. So a consumer starts with one
-                        # message at a time and stays so while messages come back
-                        # redelivered, each committed and acked before the next: then only
-                        # the one that kills it reaches the limit.
-                        careful = True
                         with connection.Consumer(
                             [bus.context_queue(self.context, self.partition)],
                             on_message=arrived.append,
                             accept=[bus.JSON],
-                            prefetch_count=1,
-                        ) as queue_consumer:
+                            prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH,
+                        ):
                             reconnects.succeeded()
                             self.connected.set()
                             while not stop.is_set():
                                 # A dead connection is noticed within two heartbeats (the
                                 # saga clock must not run on while nothing can arrive).
                                 connection.heartbeat_check()
-                                _take_batch(connection, arrived, 1 if careful else batch_size)
-                                if not arrived:
-                                    continue
-                                batch = arrived[:]
-                                arrived.clear()
-                                redelivered = any((m.delivery_info or {}).get("redelivered") for m in batch)
-                                for part in ([m] for m in batch) if redelivered else [batch]:
-                                    self.on_messages(part)
-                                if careful is not redelivered:
-                                    careful = redelivered
-                                    queue_consumer.qos(
-                                        prefetch_count=1 if careful else settings.WAYBILL_CONSUMER_PREFETCH)
+                                _take_batch(connection, arrived, batch_size)
+                                if arrived:
+                                    batch = arrived[:]
+                                    arrived.clear()
+                                    self.on_messages(batch)
                 except Exception:
                     self.connected.clear()
                     reconnects.failed()
