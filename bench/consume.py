@@ -68,17 +68,10 @@ def _cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) of a process and its whole tree, reaped children too."""
     import psutil
 
+    from bench.pipeline_support.sampler import ProcessSampler
+
     try:
-        proc = psutil.Process(pid)
-        times = proc.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        for child in proc.children(recursive=True):
-            try:
-                child_times = child.cpu_times()
-                total += child_times.user + child_times.system
-            except psutil.Error:
-                pass
-        return total
+        return ProcessSampler.cpu_of(psutil.Process(pid), tree=True)
     except psutil.Error:
         return float("nan")
 

@@ -64,7 +64,7 @@ class ProcessSampler:
 
     # --- CPU ---------------------------------------------------------------------------
     @staticmethod
-    def _cpu_of(proc: psutil.Process, *, tree: bool) -> float:
+    def cpu_of(proc: psutil.Process, *, tree: bool) -> float:
         try:
             times = proc.cpu_times()
             total = times.user + times.system
@@ -82,8 +82,8 @@ class ProcessSampler:
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each process (and each tree)."""
-        result = {name: self._cpu_of(proc, tree=False) for name, proc in self.procs.items()}
-        result |= {name: self._cpu_of(proc, tree=True) for name, proc in self.trees.items()}
+        result = {name: self.cpu_of(proc, tree=False) for name, proc in self.procs.items()}
+        result |= {name: self.cpu_of(proc, tree=True) for name, proc in self.trees.items()}
         return result
 
     # --- results -----------------------------------------------------------------------
