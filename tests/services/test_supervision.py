@@ -110,10 +110,13 @@ def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(d
                  describe=lambda: f"{states[-5:]}\n{deployment.log_tail('supervision', lines=10)}")
         print(f"\n{broken}: given up on (FATAL) {time.monotonic() - began:.0f}s after its first start")
         assert "BACKOFF" in states
-        report = (deployment.logs / "supervision.log").read_text()
+        # The reporter hears of FATAL as an event, a moment after supervisord's state says so.
+        gave_up = f"CRITICAL supervision: {broken} KEEPS CRASHING"
+        report = wait_for(lambda: (text := (deployment.logs / "supervision.log").read_text()) if gave_up in text
+                          else None, 10, f"the report that {broken} keeps crashing",
+                          describe=lambda: deployment.log_tail("supervision", lines=10))
         attempts = [line for line in report.splitlines() if f"{broken} crashed while starting" in line]
         assert len(attempts) == RESTART.start_retries + 1
-        assert f"CRITICAL supervision: {broken} KEEPS CRASHING" in report
 
         # /readyz of the orders web process, and of the shell's (every context's) through the gateway.
         def orders_ready() -> httpx.Response:
