@@ -112,8 +112,12 @@ def test_processes_that_keep_crashing_are_reported_and_the_others_keep_running(d
         assert "BACKOFF" in states
         # The reporter hears of FATAL as an event, a moment after supervisord's state says so.
         gave_up = f"CRITICAL supervision: {broken} KEEPS CRASHING"
-        report = wait_for(lambda: (text := (deployment.logs / "supervision.log").read_text()) if gave_up in text
-                          else None, 10, f"the report that {broken} keeps crashing",
+
+        def reported() -> str | None:
+            text = (deployment.logs / "supervision.log").read_text()
+            return text if gave_up in text else None
+
+        report = wait_for(reported, 10, f"the report that {broken} keeps crashing",
                           describe=lambda: deployment.log_tail("supervision", lines=10))
         attempts = [line for line in report.splitlines() if f"{broken} crashed while starting" in line]
         assert len(attempts) == RESTART.start_retries + 1
