@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from .harness import REPO, Run
+from .harness import REPO, Processes, Run, shut_down
 
 sys.path[:0] = [p for p in (str(REPO / "platform"), str(REPO)) if p not in sys.path]
 
@@ -45,7 +45,6 @@ from launcher.provision import provision_postgres, provision_rabbitmq  # noqa: E
 from launcher.servers import PostgresServer, RabbitMQServer  # noqa: E402
 from launcher.stack import Stack  # noqa: E402
 
-from .relay import _Processes  # noqa: E402
 from .relay_support import broker  # noqa: E402
 
 PYTHON = sys.executable
@@ -83,7 +82,7 @@ class _Bench:
         self.pg, self.mq = pg, mq
         self.tmp = base / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.procs = _Processes(self.tmp)
+        self.procs = Processes(self.tmp)
         self.profile, self.profile_dir = profile, profile_dir
         self.profiles: dict[str, Path] = {}
         pg_urls = provision_postgres(pg, aliases=(CONTEXT,))
@@ -387,14 +386,7 @@ def run(run: Run, *, profile: str | None = None) -> dict:
             consume["profiles"] = {system: str(path) for system, path in bench.profiles.items()}
         return {"consume": consume}
     finally:
-        try:
-            if bench is not None:
-                bench.procs.end_all()
-            mq.stop()
-        finally:
-            pg.stop()
-            for server in (pg, mq):
-                shutil.rmtree(server.data_dir, ignore_errors=True)
+        shut_down(bench.procs if bench is not None else None, mq, pg)
 
 
 def _collapsed_summary(path: Path, *, top: int) -> str:

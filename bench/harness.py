@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform as stdlib_platform
+import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -87,3 +89,70 @@ def write_results(results: dict, *, quick: bool) -> Path:
     path = RESULTS_DIR / ("results-quick.json" if quick else "results.json")
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return path
+
+
+class Processes:
+    """Every subprocess a scenario starts, each in its own session, so a failure or a
+    Ctrl-C anywhere still ends them (by pid/process group, nothing broader)."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.live: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        proc.bench_name = name  # type: ignore[attr-defined]
+        self.live.append(proc)
+        return proc
+
+    def call(self, name: str, argv: list[str], env: dict, timeout: float = 900) -> dict:
+        """Run to completion; return the JSON its last ``RESULT`` line carries."""
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.live.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            self.end(proc, signal.SIGKILL)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        if not lines:
+            raise RuntimeError(f"{name} printed no result:\n{out[-2000:]}\n{err[-4000:]}")
+        return json.loads(lines[-1][len("RESULT "):])
+
+    def end(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc in self.live:
+            self.live.remove(proc)
+        return proc.returncode
+
+    def end_all(self) -> None:
+        for proc in list(self.live):
+            self.end(proc, signal.SIGKILL, timeout=5)
+
+
+def shut_down(processes: Processes | None, *servers) -> None:
+    """End a scenario: its processes, then its servers (in the order given, each even if
+    one before it failed to stop), and remove the servers' data folders."""
+    try:
+        if processes is not None:
+            processes.end_all()
+    finally:
+        for server in servers:
+            try:
+                server.stop()
+            finally:
+                shutil.rmtree(server.data_dir, ignore_errors=True)

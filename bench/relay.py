@@ -19,7 +19,6 @@ started) whatever happens. Every publisher is a subprocess (bench/relay_support/
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -29,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .harness import REPO, Run, latency_summary
+from .harness import REPO, Processes, Run, latency_summary, shut_down
 
 sys.path[:0] = [p for p in (str(REPO / "platform"), str(REPO)) if p not in sys.path]
 
@@ -44,59 +43,6 @@ PYTHON = sys.executable
 SYSTEMS = ("waybill", "on_commit_delay", "django_outbox_pattern", "raw_kombu")
 
 
-class _Processes:
-    """Every subprocess this scenario starts, each in its own session, so a failure or a
-    Ctrl-C anywhere still ends them (by pid/process group, nothing broader)."""
-
-    def __init__(self, logs: Path):
-        self.logs = logs
-        self.live: list[subprocess.Popen] = []
-
-    def start(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        proc.bench_name = name  # type: ignore[attr-defined]
-        self.live.append(proc)
-        return proc
-
-    def call(self, name: str, argv: list[str], env: dict, timeout: float = 900) -> dict:
-        """Run to completion; return the JSON its last ``RESULT`` line carries."""
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.live.append(proc)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        finally:
-            self.end(proc, signal.SIGKILL)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
-        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-        if not lines:
-            raise RuntimeError(f"{name} printed no result:\n{out[-2000:]}\n{err[-4000:]}")
-        return json.loads(lines[-1][len("RESULT "):])
-
-    def end(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if proc in self.live:
-            self.live.remove(proc)
-        return proc.returncode
-
-    def end_all(self) -> None:
-        for proc in list(self.live):
-            self.end(proc, signal.SIGKILL, timeout=5)
-
-
 class _Bench:
     def __init__(self, run: Run, base: Path, pg: PostgresServer, mq: RabbitMQServer):
         self.run = run
@@ -104,7 +50,7 @@ class _Bench:
         self.base = base
         self.tmp = base / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.procs = _Processes(self.tmp)
+        self.procs = Processes(self.tmp)
         pg_urls = provision_postgres(pg, aliases=("orders",))
         broker_urls = provision_rabbitmq(mq, contexts=("orders",))
         self.admin_url = broker_urls["admin"]  # vhost "waybill"
@@ -507,12 +453,5 @@ def run(run: Run) -> dict:
         return {"relay": {"backlog": run.scale(100_000, 5_000), **results, "goals": _goals(results),
                           "method": METHOD + this_run}}
     finally:
-        try:
-            if bench is not None:
-                bench.procs.end_all()
-            mq.stop()
-        finally:
-            pg.stop()
-            # The servers' data (hundreds of MB after a full run); logs stay in relay/tmp.
-            for server in (pg, mq):
-                shutil.rmtree(server.data_dir, ignore_errors=True)
+        # The servers' data (hundreds of MB after a full run) goes; logs stay in relay/tmp.
+        shut_down(bench.procs if bench is not None else None, mq, pg)

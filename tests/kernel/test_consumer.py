@@ -21,6 +21,7 @@ from apps.readmodels.models import InboxMessage as ReadInbox
 from apps.readmodels.models import OrderSummary
 from apps.webhooks import services as webhooks
 from apps.webhooks.models import DeadLetter as WebhookDeadLetter
+from launcher.polling import wait_for
 from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts, operations
 from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
@@ -494,15 +495,6 @@ def test_a_handler_that_swallows_its_own_database_error_is_retried_not_passed_as
     assert InboxMessage.objects.get(message_id=swallowing["id"]).status == "retrying"
 
 
-def _wait_for(condition, timeout: float = 15.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_the_loop_takes_what_has_arrived_as_one_batch_and_a_lone_message_at_once(pump, lamp, monkeypatch):
     """``ContextConsumer.run`` itself: a backlog goes in batches, a message alone goes alone."""
     import threading
@@ -518,9 +510,9 @@ def test_the_loop_takes_what_has_arrived_as_one_batch_and_a_lone_message_at_once
     thread = threading.Thread(target=ContextConsumer(contexts.get("inventory")).run, args=(stop,))
     thread.start()
     try:
-        _wait_for(lambda: InboxMessage.objects.count() == 11)
+        wait_for(lambda: InboxMessage.objects.count() == 11, 15, "the backlog applied")
         pump.publish_raw("inventory", json.dumps(envelopes[11]))
-        _wait_for(lambda: InboxMessage.objects.count() == 12)
+        wait_for(lambda: InboxMessage.objects.count() == 12, 15, "the lone message applied")
     finally:
         stop.set()
         thread.join(15)
