@@ -74,12 +74,13 @@ class Relay:
         it again, so its ``WAYBILL_RELAY_MAX_ATTEMPTS`` tries are spread out, not spent at once."""
         failed_ids: set[int] = set()
         total = 0
-        # Each batch starts after the last row the previous one claimed: a backlog's sent
-        # rows stay in the pending index as dead entries until PostgreSQL vacuums them, and
-        # a scan from the lowest id walked all of them again for every batch (a drain of
-        # 100,000 rows ran at a third of its speed on small backlogs). What this passes
-        # over (a row committed late with a lower id, one another relay held) is the next
-        # drain's: a commit during this one wakes the relay again, and the sweep comes anyway.
+        # Each batch starts after the last row the previous one claimed, not at the lowest
+        # unsent id again: a drain of 100,000 rows ran at about a third of a small drain's
+        # speed, likely because the sent rows stay in the pending index as dead entries
+        # until PostgreSQL vacuums them, and each scan from the bottom walked them again.
+        # What this passes over (a row committed late with a lower id, one another relay
+        # held) is the next drain's: a commit during this one wakes the relay again, and
+        # the sweep comes anyway.
         after = 0
         while True:
             published, _, last = self.publish_batch(failed_ids, after_id=after)

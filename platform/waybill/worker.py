@@ -42,12 +42,11 @@ class ContextConsumers(bootsteps.StartStopStep):
         # Only once Django is set up (the worker's init did it by now).
         from .runtime import start_consumers
 
+        hosted = _hosted()
         self._stop = threading.Event()
-        self._threads = [
-            thread for context in _hosted()
-            for thread in start_consumers(context, self._stop, relay_backstop=True)
-        ]
-        log.info("consumers started: %s", ", ".join(context.name for context in _hosted()))
+        self._threads = [thread for context in hosted
+                         for thread in start_consumers(context, self._stop, relay_backstop=True)]
+        log.info("consumers started: %s", ", ".join(context.name for context in hosted))
 
     def stop(self, worker):
         if (stop := getattr(self, "_stop", None)) is None:
