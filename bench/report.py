@@ -174,33 +174,29 @@ def charts(results: dict, directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
+    def bars(name: str, systems: dict[str, str], section: dict, figure: str, xlabel: str, title: str,
+             size: tuple[float, float], **title_style) -> None:
+        present = [key for key in systems if section.get(key)]
+        fig, ax = plt.subplots(figsize=size)
+        ax.barh([systems[key] for key in present], [section[key].get(figure) or 0 for key in present],
+                color="#143d59")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, **title_style)
+        ax.invert_yaxis()
+        fig.tight_layout()
+        written.append(directory / f"{name}.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
     relay = results.get("relay")
     if relay:
-        labels = [label for key, label in RELAY_SYSTEMS.items() if relay.get(key)]
-        values = [relay[key].get("events_per_s") or 0 for key in RELAY_SYSTEMS if relay.get(key)]
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.barh(labels, values, color="#143d59")
-        ax.set_xlabel("events per second (median)")
-        ax.set_title(f"Relaying a backlog of {relay.get('backlog', '?'):,} messages")
-        ax.invert_yaxis()
-        fig.tight_layout()
-        written.append(directory / "relay.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        bars("relay", RELAY_SYSTEMS, relay, "events_per_s", "events per second (median)",
+             f"Relaying a backlog of {relay.get('backlog', '?'):,} messages", (8, 3.5))
     consume = results.get("consume")
     if consume:
-        labels = [label for key, label in CONSUME_SYSTEMS.items() if consume.get(key)]
-        values = [consume[key].get("messages_per_s") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
-        fig, ax = plt.subplots(figsize=(9, 2.5))
-        ax.barh(labels, values, color="#143d59")
-        ax.set_xlabel("messages per second (median)")
         used = [consume[key].get("backlog_used") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
-        ax.set_title(f"Draining a queued backlog ({min(used):,}-{max(used):,} messages a run)", fontsize=10)
-        ax.invert_yaxis()
-        fig.tight_layout()
-        written.append(directory / "consume.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        bars("consume", CONSUME_SYSTEMS, consume, "messages_per_s", "messages per second (median)",
+             f"Draining a queued backlog ({min(used):,}-{max(used):,} messages a run)", (9, 2.5), fontsize=10)
     pipeline = results.get("pipeline")
     if pipeline:
         fig, ax = plt.subplots(figsize=(8, 3.5))
