@@ -50,7 +50,7 @@ from . import bus
 from .backoff import Reconnects
 from .contexts import BoundedContext
 from .outbox import notify_channel, wakeup_event
-from .telemetry import SpanKind, span_for_message, tracing
+from .telemetry import SpanKind, span_for_message
 from .wire import storable
 
 log = logging.getLogger(__name__)
@@ -189,13 +189,10 @@ class Relay:
         rows it refused (nacked) or never confirmed, and the error that lost the connection
         (None when the broker answered every publish)."""
         self._ensure_producer()
-        # A span per message only when spans are recorded: without a tracer provider each
-        # one cost about as much as building the message (bench/relay's profile).
-        publish = self._publish if tracing() else self._publish_confirmed
         if self._confirms is None:  # a transport without confirms takes each publish synchronously
             for index, outgoing in enumerate(window):
                 try:
-                    publish(outgoing)
+                    self._publish(outgoing)
                 except Exception as exc:  # noqa: BLE001 - the caller records it on the row
                     return [o.row.id for o in window[:index]], [outgoing.row], exc
             return [o.row.id for o in window], [], None
@@ -204,7 +201,7 @@ class Relay:
             for outgoing in window:
                 confirms.expect(outgoing.row)
                 attempted.append(outgoing.row)
-                publish(outgoing)
+                self._publish(outgoing)
             confirms.wait(self._connection, timeout=settings.WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a lost connection or a timeout: unconfirmed rows fail
             confirms.abandon()

@@ -69,7 +69,13 @@ def tracing() -> bool:
 
 @contextlib.contextmanager
 def span_for_message(name: str, *, traceparent: str | None, kind: SpanKind, **attributes) -> Iterator[None]:
-    """A span that continues the trace a message carries."""
+    """A span that continues the trace a message carries; nothing at all while spans are
+    not recorded (``tracing``): a no-op span per message cost about as much as building
+    the message in the relay's profile, and the trace id travels on in the envelopes anyway
+    (``outbox_record`` falls back to the cause's traceparent)."""
+    if not tracing():
+        yield
+        return
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
     with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes):
         yield
