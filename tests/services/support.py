@@ -91,7 +91,9 @@ def assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str]
 @contextlib.contextmanager
 def webhook_endpoint(deployment, tokens, *event_types: str, user: str = "admin") -> Iterator[dict]:
     """A webhook endpoint of ``user`` for ``event_types``, once the webhooks worker has bound
-    them (its queue binds only what some endpoint wants); deleted afterwards."""
+    them (its queue binds only what some endpoint wants); deleted afterwards, and returns
+    once the worker has reconciled the deletion, so that the next test does not race that
+    reconcile (it unbinds every type no endpoint wants, a binding the test made too)."""
     with client(deployment, tokens, user) as api:
         created = api.post("/api/v1/webhooks/", json={"url": "https://hooks.example.com/services-test",
                                                       "event_types": list(event_types)})
@@ -104,3 +106,8 @@ def webhook_endpoint(deployment, tokens, *event_types: str, user: str = "admin")
             yield endpoint
         finally:
             api.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+            webhooks_db = deployment.stack.database_urls["webhooks"]
+            wait_for(lambda: query(webhooks_db, "SELECT bound_types FROM webhooks_webhookendpoint WHERE id = %s",
+                                   (endpoint["id"],)) == [([],)], FLOW_TIMEOUT,
+                     "the webhooks worker to unbind the deleted endpoint's types",
+                     describe=lambda: deployment.log_tail("webhooks-worker", lines=10))
