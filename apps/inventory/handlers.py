@@ -2,13 +2,20 @@
 (choreography: nobody orchestrates giving back a cancelled order's stock)."""
 
 from apps.orders import contracts as orders
-from waybill.api import Envelope
+from waybill.api import Batched, BatchItem, Envelope
 
 from . import contracts, services
 
 
 def on_reserve_stock(envelope: Envelope, command: contracts.ReserveStock) -> None:
     services.stock_reserve(order_id=command.order_id, lines=command.lines)
+
+
+def on_reserve_stock_many(items: list[BatchItem]) -> None:
+    services.stock_reserve_many([
+        services.StockRequest(order_id=item.message.order_id, lines=item.message.lines, on_behalf=item.handling)
+        for item in items
+    ])
 
 
 def on_release_stock(envelope: Envelope, command: contracts.ReleaseStock) -> None:
@@ -20,7 +27,7 @@ def on_order_cancelled(envelope: Envelope, event: orders.OrderCancelled) -> None
 
 
 HANDLERS = {
-    contracts.ReserveStock: on_reserve_stock,
+    contracts.ReserveStock: Batched(one=on_reserve_stock, many=on_reserve_stock_many),
     contracts.ReleaseStock: on_release_stock,
     orders.OrderCancelled: on_order_cancelled,
 }

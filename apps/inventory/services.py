@@ -3,13 +3,17 @@ records its messages through the outbox inside it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
 
-from waybill.api import outbox_record
+from waybill.api import Message, outbox_record
 
 from . import contracts
 from .models import Product, Reservation
@@ -134,6 +138,82 @@ def _reserve_lines(lines: list[contracts.StockLine]) -> list[Product]:
                 f"Not enough stock for {line.sku}: {line.quantity} requested, {product.available} available."
             )
     return list(Product.objects.using(DB).filter(sku__in=[line.sku for line in lines]))
+
+
+@dataclass(frozen=True)
+class StockRequest:
+    """One order's ``stock_reserve`` in ``stock_reserve_many``; ``on_behalf`` is entered
+    while what answers it is recorded (the message that asked, for its correlation)."""
+
+    order_id: UUID
+    lines: list[contracts.StockLine]
+    on_behalf: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+
+
+def stock_reserve_many(requests: list[StockRequest]) -> list[Reservation]:
+    """``stock_reserve`` for each request in turn, with the same effects and messages, in
+    a few statements for them all instead of a few per order (what a consumer's batch of
+    ``inventory.reserve_stock`` cost was mostly statements): every product they name is
+    locked at once, each order is decided in memory under those locks, and the new
+    reservations and the products are each written in one statement.
+
+    Locks are taken in SKU order, as ``stock_reserve``'s updates take them, so the two
+    cannot deadlock. A duplicate order id (a concurrent reservation committed meanwhile)
+    fails the whole call: the consumer then applies each message with ``stock_reserve``."""
+    with transaction.atomic(using=DB):
+        decided = {r.order_id: r for r in Reservation.objects.using(DB).filter(
+            order_id__in=[request.order_id for request in requests])}
+        skus = sorted({line.sku for request in requests for line in request.lines})
+        products = {p.sku: p for p in Product.objects.using(DB).select_for_update().filter(sku__in=skus).order_by("sku")}
+        changed: dict[str, StockRequest] = {}  # sku -> the last request that held some of it
+        created: list[Reservation] = []
+        answers: list[tuple[StockRequest, Message, Reservation]] = []
+        for request in requests:
+            if request.order_id in decided:
+                continue  # already decided, or cancelled before it arrived (or twice in this run)
+            try:
+                _hold(products, request.lines)
+            except StockError as refused:
+                reservation = Reservation(order_id=request.order_id, status=Reservation.Status.REJECTED,
+                                          reason=str(refused))
+                answer = contracts.StockReservationRejected(order_id=request.order_id, reason=str(refused))
+            else:
+                reservation = Reservation(order_id=request.order_id, status=Reservation.Status.RESERVED,
+                                          lines=[line.model_dump() for line in request.lines])
+                answer = contracts.StockReserved(order_id=request.order_id, lines=request.lines)
+                changed.update((line.sku, request) for line in request.lines)
+            decided[request.order_id] = reservation
+            created.append(reservation)
+            answers.append((request, answer, reservation))
+        Reservation.objects.using(DB).bulk_create(created)
+        Product.objects.using(DB).bulk_update([products[sku] for sku in sorted(changed)], ["reserved", "version"])
+        for request, answer, reservation in answers:
+            with request.on_behalf():
+                outbox_record(context="inventory", message=answer, aggregate_id=str(request.order_id),
+                              aggregate_version=reservation.version)
+        # A product's document once, at its last state: what the outbox would have kept of
+        # one per reservation (outbox._latest_documents), caused by the last one.
+        for sku, request in sorted(changed.items()):
+            with request.on_behalf():
+                _product_publish(products[sku])
+    return [decided[request.order_id] for request in requests]
+
+
+def _hold(products: dict[str, Product], lines: list[contracts.StockLine]) -> None:
+    """``_reserve_lines`` in memory, on locked ``products``: all lines or none (and the
+    same refusals, in the same SKU order)."""
+    held: dict[str, tuple[int, int]] = {}  # sku -> (reserved, version) if this order's lines pass
+    for line in sorted(lines, key=lambda line: line.sku):
+        product = products.get(line.sku)
+        if product is None:
+            raise StockError(f"Unknown SKU {line.sku}.")
+        reserved, version = held.get(line.sku, (product.reserved, product.version))
+        if product.on_hand < reserved + line.quantity:
+            raise StockError(f"Not enough stock for {line.sku}: {line.quantity} requested, "
+                             f"{product.on_hand - reserved} available.")
+        held[line.sku] = (reserved + line.quantity, version + 1)  # one conditional UPDATE per line
+    for sku, (reserved, version) in held.items():
+        products[sku].reserved, products[sku].version = reserved, version
 
 
 def stock_release(*, order_id: UUID) -> Reservation:

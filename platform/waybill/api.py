@@ -19,7 +19,7 @@ from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
 from .batchend import at_batch_end
 from .bus import bindings_changed
-from .contexts import ExternalCall, Handler
+from .contexts import Batched, BatchItem, ExternalCall, Handler
 from .consumer import PermanentFailure
 from .memory import memory_release
 from .messages import Envelope, Kind, Message, MessageRefused, message, parse
@@ -31,6 +31,8 @@ __all__ = [
     # Handlers: what they receive, and how they say a message can never succeed.
     "Envelope", "Message", "Kind", "message", "parse", "MessageRefused",
     "Handler", "ExternalCall", "PermanentFailure",
+    # A handler that also applies a run of its messages at once (fewer statements each).
+    "Batched", "BatchItem",
     # Services: messages recorded in the same transaction as the change; a write done
     # once per key at the end of the consumer's batch (the last value wins).
     "outbox_record", "at_batch_end",

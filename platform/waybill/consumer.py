@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -45,7 +46,7 @@ from kombu.message import Message as KombuMessage
 from . import bus
 from .backoff import Reconnects, backoff_delay
 from .batchend import batch_end
-from .contexts import BoundedContext, ExternalCall, Handler
+from .contexts import Batched, BatchItem, BoundedContext, ExternalCall, Handler
 from .models import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
 from .outbox import handling
@@ -81,6 +82,20 @@ class _Ready:
     envelope: Envelope
     payload: Message
     handler: Handler
+
+
+def _runs(items: list[tuple[int, _Ready]]) -> Iterator[list[tuple[int, _Ready]]]:
+    """``items`` cut into runs in their order: consecutive messages of one ``Batched``
+    handler together, every other message alone."""
+    run: list[tuple[int, _Ready]] = []
+    for entry in items:
+        handler = entry[1].handler
+        if run and not (isinstance(handler, Batched) and handler is run[-1][1].handler):
+            yield run
+            run = []
+        run.append(entry)
+    if run:
+        yield run
 
 
 class _BatchAborted(Exception):
@@ -294,34 +309,35 @@ class ContextConsumer:
                 row.message_id: row
                 for row in self._inbox.select_for_update().filter(message_id__in={i.envelope.id for i in batch})
             }
-            new_rows, retried_rows, seen = [], [], set()
+            fresh: list[tuple[int, _Ready]] = []
+            seen: set = set()
             for index, item in enumerate(batch):
-                envelope = item.envelope
-                row = existing.get(envelope.id)
-                if envelope.id in seen or (row is not None and row.status != Status.RETRYING):
+                row = existing.get(item.envelope.id)
+                if item.envelope.id in seen or (row is not None and row.status != Status.RETRYING):
                     outcomes[index] = Outcome.DUPLICATE  # applied before, or earlier in this batch
                     continue
-                seen.add(envelope.id)
-                try:
-                    with span_for_message(
-                        f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
-                        **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
-                    ), transaction.atomic(using=db), handling(envelope):
-                        item.handler(envelope, item.payload)
-                        if connection.needs_rollback:
-                            # It caught a database error of its own and returned: its
-                            # savepoint would roll back silently and it would pass as applied.
-                            raise TransactionManagementError(
-                                f"{envelope.type} handler returned after a database error it caught")
-                except Exception as error:  # noqa: BLE001 - the handler's failure: retried after the commit
-                    if connection.needs_rollback:
-                        # Its savepoint could not be rolled back: the whole transaction
-                        # would roll back silently, the others' effects with it.
-                        raise _BatchAborted(f"{type(error).__name__}: {error}") from error
-                    failed[index] = (item, error)
+                seen.add(item.envelope.id)
+                fresh.append((index, item))
+            applied: list[_Ready] = []
+            for run in _runs(fresh):
+                if len(run) > 1 and self._applied_together(run, connection):
+                    applied.extend(item for _, item in run)
                     continue
+                for index, item in run:
+                    try:
+                        with self._handling(item.envelope), self._savepoint(connection, item.envelope.type):
+                            item.handler(item.envelope, item.payload)
+                    except _BatchAborted:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - the handler's failure: retried after the commit
+                        failed[index] = (item, error)
+                        continue
+                    applied.append(item)
+            new_rows, retried_rows = [], []
+            for item in applied:
+                row = existing.get(item.envelope.id)
                 if row is None:
-                    new_rows.append(self._processed(self._new_inbox_row(envelope)))
+                    new_rows.append(self._processed(self._new_inbox_row(item.envelope)))
                 else:
                     retried_rows.append(self._processed(row))
             # Once per key for the whole batch (e.g. one change per read document); what a
@@ -333,6 +349,51 @@ class ContextConsumer:
             for row in retried_rows:
                 row.save(using=db)
         return outcomes, failed
+
+    def _applied_together(self, run: list[tuple[int, _Ready]], connection) -> bool:
+        """Whether a ``Batched`` handler's ``many`` applied ``run``; if not, nothing of
+        it stays and its messages are for ``one``, each in a savepoint of its own."""
+        handler = run[0][1].handler
+        items = [BatchItem(item.envelope, item.payload, handling=functools.partial(self._handling, item.envelope))
+                 for _, item in run]
+        try:
+            with self._savepoint(connection, items[0].envelope.type):
+                handler.many(items)
+        except _BatchAborted:
+            raise
+        except Exception as error:  # noqa: BLE001 - each message is applied alone next
+            log.info("%s: a run of %d %s failed together (%r); applying them one at a time",
+                     self.context.name, len(run), items[0].envelope.type, error)
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _savepoint(self, connection, message_type: str) -> Iterator[None]:
+        """A savepoint for what a handler does, which raises what the handler raised, and
+        ``_BatchAborted`` if the transaction cannot go on after it."""
+        try:
+            with transaction.atomic(using=self.context.database):
+                yield
+                if connection.needs_rollback:
+                    # It caught a database error of its own and returned: its savepoint
+                    # would roll back silently and it would pass as applied.
+                    raise TransactionManagementError(f"{message_type} handler returned after a database error it caught")
+        except Exception as error:
+            if connection.needs_rollback:
+                # Its savepoint could not be rolled back: the whole transaction would roll
+                # back silently, the others' effects with it.
+                raise _BatchAborted(f"{type(error).__name__}: {error}") from error
+            raise
+
+    @contextlib.contextmanager
+    def _handling(self, envelope: Envelope) -> Iterator[None]:
+        """While a handler works on ``envelope``: its consume span, and the cause of what
+        it records (``outbox.handling``)."""
+        with span_for_message(
+            f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
+            **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
+        ), handling(envelope):
+            yield
 
     def _failed_attempt(self, envelope: Envelope, error: Exception) -> Outcome:
         """The retry path for a handler's exception, as ``_apply_once`` takes it."""

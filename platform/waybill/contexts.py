@@ -11,6 +11,7 @@ outbox; it has ``relay=False``: the first registration publishes the shared outb
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,42 @@ class ExternalCall:
     record: Callable[[Envelope, Message, Any], None]
 
 
-# A plain handler runs inside the inbox transaction; an ExternalCall runs in two parts.
-Handler = Callable[[Envelope, Message], None] | ExternalCall
+@dataclass(frozen=True)
+class BatchItem:
+    """One message of a run given to ``Batched.many``. What a service records on its
+    behalf (outbox messages, so that they carry its correlation and trace) is recorded
+    inside ``with item.handling():``."""
+
+    envelope: Envelope
+    message: Message
+    handling: Callable[[], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A plain handler that can also apply a run of its messages at once, in a few
+    statements for all of them instead of a few for each (the statements, not the Python
+    around them, were most of what a message cost the consumer).
+
+    - ``one(envelope, message)`` is the handler as usual. It applies a lone message, a
+      retry, a redrive, and every message of a run that ``many`` failed on.
+    - ``many(items)`` applies ``items`` (``BatchItem``, in the order they came, two or
+      more in a row in one batch) with the same effects as calling ``one`` for each in
+      turn. It runs in a savepoint of its own; if it raises, the kernel rolls that back
+      and applies the run's messages with ``one``, each in its own savepoint, so that
+      only the failing one takes the retry path.
+    """
+
+    one: Callable[[Envelope, Message], None]
+    many: Callable[[list[BatchItem]], None]
+
+    def __call__(self, envelope: Envelope, message: Message) -> None:
+        self.one(envelope, message)
+
+
+# A plain handler (or a Batched one) runs inside the inbox transaction; an ExternalCall
+# runs in two parts.
+Handler = Callable[[Envelope, Message], None] | Batched | ExternalCall
 
 
 @dataclass(frozen=True)

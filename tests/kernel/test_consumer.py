@@ -24,6 +24,7 @@ from apps.webhooks.models import DeadLetter as WebhookDeadLetter
 from launcher.polling import wait_for
 from tests.poison import POISONS, Poison, order_placed, publish
 from waybill import bus, contexts, operations
+from waybill.api import Batched
 from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -346,15 +347,13 @@ def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_appli
     envelopes = _reserve_commands(3)
     for envelope in envelopes:
         pump.publish_raw("inventory", json.dumps(envelope))
-    real, calls = inventory.stock_reserve, []
+    real = inventory.stock_reserve_many
 
-    def dies_on_the_third(**kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Crash()  # the first two handlers ran; nothing is committed yet
-        return real(**kwargs)
+    def dies_after_two(requests):
+        real(requests[:2])
+        raise Crash()  # the first two orders are reserved; nothing is committed yet
 
-    monkeypatch.setattr(inventory, "stock_reserve", dies_on_the_third)
+    monkeypatch.setattr(inventory, "stock_reserve_many", dies_after_two)
     acks = []
     monkeypatch.setattr(KombuMessage, "ack", lambda self, multiple=False: acks.append(self))
     with pytest.raises(Crash):
@@ -375,9 +374,11 @@ def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_appli
 def test_one_aggregates_messages_apply_in_order_within_and_across_batches(pump, lamp, monkeypatch, settings):
     settings.WAYBILL_CONSUMER_BATCH_SIZE = 3
     envelopes = _reserve_commands(7, aggregate_id=str(uuid.uuid4()))
-    real, seen = inventory.stock_reserve, []
+    real_one, real_many, seen = inventory.stock_reserve, inventory.stock_reserve_many, []
     monkeypatch.setattr(inventory, "stock_reserve",
-                        lambda **kwargs: seen.append(str(kwargs["order_id"])) or real(**kwargs))
+                        lambda **kwargs: seen.append(str(kwargs["order_id"])) or real_one(**kwargs))
+    monkeypatch.setattr(inventory, "stock_reserve_many",
+                        lambda requests: seen.extend(str(r.order_id) for r in requests) or real_many(requests))
     # A refused message and a repeat among them: handled where they stand, moving nothing.
     bodies = [json.dumps(e) for e in envelopes]
     bodies[2:2] = [b"{not json"]
@@ -518,3 +519,60 @@ def test_the_loop_takes_what_has_arrived_as_one_batch_and_a_lone_message_at_once
         thread.join(15)
     assert batches[0] > 1 and sum(batches) == 12 and batches[-1] == 1
     assert len(_reserved_orders()) == 12  # each decided once (the lamp has 10: two are refused)
+
+
+def _batched_reserve(monkeypatch, *, many) -> list[list[str]]:
+    """inventory's reserve handler with ``many`` in place of its own; the runs it was given."""
+    from apps.inventory import handlers
+
+    real, runs = handlers.HANDLERS[inventory_contracts.ReserveStock], []
+
+    def recorded(items):
+        runs.append([str(item.envelope.id) for item in items])
+        return many(real, items)
+
+    monkeypatch.setitem(handlers.HANDLERS, inventory_contracts.ReserveStock, Batched(one=real.one, many=recorded))
+    return runs
+
+
+def test_a_run_of_one_batched_handlers_messages_is_applied_at_once_each_with_its_own_cause(pump, lamp, monkeypatch):
+    from apps.inventory.models import OutboxMessage
+
+    runs = _batched_reserve(monkeypatch, many=lambda real, items: real.many(items))
+    first, second = _reserve_commands(2)
+    bodies = [json.dumps(first), json.dumps(second), b"{not json", json.dumps(_reserve_commands(1)[0])]
+    for body in bodies:
+        pump.publish_raw("inventory", body)
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DEAD_LETTERED, Outcome.APPLIED]
+    # The refused message is dead-lettered where it stands and is no part of any run: the
+    # three valid ones around it are one run, in their order.
+    assert runs == [[first["id"], second["id"], json.loads(bodies[3])["id"]]]
+    assert _reserved() == 3 and InboxMessage.objects.filter(status="processed").count() == 3
+    causes = dict(OutboxMessage.objects.filter(message_type="inventory.stock_reserved")
+                  .values_list("aggregate_id", "envelope__causation_id"))
+    assert causes[first["aggregate_id"]] == first["id"] and causes[second["aggregate_id"]] == second["id"]
+
+
+def test_a_run_that_fails_together_is_applied_one_message_at_a_time_and_only_the_failing_one_retries(
+        pump, lamp, monkeypatch):
+    first, failing, last = _reserve_commands(3)
+
+    def fails(real, items):
+        real.many(items)  # its writes go with the run's savepoint
+        raise RuntimeError("one of them is bad")
+
+    runs = _batched_reserve(monkeypatch, many=fails)
+    real_one = inventory.stock_reserve
+
+    def one(**kwargs):
+        if str(kwargs["order_id"]) == failing["aggregate_id"]:
+            raise RuntimeError("this one")
+        return real_one(**kwargs)
+
+    monkeypatch.setattr(inventory, "stock_reserve", one)
+    for envelope in (first, failing, last):
+        pump.publish_raw("inventory", json.dumps(envelope))
+    assert pump.deliver("inventory") == [Outcome.APPLIED, Outcome.RETRY_SCHEDULED, Outcome.APPLIED]
+    assert runs == [[first["id"], failing["id"], last["id"]]]
+    assert _reserved_orders() == {first["aggregate_id"], last["aggregate_id"]} and _reserved() == 2
+    assert InboxMessage.objects.get(message_id=failing["id"]).status == "retrying"
