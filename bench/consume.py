@@ -12,6 +12,10 @@ transaction, then the ack). Side by side, in the same run, on the same servers:
 
 Both apply ``inventory.reserve_stock`` with inventory's real handler, so both write the same
 rows per message: an inbox row, a reservation, two product updates, three outbox rows.
+Waybill's worker gives a run of them in one batch to the handler's ``many``
+(``waybill.api.Batched``: ``services.stock_reserve_many``, whose effects are those of
+reserving each in turn, ``apps/inventory/tests/test_stock.py``); the Celery task calls
+the handler for one message, as a task does.
 
 ``run(Run) -> {"consume": {...}}`` starts a private PostgreSQL and RabbitMQ on free loopback
 ports under ``run.workdir`` and stops them (and every process it started) whatever happens.
@@ -325,7 +329,10 @@ def _method(run: Run) -> str:
         "envelope as its one argument, run by `celery worker --pool solo` (one task at a time on one "
         "thread, as Waybill's worker applies its event messages on its one consumer thread; --loglevel WARNING, so no "
         "per-task log lines); per task one transaction.atomic() on inventory's database: an inbox lookup by message "
-        "id (dedupe), the inbox row, and inventory's real handler on_reserve_stock. Both therefore write per message "
+        "id (dedupe), the inbox row, and inventory's real handler on_reserve_stock (Waybill's worker gives a run of "
+        "a batch's messages to that handler's many, stock_reserve_many: one lock of the run's products, one insert of "
+        "its reservations, one update of its products; its effects are those of reserving each in turn, "
+        "apps/inventory/tests/test_stock.py). Both therefore write per message "
         "an inbox row, a reservation, two product updates and three outbox rows (checked after every run: "
         "outcome_last_run, warnings; db_connections_opened_runs counts the database connections opened during each "
         "window). TIMING: from the first poll that sees a processed inbox row (the consumer's "
