@@ -121,3 +121,21 @@ def test_declare_unbinds_a_type_a_consumer_retired(broker):
     finally:
         relay.close()
     assert orders_queue.get(no_ack=True) is None
+
+
+def test_each_window_goes_to_the_broker_in_one_write_and_arrives_whole(broker):
+    watch = _watch(broker, f"test.watch.{uuid.uuid4().hex}")
+    skus = [f"WRITE-{n}" for n in range(30)]
+    _record(skus, versions=3)  # three windows of 30
+    relay = Relay(contexts.get("inventory"), batch_size=500)
+    try:
+        relay._ensure_producer()
+        transport = relay._connection.connection.transport
+        send, writes = transport._write, []
+        transport._write = lambda data: writes.append(len(data)) or send(data)
+        assert relay.drain() == 90
+        during_drain = list(writes)
+    finally:
+        relay.close()
+    assert len(during_drain) == 3 and min(during_drain) > 30 * 500  # thirty messages of some 600 bytes
+    assert sorted(_received(broker, watch)) == sorted((sku, v) for sku in skus for v in range(1, 4))
