@@ -13,6 +13,7 @@ second effect (invariant 3). A failed message is kept here with its next try tim
 retries survive restarts; after the last try it becomes a dead letter."""
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -42,6 +43,11 @@ class OutboxMessageBase(models.Model):
             # The relay's work list: pending rows in commit order.
             models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
             models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
+            # The aggregates the relay holds back (a row of theirs failed to publish): few or
+            # none, so asking whether a pending row's aggregate is among them costs a lookup
+            # in an index of next to nothing, not a scan of the backlog for every batch.
+            models.Index(fields=["aggregate_id"], condition=Q(sent_at__isnull=True, publish_attempts__gt=0),
+                         name="%(app_label)s_outbox_failing"),
         ]
 
     def __str__(self) -> str:

@@ -108,9 +108,11 @@ class Relay:
         # see it in the admin and can publish it again), holds back its own aggregate only.
         # Left out here, whole aggregate and all: claimed and then dropped for commit order,
         # a blocked aggregate's later rows could fill every batch and starve the others.
-        # Asked per candidate row through the aggregate index (NOT EXISTS), not as the set of
-        # every pending row's aggregate: that scanned the whole backlog for every batch.
-        blocked = pending.filter(aggregate_id=OuterRef("aggregate_id")).filter(
+        # Every such row has failed at least once (publish_attempts > 0), which lets the
+        # database answer from the index of failing rows (``outbox_failing``, next to empty):
+        # without it, PostgreSQL scanned the whole backlog once per batch, which made a
+        # batch dearer the longer the backlog (23 of a claim's 29 ms with 50,000 rows).
+        blocked = pending.filter(aggregate_id=OuterRef("aggregate_id"), publish_attempts__gt=0).filter(
             Q(publish_attempts__gte=settings.WAYBILL_RELAY_MAX_ATTEMPTS) | Q(id__in=failed_ids))
         # Whether a row has an earlier unsent row of its aggregate at all: if not (the usual
         # case), it is publishable without the commit-order query.
