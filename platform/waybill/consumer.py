@@ -273,11 +273,14 @@ class ContextConsumer:
         return parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES, max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
 
     def _attempt(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
-        with span_for_message(
+        with self._span(envelope):
+            return self._apply_once(envelope, payload, handler)
+
+    def _span(self, envelope: Envelope):
+        return span_for_message(
             f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
             **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
-        ):
-            return self._apply_once(envelope, payload, handler)
+        )
 
     def _apply_batch(self, batch: list[_Ready]) -> list[Outcome]:
         """Apply ``batch`` in one transaction, each message in a savepoint of its own,
@@ -389,10 +392,7 @@ class ContextConsumer:
     def _handling(self, envelope: Envelope) -> Iterator[None]:
         """While a handler works on ``envelope``: its consume span, and the cause of what
         it records (``outbox.handling``)."""
-        with span_for_message(
-            f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
-            **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
-        ), handling(envelope):
+        with self._span(envelope), handling(envelope):
             yield
 
     def _failed_attempt(self, envelope: Envelope, error: Exception) -> Outcome:

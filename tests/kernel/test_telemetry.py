@@ -14,8 +14,9 @@ from rest_framework.test import APIClient
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-@pytest.fixture
-def spans():
+@pytest.fixture(scope="module")
+def _exporter():
+    # OpenTelemetry takes a process's tracer provider once: one for every test here.
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -24,6 +25,12 @@ def spans():
     DjangoInstrumentor().instrument(tracer_provider=provider)
     yield exporter
     DjangoInstrumentor().uninstrument()
+
+
+@pytest.fixture
+def spans(_exporter):
+    _exporter.clear()
+    return _exporter
 
 
 def test_one_order_is_one_trace_across_outbox_broker_and_consumers(pump, spans, django_user_model):
@@ -51,3 +58,29 @@ def test_one_order_is_one_trace_across_outbox_broker_and_consumers(pump, spans, 
     } <= names, names
     trace_ids = {span.context.trace_id for span in finished}
     assert len(trace_ids) == 1, f"{len(trace_ids)} traces: {sorted(names)}"
+
+
+def test_orders_reserved_together_in_one_run_stay_each_in_its_own_trace(pump, spans, django_user_model, monkeypatch):
+    from apps.inventory import services as inventory
+
+    inventory.product_create(sku="LAMP-1", name="Lamp", price=Decimal("5"), on_hand=3)
+    pump.settle()
+    real_many, runs = inventory.stock_reserve_many, []
+    monkeypatch.setattr(inventory, "stock_reserve_many", lambda requests: runs.append(len(requests)) or real_many(requests))
+    spans.clear()
+
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user("carol"))
+    for _ in range(2):
+        response = client.post("/api/v1/orders/", {"lines": [{"sku": "LAMP-1", "quantity": 1}]}, format="json")
+        assert response.status_code == 202
+    pump.settle()
+
+    assert runs == [2]  # both reservations in one call of the batched handler
+    by_trace: dict[int, set[str]] = {}
+    for span in spans.get_finished_spans():
+        by_trace.setdefault(span.context.trace_id, set()).add(span.name)
+    assert len(by_trace) == 2, by_trace
+    for names in by_trace.values():
+        assert {"POST api/v1/orders/", "consume inventory.reserve_stock", "publish inventory.stock_reserved",
+                "consume inventory.stock_reserved"} <= names, names
