@@ -83,18 +83,19 @@ class Relay:
         # What this passes over (a row committed late with a lower id, one another relay
         # held) is the next drain's: a commit during this one wakes the relay again, and
         # the sweep comes anyway.
-        after = 0
-        while True:
-            published, _, last = self.publish_batch(failed_ids, after_id=after)
+        after: int | None = 0
+        while after is not None:
+            published, _, after = self.publish_batch(failed_ids, after_id=after)
             total += published
-            if last == after:
-                return total  # nothing left to claim after it
-            after = last
+        return total
 
-    def publish_batch(self, failed_ids: set[int], *, after_id: int = 0) -> tuple[int, int, int]:
+    def publish_batch(self, failed_ids: set[int], *, after_id: int = 0) -> tuple[int, int, int | None]:
         """Publish one batch of rows after ``after_id``, leaving out the rows in
         ``failed_ids``; returns how many rows were published, how many failed (added to
-        ``failed_ids``) and the last id it claimed (``after_id`` if none).
+        ``failed_ids``) and where the next batch starts: after the last id it claimed, or
+        None when it claimed fewer than a batch, so nothing was left after them. (A drain
+        of a few rows, the usual one, is then one claim, not a second one that finds
+        nothing; a row committed meanwhile wakes the relay again.)
 
         Raises only when the broker connection (or the database) is lost, after recording
         the attempt on the rows it held. A row's own failure is recorded on the row and
@@ -133,8 +134,8 @@ class Relay:
                 .values_list(*_Row.__slots__)[: self.batch_size]
             )]
             if not claimed:
-                return 0, 0, after_id
-            last_claimed = max(row.id for row in claimed)
+                return 0, 0, None
+            after = max(row.id for row in claimed) if len(claimed) >= self.batch_size else None
             sent: list[int] = []
             held_back: set[str] = set()  # aggregates with a failed row in this batch
             error: Exception | None = None
@@ -172,7 +173,7 @@ class Relay:
             # rows (a publish that failed after its tag was counted), or answers may still come.
             self.close()
             raise error
-        return len(sent), len(failed_ids) - failures_before, last_claimed
+        return len(sent), len(failed_ids) - failures_before, after
 
     def _record_failure(self, row: _Row, reason: object) -> None:
         attempts = row.publish_attempts + 1

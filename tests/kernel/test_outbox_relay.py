@@ -279,3 +279,27 @@ def test_a_batch_folds_only_a_run_of_one_document_with_no_other_message_of_its_a
     # d1 gives way to d2; the event ends the run, so d2 still goes before it; d3 gives way
     # to d4; another schema version is another document.
     assert [r.name for r in _latest_documents(rows)] == ["other", "d2", "event", "d3-v2", "d4"]
+
+
+def test_a_drain_claims_again_only_after_a_full_batch(pump, monkeypatch):
+    for sku in ("CLAIM-1", "CLAIM-2", "CLAIM-3"):
+        inventory.product_create(sku=sku, name=sku, price=Decimal("1"), on_hand=1)  # two rows each
+    real, claims = Relay.publish_batch, []
+
+    def counted(self, failed_ids, *, after_id=0):
+        published, failed, after = real(self, failed_ids, after_id=after_id)
+        claims.append((published, after is not None))
+        return published, failed, after
+
+    monkeypatch.setattr(Relay, "publish_batch", counted)
+    relay = Relay(contexts.get("inventory"), batch_size=4)
+    try:
+        assert relay.drain() == 6
+        assert claims == [(4, True), (2, False)]  # a full batch, then one with room: done
+        claims.clear()
+        inventory.product_create(sku="CLAIM-4", name="CLAIM-4", price=Decimal("1"), on_hand=1)
+        assert relay.drain() == 2
+        assert claims == [(2, False)]  # a few rows: one claim, no second one that finds nothing
+    finally:
+        relay.close()
+    assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
