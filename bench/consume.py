@@ -10,8 +10,10 @@ transaction, then the ack). Side by side, in the same run, on the same servers:
   prefetch multiplier 1, one ``transaction.atomic()``: inbox row, the same handler),
   ``bench/consume_support/celery_app.py``.
 
-Both apply ``inventory.reserve_stock`` with inventory's real handler, so both write the same
-rows per message: an inbox row, a reservation, two product updates, three outbox rows.
+Both apply ``inventory.reserve_stock`` with inventory's real handler, so both write per
+message an inbox row, a reservation, its two products' stock and a ``stock_reserved`` event;
+of the products' state documents (``product_updated``) the task records two per message,
+Waybill's batch each product's last (``waybill.outbox._latest_documents``).
 Waybill's worker gives a run of them in one batch to the handler's ``many``
 (``waybill.api.Batched``: ``services.stock_reserve_many``, whose effects are those of
 reserving each in turn, ``apps/inventory/tests/test_stock.py``); the Celery task calls
@@ -333,7 +335,9 @@ def _method(run: Run) -> str:
         "a batch's messages to that handler's many, stock_reserve_many: one lock of the run's products, one insert of "
         "its reservations, one update of its products; its effects are those of reserving each in turn, "
         "apps/inventory/tests/test_stock.py). Both therefore write per message "
-        "an inbox row, a reservation, two product updates and three outbox rows (checked after every run: "
+        "an inbox row, a reservation, its two products' stock and a stock_reserved event; of the products' state "
+        "documents (product_updated) the task records two per message, Waybill's batch only each product's last "
+        "state (checked after every run: "
         "outcome_last_run, warnings; db_connections_opened_runs counts the database connections opened during each "
         "window). TIMING: from the first poll that sees a processed inbox row (the consumer's "
         "start-up, startup_s, left out) to the first that sees N (polls every 20 ms; while messages are still ready "

@@ -12,7 +12,7 @@ def on_reserve_stock(envelope: Envelope, command: contracts.ReserveStock) -> Non
 
 
 def on_reserve_stock_many(items: list[BatchItem]) -> None:
-    services.stock_reserve_many([
+    services.stock_reserve_many(requests=[
         services.StockRequest(order_id=item.message.order_id, lines=item.message.lines, on_behalf=item.handling)
         for item in items
     ])

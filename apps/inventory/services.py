@@ -133,10 +133,8 @@ def _reserve_lines(lines: list[contracts.StockLine]) -> list[Product]:
         if not held:
             product = Product.objects.using(DB).filter(sku=line.sku).first()
             if product is None:
-                raise StockError(f"Unknown SKU {line.sku}.")
-            raise StockError(
-                f"Not enough stock for {line.sku}: {line.quantity} requested, {product.available} available."
-            )
+                raise _unknown_sku(line)
+            raise _not_enough(line, available=product.available)
     return list(Product.objects.using(DB).filter(sku__in=[line.sku for line in lines]))
 
 
@@ -150,16 +148,19 @@ class StockRequest:
     on_behalf: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
 
-def stock_reserve_many(requests: list[StockRequest]) -> list[Reservation]:
+def stock_reserve_many(*, requests: list[StockRequest]) -> list[Reservation]:
     """``stock_reserve`` for each request in turn, with the same effects and messages, in
     a few statements for them all instead of a few per order (what a consumer's batch of
     ``inventory.reserve_stock`` cost was mostly statements): every product they name is
     locked at once, each order is decided in memory under those locks, and the new
     reservations and the products are each written in one statement.
 
-    Locks are taken in SKU order, as ``stock_reserve``'s updates take them, so the two
-    cannot deadlock. A duplicate order id (a concurrent reservation committed meanwhile)
-    fails the whole call: the consumer then applies each message with ``stock_reserve``."""
+    Its products are locked in SKU order, as ``stock_reserve``'s updates lock them; within
+    a consumer's batch, locks that earlier messages took come first, so a deadlock stays
+    possible, as with ``stock_reserve`` there: PostgreSQL detects it, the batch fails as a
+    whole and its messages are applied one at a time. So does a duplicate order id (a
+    concurrent reservation, or a cancellation's tombstone, written meanwhile): the run's
+    savepoint rolls back and the consumer applies each message with ``stock_reserve``."""
     with transaction.atomic(using=DB):
         decided = {r.order_id: r for r in Reservation.objects.using(DB).filter(
             order_id__in=[request.order_id for request in requests])}
@@ -206,14 +207,22 @@ def _hold(products: dict[str, Product], lines: list[contracts.StockLine]) -> Non
     for line in sorted(lines, key=lambda line: line.sku):
         product = products.get(line.sku)
         if product is None:
-            raise StockError(f"Unknown SKU {line.sku}.")
+            raise _unknown_sku(line)
         reserved, version = held.get(line.sku, (product.reserved, product.version))
         if product.on_hand < reserved + line.quantity:
-            raise StockError(f"Not enough stock for {line.sku}: {line.quantity} requested, "
-                             f"{product.on_hand - reserved} available.")
+            raise _not_enough(line, available=product.on_hand - reserved)
         held[line.sku] = (reserved + line.quantity, version + 1)  # one conditional UPDATE per line
     for sku, (reserved, version) in held.items():
         products[sku].reserved, products[sku].version = reserved, version
+
+
+# The refusals, worded once for both ways of reserving.
+def _unknown_sku(line: contracts.StockLine) -> StockError:
+    return StockError(f"Unknown SKU {line.sku}.")
+
+
+def _not_enough(line: contracts.StockLine, *, available: int) -> StockError:
+    return StockError(f"Not enough stock for {line.sku}: {line.quantity} requested, {available} available.")
 
 
 def stock_release(*, order_id: UUID) -> Reservation:

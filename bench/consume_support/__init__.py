@@ -6,7 +6,8 @@ the product's services-mode environment (``launcher.stack.Stack.env`` for invent
   by ``waybill.bus.route`` or as Celery task messages of the comparison app;
 - ``celery_app``: the comparison, the usual Django way: one plain Celery task per message
   (``acks_late``, one ``transaction.atomic()``: an inbox row for dedupe, then inventory's
-  real handler, which writes the same rows and outbox messages as Waybill's consumer).
+  real handler, which writes the same rows and events as Waybill's consumer; see
+  ``bench/consume.py`` for the state documents, which Waybill folds within a batch).
 
 The Waybill side is not here: it is the product's own worker process for inventory, the
 command ``launcher.deployment`` gives it.

@@ -9,8 +9,9 @@ database connections reused across tasks (``CELERY_DB_REUSE_MAX``), JSON only, p
 ``transaction.atomic()`` on inventory's database: look the message id up in inventory's
 inbox table and stop if it is there (dedupe, as a Django developer would), write the inbox
 row, and call inventory's real handler (``apps.inventory.handlers.on_reserve_stock``), which
-writes what Waybill's consumer makes it write: the reservation, two product updates and
-three outbox rows (``stock_reserved``, two ``product_updated``).
+writes the reservation, two product updates and three outbox rows (``stock_reserved``, two
+``product_updated``); Waybill's consumer writes the same but for the state documents, of
+which a batch keeps each product's last.
 """
 
 import os

@@ -50,7 +50,7 @@ from .contexts import Batched, BatchItem, BoundedContext, ExternalCall, Handler
 from .models import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
 from .outbox import handling
-from .telemetry import SpanKind, span_for_message
+from .telemetry import SpanKind, StatusCode, span_entered, span_for_message, span_started
 from .wire import Received, preview, storable
 
 log = logging.getLogger(__name__)
@@ -277,10 +277,11 @@ class ContextConsumer:
             return self._apply_once(envelope, payload, handler)
 
     def _span(self, envelope: Envelope):
-        return span_for_message(
-            f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
-            **{"messaging.message.id": str(envelope.id), "waybill.context": self.context.name},
-        )
+        return span_for_message(f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
+                                **self._span_attributes(envelope))
+
+    def _span_attributes(self, envelope: Envelope) -> dict[str, str]:
+        return {"messaging.message.id": str(envelope.id), "waybill.context": self.context.name}
 
     def _apply_batch(self, batch: list[_Ready]) -> list[Outcome]:
         """Apply ``batch`` in one transaction, each message in a savepoint of its own,
@@ -357,18 +358,37 @@ class ContextConsumer:
         """Whether a ``Batched`` handler's ``many`` applied ``run``; if not, nothing of
         it stays and its messages are for ``one``, each in a savepoint of its own."""
         handler = run[0][1].handler
-        items = [BatchItem(item.envelope, item.payload, handling=functools.partial(self._handling, item.envelope))
-                 for _, item in run]
+        # One consume span per message, open for the whole run (its database work is
+        # shared), entered while the message's own part runs.
+        spans = [span_started(f"consume {item.envelope.type}", traceparent=item.envelope.traceparent,
+                              kind=SpanKind.CONSUMER, **self._span_attributes(item.envelope)) for _, item in run]
+        items = [BatchItem(item.envelope, item.payload,
+                           handling=functools.partial(self._entered, span, item.envelope))
+                 for span, (_, item) in zip(spans, run, strict=True)]
         try:
             with self._savepoint(connection, items[0].envelope.type):
                 handler.many(items)
-        except _BatchAborted:
-            raise
-        except Exception as error:  # noqa: BLE001 - each message is applied alone next
-            log.info("%s: a run of %d %s failed together (%r); applying them one at a time",
-                     self.context.name, len(run), items[0].envelope.type, error)
+        except Exception as error:  # noqa: BLE001 - each message is applied alone next, unless aborted
+            for span in filter(None, spans):
+                span.record_exception(error)
+                span.set_status(StatusCode.ERROR, f"the run failed together: {type(error).__name__}")
+            if isinstance(error, _BatchAborted):
+                raise
+            # An IntegrityError is most often a concurrent write of the same row: expected. Anything
+            # else is likely the handler's own bug, which takes every run to one at a time.
+            log.log(logging.INFO if isinstance(error, IntegrityError) else logging.WARNING,
+                    "%s: a run of %d %s failed together (%r); applying them one at a time",
+                    self.context.name, len(run), items[0].envelope.type, error)
             return False
+        finally:
+            for span in filter(None, spans):
+                span.end()
         return True
+
+    @contextlib.contextmanager
+    def _entered(self, span, envelope: Envelope) -> Iterator[None]:
+        with span_entered(span), handling(envelope):
+            yield
 
     @contextlib.contextmanager
     def _savepoint(self, connection, message_type: str) -> Iterator[None]:

@@ -43,9 +43,10 @@ class OutboxMessageBase(models.Model):
             # The relay's work list: pending rows in commit order.
             models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
             models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
-            # The aggregates the relay holds back (a row of theirs failed to publish): few or
-            # none, so asking whether a pending row's aggregate is among them costs a lookup
-            # in an index of next to nothing, not a scan of the backlog for every batch.
+            # The aggregates the relay holds back (a row of theirs failed to publish): usually
+            # none, so asking whether a pending row's aggregate is among them is a lookup in
+            # a small index, not a scan of the backlog for every batch. (After a broker outage
+            # the rows of the windows in flight are in it until they are published again.)
             models.Index(fields=["aggregate_id"], condition=Q(sent_at__isnull=True, publish_attempts__gt=0),
                          name="%(app_label)s_outbox_failing"),
         ]

@@ -93,9 +93,10 @@ class Relay:
         """Publish one batch of rows after ``after_id``, leaving out the rows in
         ``failed_ids``; returns how many rows were published, how many failed (added to
         ``failed_ids``) and where the next batch starts: after the last id it claimed, or
-        None when it claimed fewer than a batch, so nothing was left after them. (A drain
-        of a few rows, the usual one, is then one claim, not a second one that finds
-        nothing; a row committed meanwhile wakes the relay again.)
+        None when it claimed fewer than a batch, so that nothing it could claim was left
+        after them. (A drain of a few rows, the usual one, is then one claim, not a second
+        that finds nothing. A row committed meanwhile wakes the relay again; rows another
+        relay held, or that waited for another relay's, are that relay's or the next drain's.)
 
         Raises only when the broker connection (or the database) is lost, after recording
         the attempt on the rows it held. A row's own failure is recorded on the row and
@@ -203,7 +204,7 @@ class Relay:
             return [o.row.id for o in window], [], None
         confirms, attempted = self._confirms, []
         try:
-            with _one_write(self._connection):
+            with _one_write(self._channel):
                 for outgoing in window:
                     confirms.expect(outgoing.row)
                     attempted.append(outgoing.row)
@@ -368,8 +369,9 @@ class _Outgoing:
 
 
 @contextlib.contextmanager
-def _one_write(connection: Connection) -> Iterator[None]:
-    """The frames py-amqp writes meanwhile, sent to the socket in one write at the end.
+def _one_write(channel) -> Iterator[None]:
+    """The frames py-amqp writes meanwhile on ``channel``'s connection, sent to the socket
+    together: at the end, or whenever ``_WRITE_GATHER_BYTES`` have gathered.
 
     py-amqp writes every publish with a ``sendall`` of its own, and has no option to
     gather them: a window of 500 publishes was 500 system calls here and as many small
@@ -378,21 +380,44 @@ def _one_write(connection: Connection) -> Iterator[None]:
     twice each way on this 2-core machine on 2026-12-01. py-amqp's transport calls
     ``self._write`` for every write; if a py-amqp release stops doing so, this writes as
     before."""
-    transport = getattr(getattr(connection, "connection", None), "transport", None)
+    transport = getattr(getattr(channel, "connection", None), "transport", None)
     if transport is None or not callable(getattr(transport, "_write", None)):
         yield
         return
     gathered: list[bytes] = []
+    size = 0
     send = transport._write
-    # A copy of each piece: py-amqp hands over a view of a buffer it reuses for the next frame.
-    transport._write = lambda data: gathered.append(bytes(data))
+
+    def flush() -> None:
+        nonlocal size
+        if gathered:
+            data = b"".join(gathered)
+            gathered.clear()
+            size = 0
+            transport._write = send
+            try:
+                # Through the transport's own write, which marks it disconnected if this fails.
+                transport.write(data)
+            finally:
+                transport._write = gather
+
+    def gather(data) -> None:
+        nonlocal size
+        gathered.append(bytes(data))  # a copy: py-amqp hands over a view of a buffer it reuses
+        size += len(data)
+        if size >= _WRITE_GATHER_BYTES:
+            flush()
+
+    transport._write = gather
     try:
         yield
+        flush()  # what failed to go out (a lost connection) fails the window: its rows are unconfirmed
     finally:
         transport._write = send
-        if gathered:
-            # What failed to go out (a lost connection) fails the window: its rows are unconfirmed.
-            send(b"".join(gathered))
+
+
+# Enough publishes for a write to carry many of them, few enough to bound what is held.
+_WRITE_GATHER_BYTES = 256 * 1024
 
 
 def _uuid_text(connection):

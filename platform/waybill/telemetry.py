@@ -11,9 +11,10 @@ import contextlib
 from collections.abc import Iterator
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
-__all__ = ["SpanKind", "configure", "current_traceparent", "instrument", "span_for_message", "tracing"]
+__all__ = ["SpanKind", "StatusCode", "configure", "current_traceparent", "instrument", "span_entered", "span_for_message",
+           "span_started", "tracing"]
 
 tracer = trace.get_tracer("waybill")
 
@@ -78,4 +79,24 @@ def span_for_message(name: str, *, traceparent: str | None, kind: SpanKind, **at
         return
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
     with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes):
+        yield
+
+
+def span_started(name: str, *, traceparent: str | None, kind: SpanKind, **attributes) -> trace.Span | None:
+    """``span_for_message``'s span, started but not made current, for work on several
+    messages at once: each message's part runs inside its own span (``span_entered``), and
+    the caller ends them all. None while spans are not recorded."""
+    if not tracing():
+        return None
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+@contextlib.contextmanager
+def span_entered(span: trace.Span | None) -> Iterator[None]:
+    """``span`` as the current span meanwhile, left open (see ``span_started``)."""
+    if span is None:
+        yield
+        return
+    with trace.use_span(span, end_on_exit=False):
         yield

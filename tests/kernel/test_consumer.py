@@ -343,17 +343,33 @@ def test_a_poison_message_and_a_failing_handler_in_the_middle_of_a_batch_fail_al
     assert sent_for == {first["aggregate_id"], last["aggregate_id"]}
 
 
-def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_applies_each_once(pump, lamp, monkeypatch):
+@pytest.mark.parametrize("handler", ["one message at a time", "the run at once"])
+def test_a_crash_before_the_batch_commits_keeps_nothing_and_the_redelivery_applies_each_once(
+        pump, lamp, monkeypatch, handler):
+    from apps.inventory import handlers
+
     envelopes = _reserve_commands(3)
     for envelope in envelopes:
         pump.publish_raw("inventory", json.dumps(envelope))
-    real = inventory.stock_reserve_many
+    if handler == "the run at once":
+        real_many = inventory.stock_reserve_many
 
-    def dies_after_two(requests):
-        real(requests[:2])
-        raise Crash()  # the first two orders are reserved; nothing is committed yet
+        def dies_after_two(*, requests):
+            real_many(requests=requests[:2])
+            raise Crash()  # the first two orders are reserved; nothing is committed yet
 
-    monkeypatch.setattr(inventory, "stock_reserve_many", dies_after_two)
+        monkeypatch.setattr(inventory, "stock_reserve_many", dies_after_two)
+    else:
+        monkeypatch.setitem(handlers.HANDLERS, inventory_contracts.ReserveStock, handlers.on_reserve_stock)
+        real_one, calls = inventory.stock_reserve, []
+
+        def dies_on_the_third(**kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise Crash()  # the first two handlers ran; nothing is committed yet
+            return real_one(**kwargs)
+
+        monkeypatch.setattr(inventory, "stock_reserve", dies_on_the_third)
     acks = []
     monkeypatch.setattr(KombuMessage, "ack", lambda self, multiple=False: acks.append(self))
     with pytest.raises(Crash):
@@ -378,7 +394,8 @@ def test_one_aggregates_messages_apply_in_order_within_and_across_batches(pump, 
     monkeypatch.setattr(inventory, "stock_reserve",
                         lambda **kwargs: seen.append(str(kwargs["order_id"])) or real_one(**kwargs))
     monkeypatch.setattr(inventory, "stock_reserve_many",
-                        lambda requests: seen.extend(str(r.order_id) for r in requests) or real_many(requests))
+                        lambda *, requests: seen.extend(str(r.order_id) for r in requests) or real_many(
+                            requests=requests))
     # A refused message and a repeat among them: handled where they stand, moving nothing.
     bodies = [json.dumps(e) for e in envelopes]
     bodies[2:2] = [b"{not json"]

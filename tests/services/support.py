@@ -105,9 +105,11 @@ def webhook_endpoint(deployment, tokens, *event_types: str, user: str = "admin")
                      describe=lambda: deployment.log_tail("webhooks-worker", lines=10))
             yield endpoint
         finally:
-            api.delete(f"/api/v1/webhooks/{endpoint['id']}/")
-            webhooks_db = deployment.stack.database_urls["webhooks"]
-            wait_for(lambda: query(webhooks_db, "SELECT bound_types FROM webhooks_webhookendpoint WHERE id = %s",
-                                   (endpoint["id"],)) == [([],)], FLOW_TIMEOUT,
-                     "the webhooks worker to unbind the deleted endpoint's types",
-                     describe=lambda: deployment.log_tail("webhooks-worker", lines=10))
+            deleted = api.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+        # Only when the test passed: a failure's own error is not to wait behind this.
+        assert deleted.status_code == 204, deleted.text
+        webhooks_db = deployment.stack.database_urls["webhooks"]
+        wait_for(lambda: query(webhooks_db, "SELECT bound_types FROM webhooks_webhookendpoint WHERE id = %s",
+                               (endpoint["id"],)) == [([],)], FLOW_TIMEOUT,
+                 "the webhooks worker to unbind the deleted endpoint's types",
+                 describe=lambda: deployment.log_tail("webhooks-worker", lines=10))

@@ -127,7 +127,7 @@ def test_reserving_many_at_once_has_the_effects_of_reserving_each_in_turn(shelf)
     ]
     one_by_one = _reserving(lambda: [services.stock_reserve(order_id=o, lines=lines) for o, lines in requests])
     at_once = _reserving(lambda: services.stock_reserve_many(
-        [services.StockRequest(order_id=o, lines=lines) for o, lines in requests]))
+        requests=[services.StockRequest(order_id=o, lines=lines) for o, lines in requests]))
     assert at_once == one_by_one
     statuses = [status for _, status, *_ in one_by_one["reservations"]]
     assert statuses.count(Reservation.Status.REJECTED) == 4 and statuses.count(Reservation.Status.RESERVED) == 4
