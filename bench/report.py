@@ -106,7 +106,7 @@ def markdown(results: dict) -> str:
         for mode in ("services", "embedded"):
             entry = pipeline.get(mode) or {}
             rates = "; ".join(f"{rate}/s: {_fmt(v.get('p50'))} / {_fmt(v.get('p95'))} / {_fmt(v.get('p99'))}"
-                              for rate, v in (entry.get("rates") or {}).items())
+                              for rate, v in sorted((entry.get("rates") or {}).items(), key=lambda kv: float(kv[0])))
             lines.append(f"| {mode} | {_fmt(entry.get('orders_per_s'), 1)} | {rates or '-'} |")
         baseline = pipeline.get("sync_baseline") or {}
         lines += [f"| synchronous baseline (one request, one transaction, no messages) | "
