@@ -146,15 +146,18 @@ class ContextConsumer:
         # reason to fail the messages: handling them finds out.
         with contextlib.suppress(Exception):
             close_old_connections()
-        outcomes = self.handle_batch([Received.from_kombu(message) for message in messages])
-        # Only now: the outcomes are committed. A failing ack is a lost broker connection,
-        # for the caller to reconnect; the messages come again and the inbox drops them.
-        for message, outcome in zip(messages, outcomes, strict=True):
+
+        def settled(index: int, outcome: Outcome) -> None:
+            # Called once the outcome is committed, so each message is acked as soon as it
+            # can be: a refused one's dead letter is not stored twice if the process dies
+            # before the batch commits. A failing ack is a lost broker connection, for the
+            # caller to reconnect; the messages come again and the inbox drops them.
             if outcome is Outcome.UNSTORABLE:
-                message.reject(requeue=False)  # to the queue's dead-letter exchange, waybill.dead
+                messages[index].reject(requeue=False)  # to the queue's dead-letter exchange, waybill.dead
             elif outcome is not Outcome.DEFERRED:
-                message.ack()
-        return outcomes
+                messages[index].ack()
+
+        return self.handle_batch([Received.from_kombu(message) for message in messages], settled=settled)
 
     def receive(self, body: bytes | str, *, content_type: str | None, routing_key: str = "") -> Outcome:
         """Handle one message given by its parts (as ``on_message`` does with a Kombu one)."""
@@ -164,19 +167,27 @@ class ContextConsumer:
         """Never raises: see the class docstring."""
         return self.handle_batch([received])[0]
 
-    def handle_batch(self, batch: list[Received]) -> list[Outcome]:
+    def handle_batch(self, batch: list[Received], *,
+                     settled: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
         """An outcome per message, in order. Never raises: see the class docstring.
 
         Each message is read first, on its own: a refused one is dead-lettered there
         (``_handle``). The rest are applied in the order they came, so one aggregate's
         messages stay in order within and across batches: together, in one transaction,
-        up to an external call, which holds no transaction open and so goes alone."""
+        up to an external call, which holds no transaction open and so goes alone.
+        ``settled(index, outcome)`` is called for each message once its outcome is
+        committed."""
         outcomes: list[Outcome | None] = [None] * len(batch)
         ready: list[tuple[int, _Ready]] = []
 
+        def outcome_is(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+            if settled is not None:
+                settled(index, outcome)
+
         def apply_ready() -> None:
             for (index, _), outcome in zip(ready, self._apply_batch([item for _, item in ready]), strict=True):
-                outcomes[index] = outcome
+                outcome_is(index, outcome)
             ready.clear()
 
         for index, received in enumerate(batch):
@@ -185,12 +196,12 @@ class ContextConsumer:
                 unhandled=self._unhandled(received),
             )
             if not isinstance(result, _Ready):
-                outcomes[index] = result
+                outcome_is(index, result)
             elif isinstance(result.handler, ExternalCall):
                 apply_ready()  # what came before it first
                 # Even while stopping: given back unacked, it would be lost on the in-memory
                 # transport, whose clean stop counts on every taken message being handled.
-                outcomes[index] = self._one_at_a_time(result)
+                outcome_is(index, self._one_at_a_time(result))
             else:
                 ready.append((index, result))
         if ready:

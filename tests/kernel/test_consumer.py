@@ -593,3 +593,28 @@ def test_a_run_that_fails_together_is_applied_one_message_at_a_time_and_only_the
     assert runs == [[first["id"], failing["id"], last["id"]]]
     assert _reserved_orders() == {first["aggregate_id"], last["aggregate_id"]} and _reserved() == 2
     assert InboxMessage.objects.get(message_id=failing["id"]).status == "retrying"
+
+
+def test_a_refused_message_is_acked_at_once_so_a_crash_before_the_batch_commits_stores_it_once(
+        pump, lamp, monkeypatch):
+    first, last = _reserve_commands(2)
+    for body in (json.dumps(first), b"{not json", json.dumps(last)):
+        pump.publish_raw("inventory", body)
+
+    def dies(*, requests):
+        raise Crash()  # the batch's handlers never finish: nothing of it commits
+
+    monkeypatch.setattr(inventory, "stock_reserve_many", dies)
+    acked = []
+    monkeypatch.setattr(KombuMessage, "ack", lambda self, multiple=False: acked.append(self.body))
+    with pytest.raises(Crash):
+        pump.deliver("inventory")
+    assert acked == [b"{not json"]  # its dead letter was committed, and it was acked then
+    assert DeadLetter.objects.count() == 1 and not InboxMessage.objects.exists()
+
+    # RabbitMQ gives back only what was unacked.
+    monkeypatch.undo()
+    for envelope in (first, last):
+        pump.publish_raw("inventory", json.dumps(envelope))
+    assert pump.deliver("inventory") == [Outcome.APPLIED] * 2
+    assert DeadLetter.objects.count() == 1 and _reserved() == 2
