@@ -77,9 +77,9 @@ class Relay:
         failed_ids: set[int] = set()
         total = 0
         # Each batch starts after the last row the previous one claimed, not at the lowest
-        # unsent id again: a drain of 100,000 rows ran at about a third of a small drain's
-        # speed, likely because the sent rows stay in the pending index as dead entries
-        # until PostgreSQL vacuums them, and each scan from the bottom walked them again.
+        # unsent id again: the rows it marked sent stay in the indexes as dead entries until
+        # PostgreSQL vacuums them, and a scan from the bottom would walk them again for every
+        # batch. (What made a long backlog slow was another scan, see ``blocked`` below.)
         # What this passes over (a row committed late with a lower id, one another relay
         # held) is the next drain's: a commit during this one wakes the relay again, and
         # the sweep comes anyway.
@@ -384,28 +384,22 @@ def _one_write(channel) -> Iterator[None]:
     if transport is None or not callable(getattr(transport, "_write", None)):
         yield
         return
-    gathered: list[bytes] = []
-    size = 0
+    gathered = bytearray()  # a copy of each piece: py-amqp hands over a view of a buffer it reuses
     send = transport._write
 
     def flush() -> None:
-        nonlocal size
         if gathered:
-            data = b"".join(gathered)
-            gathered.clear()
-            size = 0
             transport._write = send
             try:
                 # Through the transport's own write, which marks it disconnected if this fails.
-                transport.write(data)
+                transport.write(bytes(gathered))
             finally:
+                gathered.clear()
                 transport._write = gather
 
     def gather(data) -> None:
-        nonlocal size
-        gathered.append(bytes(data))  # a copy: py-amqp hands over a view of a buffer it reuses
-        size += len(data)
-        if size >= _WRITE_GATHER_BYTES:
+        gathered.extend(data)
+        if len(gathered) >= _WRITE_GATHER_BYTES:
             flush()
 
     transport._write = gather

@@ -74,11 +74,11 @@ def span_for_message(name: str, *, traceparent: str | None, kind: SpanKind, **at
     not recorded (``tracing``): a no-op span per message cost about as much as building
     the message in the relay's profile, and the trace id travels on in the envelopes anyway
     (``outbox_record`` falls back to the cause's traceparent)."""
-    if not tracing():
+    span = span_started(name, traceparent=traceparent, kind=kind, **attributes)
+    if span is None:
         yield
         return
-    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
-    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes):
+    with trace.use_span(span, end_on_exit=True):  # records an exception, as start_as_current_span does
         yield
 
 
