@@ -1,5 +1,6 @@
-"""Projections: each applies one message to its read rows in one transaction, records a
-change-log entry for every row it changed (pushed after commit), and is idempotent.
+"""Projections: each applies one message, or a consumer's run of them, to its read rows in
+one transaction, records a change-log entry for every row it changed (pushed after
+commit), and is idempotent.
 
 Read models converge (invariant 6): the result depends on which messages were applied,
 never on the order they arrived in. Snapshots and state documents are kept only if newer
@@ -78,64 +79,118 @@ class OrderState:
     order_version: int
 
 
+@dataclass(frozen=True)
+class OrderStep:
+    """What one message about an order adds to its document: a step of its timeline and,
+    from orders' own events, the order's snapshot."""
+
+    order_id: UUID
+    message_id: UUID
+    occurred_at: datetime
+    step: str
+    status: str  # how the step went: OK, FAILED or SKIPPED
+    reason: str = ""
+    state: OrderState | None = None
+
+    def __post_init__(self) -> None:
+        if self.step not in STEP_RANK:
+            raise ValueError(f"unknown timeline step {self.step!r}")
+
+
 def order_step_project(
     *, order_id: UUID, message_id: UUID, occurred_at: datetime, step: str, step_status: str,
     reason: str = "", state: OrderState | None = None,
 ) -> bool:
-    """Apply one message about an order: add its step to the timeline and, if it carries
-    a snapshot newer than the one shown, take that snapshot.
+    """Apply one message about an order (``order_steps_project`` for one step); False
+    when it was applied before."""
+    return order_steps_project([OrderStep(order_id=order_id, message_id=message_id, occurred_at=occurred_at,
+                                          step=step, status=step_status, reason=reason, state=state)])[0]
 
-    Invariants: each message is applied once (a repeat returns False and changes
-    nothing); the timeline is sorted by (time, step), so any arrival order gives the same
-    document; the document's ``version`` grows by one per applied message; status counts
-    and throughput move in the same transaction (as ``DashboardDelta`` rows). Records an
-    ``order`` change on the customer's stream, once the customer is known (a message from
-    inventory may arrive before orders' first)."""
-    if step not in STEP_RANK:
-        raise ValueError(f"unknown timeline step {step!r}")
-    at = occurred_at.astimezone(UTC)
+
+def order_steps_project(steps: list[OrderStep]) -> list[bool]:
+    """Apply messages about orders, in turn: add each one's step to its order's timeline
+    and, if it carries a snapshot newer than the one shown, take that snapshot. Each
+    order's row is read, written and recorded once however many of ``steps`` it has (a
+    batch of the history holds many per order), in a few statements for them all.
+
+    Invariants: each message is applied once (a repeat, here or before, is False and
+    changes nothing); the timeline is sorted by (time, step), so any arrival order gives
+    the same document; the document's ``version`` grows by one per applied message; status
+    counts and throughput move in the same transaction (as ``DashboardDelta`` rows).
+    Records an ``order`` change on the customer's stream, once the customer is known (a
+    message from inventory may arrive before orders' first)."""
     with transaction.atomic(using=DB):
-        row = _order_row_locked(order_id)
-        if any(entry["message_id"] == str(message_id) for entry in row.timeline):
-            return False
-        entry = {"step": step, "status": step_status, "at": at.isoformat(), "reason": reason,
-                 "message_id": str(message_id)}
-        row.timeline = sorted([*row.timeline, entry], key=_timeline_order)
-        if step == "placed":
-            row.placed_at = min(row.placed_at, at) if row.placed_at else at
-        deltas = []
-        if state is not None and state.order_version > row.order_version:
-            if state.status != row.status:
-                if row.status:
-                    deltas.append(DashboardDelta(status=row.status, delta=-1))
-                deltas.append(DashboardDelta(status=state.status, delta=1))
-            row.customer_id, row.status, row.reason = state.customer_id, state.status, state.reason
-            row.lines, row.total, row.order_version = state.lines, state.total, state.order_version
-        if step in THROUGHPUT_EVENTS:
-            deltas.append(DashboardDelta(event=step, minute=at.replace(second=0, microsecond=0)))
+        rows = _order_rows_locked({step.order_id for step in steps})
+        applied, deltas, changed = [], [], {}
+        for step in steps:
+            row = rows[step.order_id]
+            step_deltas = _step_apply(row, step)
+            applied.append(step_deltas is not None)
+            if step_deltas is not None:
+                deltas.extend(step_deltas)
+                changed[row.order_id] = row
         if deltas:
             DashboardDelta.objects.using(DB).bulk_create(deltas)
-        row.version += 1
-        row.save(using=DB)
-        if row.customer_id is not None:
-            changelog.change_record(stream=changelog.customer_stream(row.customer_id), kind="order",
-                                  key=str(order_id), version=row.version, document=order_document(row))
-    return True
+        now = timezone.now()
+        for row in changed.values():
+            row.updated_at = now  # bulk_update skips auto_now
+        OrderSummary.objects.using(DB).bulk_update(changed.values(), _ORDER_FIELDS)
+        for order_id, row in changed.items():
+            if row.customer_id is not None:
+                changelog.change_record(stream=changelog.customer_stream(row.customer_id), kind="order",
+                                        key=str(order_id), version=row.version, document=order_document(row))
+    return applied
 
 
-def _order_row_locked(order_id: UUID) -> OrderSummary:
-    """The order's row, locked until the transaction ends; created empty if new."""
+# What a step may change on an order's row.
+_ORDER_FIELDS = ["customer_id", "status", "reason", "lines", "total", "order_version", "version", "placed_at",
+                 "timeline", "updated_at"]
+
+
+def _step_apply(row: OrderSummary, step: OrderStep) -> list[DashboardDelta] | None:
+    """``step`` applied to ``row`` in memory: the counter deltas it moves, None if the
+    row has its message already."""
+    message_id = str(step.message_id)
+    if any(entry["message_id"] == message_id for entry in row.timeline):
+        return None
+    at = step.occurred_at.astimezone(UTC)
+    entry = {"step": step.step, "status": step.status, "at": at.isoformat(), "reason": step.reason,
+             "message_id": message_id}
+    row.timeline = sorted([*row.timeline, entry], key=_timeline_order)
+    if step.step == "placed":
+        row.placed_at = min(row.placed_at, at) if row.placed_at else at
+    deltas = []
+    state = step.state
+    if state is not None and state.order_version > row.order_version:
+        if state.status != row.status:
+            if row.status:
+                deltas.append(DashboardDelta(status=row.status, delta=-1))
+            deltas.append(DashboardDelta(status=state.status, delta=1))
+        row.customer_id, row.status, row.reason = state.customer_id, state.status, state.reason
+        row.lines, row.total, row.order_version = state.lines, state.total, state.order_version
+    if step.step in THROUGHPUT_EVENTS:
+        deltas.append(DashboardDelta(event=step.step, minute=at.replace(second=0, microsecond=0)))
+    row.version += 1
+    return deltas
+
+
+def _order_rows_locked(order_ids: set[UUID]) -> dict[UUID, OrderSummary]:
+    """The orders' rows, locked until the transaction ends (in id order, so two
+    projectors lock them in the same order); created empty if new."""
     rows = OrderSummary.objects.using(DB)
     for _ in range(2):
-        row = rows.select_for_update().filter(order_id=order_id).first()
-        if row is not None:
-            return row
+        found = {row.order_id: row for row in
+                 rows.select_for_update().filter(order_id__in=order_ids).order_by("order_id")}
+        missing = [OrderSummary(order_id=order_id) for order_id in sorted(order_ids - found.keys())]
+        if not missing:
+            return found
         try:
             with transaction.atomic(using=DB):
-                return rows.create(order_id=order_id)
+                rows.bulk_create(missing)
         except IntegrityError:
-            continue  # another projector created it meanwhile: lock theirs
-    raise RuntimeError(f"could not lock the document of order {order_id}")
+            continue  # another projector created one meanwhile: lock theirs
+        return {**found, **{row.order_id: row for row in missing}}
+    raise RuntimeError(f"could not lock the documents of orders {sorted(order_ids)}")
 
 
 def _timeline_order(entry: dict) -> tuple:
@@ -145,24 +200,49 @@ def _timeline_order(entry: dict) -> tuple:
 
 # --- catalog and stock board ------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ProductState:
+    """Inventory's state document of a product, at the product's ``version``."""
+
+    sku: str
+    name: str
+    price: Decimal
+    on_hand: int
+    reserved: int
+    available: int
+    version: int
+
+
 def catalog_item_project(
     *, sku: str, name: str, price: Decimal, on_hand: int, reserved: int, available: int, version: int,
 ) -> bool:
     """Apply a product's state document at ``version``; False when the catalog already has
-    it or newer. Records a ``catalog_item`` change on the catalog stream and a
-    ``stock_item`` change on the staff stock board's stream."""
+    it or newer (``catalog_items_project`` for one document)."""
+    return bool(catalog_items_project([ProductState(sku=sku, name=name, price=price, on_hand=on_hand,
+                                                    reserved=reserved, available=available, version=version)]))
+
+
+def catalog_items_project(documents: list[ProductState]) -> int:
+    """Apply products' state documents: of several for one product only the newest, since
+    each is the product's whole state. Records a ``catalog_item`` change on the catalog
+    stream and a ``stock_item`` change on the staff stock board's stream for each product
+    it moved; returns how many it moved."""
+    newest: dict[str, ProductState] = {}
+    for document in documents:
+        if document.sku not in newest or document.version > newest[document.sku].version:
+            newest[document.sku] = document
     with transaction.atomic(using=DB):
-        applied = _apply_if_newer(
-            CatalogItem, key={"sku": sku}, version=version,
-            values={"name": name, "price": price, "on_hand": on_hand, "reserved": reserved, "available": available},
-        )
-        if applied:
-            item = CatalogItem.objects.using(DB).get(sku=sku)
-            changelog.change_record(stream=changelog.CATALOG, kind="catalog_item", key=sku, version=version,
-                                  document=catalog_item_document(item))
-            changelog.change_record(stream=changelog.STOCK, kind="stock_item", key=sku, version=version,
-                                  document=stock_item_document(item))
-    return applied
+        moved = [sku for sku, document in sorted(newest.items()) if _apply_if_newer(
+            CatalogItem, key={"sku": sku}, version=document.version,
+            values={"name": document.name, "price": document.price, "on_hand": document.on_hand,
+                    "reserved": document.reserved, "available": document.available})]
+        # Read back, so the documents show what the rows hold (a price as stored).
+        for item in CatalogItem.objects.using(DB).filter(sku__in=moved).order_by("sku"):
+            changelog.change_record(stream=changelog.CATALOG, kind="catalog_item", key=item.sku, version=item.version,
+                                    document=catalog_item_document(item))
+            changelog.change_record(stream=changelog.STOCK, kind="stock_item", key=item.sku, version=item.version,
+                                    document=stock_item_document(item))
+    return len(moved)
 
 
 # --- operations dashboard ---------------------------------------------------------------

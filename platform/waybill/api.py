@@ -17,7 +17,7 @@ a context's messages without the context calling it; an import-linter contract
 from . import jsonlimits
 from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
-from .batchend import at_batch_end
+from .batchend import at_batch_end, gathered_at_batch_end
 from .bus import bindings_changed
 from .contexts import Batched, BatchItem, ExternalCall, Handler
 from .consumer import PermanentFailure
@@ -34,8 +34,9 @@ __all__ = [
     # A handler that also applies a run of its messages at once (fewer statements each).
     "Batched", "BatchItem",
     # Services: messages recorded in the same transaction as the change; a write done
-    # once per key at the end of the consumer's batch (the last value wins).
-    "outbox_record", "at_batch_end",
+    # once per key at the end of the consumer's batch (with the last value left for the
+    # key, or with every item gathered under it).
+    "outbox_record", "at_batch_end", "gathered_at_batch_end",
     # ...and, for a consumer whose bindings are chosen at run time, word that they changed.
     "bindings_changed",
     # The kernel's own documents (the operations dashboard projects them).

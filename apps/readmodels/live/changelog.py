@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from waybill.api import at_batch_end, group_send
+from waybill.api import gathered_at_batch_end, group_send
 
 from ..models import Change, Stream
 
@@ -56,28 +56,38 @@ def change_record(*, stream: str, kind: str, key: str, version: int, document: d
     projection's transaction on the read-model database (a change rolled back is never
     pushed; a channel-layer failure is logged, never undoes the commit).
 
-    Within a consumer's batch, a row changed by several of its messages is recorded once,
-    at the batch's end, with its last version and document (``at_batch_end``): a client
-    applies documents by version, so the versions in between are nothing it needs. Returns
-    the change when it is recorded at once (outside a batch), None when it waits."""
+    Within a consumer's batch, a stream's changes are recorded together at the batch's end
+    (``gathered_at_batch_end``): one position bump and one insert for them all, and a row
+    changed by several of the batch's messages once, with its last version and document (a
+    client applies documents by version, so the versions in between are nothing it needs).
+    Returns the change when it is recorded at once (outside a batch), None when it waits."""
     connection = transaction.get_connection(DB)
     if not connection.in_atomic_block:
         raise RuntimeError("change_record must run inside the projection's transaction")
-    return at_batch_end(_change_write, (stream, kind, key), (version, document))
+    recorded = gathered_at_batch_end(_changes_write, stream, (kind, key, version, document))
+    return recorded[0] if recorded else None
 
 
-def _change_write(target: tuple[str, str, str], value: tuple[int, dict]) -> Change:
-    (stream, kind, key), (version, document) = target, value
-    change = Change.objects.using(DB).create(
-        stream=stream, position=_advance(stream), kind=kind, key=key, version=version,
-        document=document, recorded_at=timezone.now(),
+def _changes_write(stream: str, changes: list[tuple[str, str, int, dict]]) -> list[Change]:
+    latest = {(kind, key): (version, document) for kind, key, version, document in changes}  # first place, last value
+    last = _advance(stream, by=len(latest))
+    now = timezone.now()
+    rows = Change.objects.using(DB).bulk_create(
+        Change(stream=stream, position=position, kind=kind, key=key, version=version, document=document,
+               recorded_at=now)
+        for position, ((kind, key), (version, document)) in enumerate(latest.items(), last - len(latest) + 1)
     )
-    pushed = change_as_message(change)
-    # committed_at: wall-clock time right after the commit, so a client can measure
-    # commit-to-receipt latency (the benchmarks do).
-    transaction.on_commit(lambda: change_push(stream=stream, change={**pushed, "committed_at": time.time()}),
-                          using=DB, robust=True)
-    return change
+    pushed = [change_as_message(row) for row in rows]
+
+    def push() -> None:
+        # committed_at: wall-clock time right after the commit, so a client can measure
+        # commit-to-receipt latency (the benchmarks do).
+        committed_at = time.time()
+        for change in pushed:
+            change_push(stream=stream, change={**change, "committed_at": committed_at})
+
+    transaction.on_commit(push, using=DB, robust=True)
+    return rows
 
 
 def change_push(*, stream: str, change: dict) -> None:
@@ -85,8 +95,9 @@ def change_push(*, stream: str, change: dict) -> None:
     group_send(stream_group(stream), {"type": "change.pushed", "change": change})
 
 
-def _advance(stream: str) -> int:
-    """Bump the stream's position; the UPDATE's row lock orders concurrent projections."""
+def _advance(stream: str, *, by: int = 1) -> int:
+    """Move the stream's position on by ``by`` and return the new one; the UPDATE's row
+    lock orders concurrent projections."""
     streams = Stream.objects.using(DB)
     connection = transaction.get_connection(DB)
     table, position, name = (connection.ops.quote_name(n) for n in (
@@ -95,14 +106,14 @@ def _advance(stream: str) -> int:
         # One statement, not an UPDATE and a SELECT (QuerySet.update cannot return the
         # new value): PostgreSQL and SQLite (3.35+) both know RETURNING.
         with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET {position} = {position} + 1 WHERE {name} = %s RETURNING {position}",
-                           [stream])
+            cursor.execute(f"UPDATE {table} SET {position} = {position} + %s WHERE {name} = %s RETURNING {position}",
+                           [by, stream])
             if (advanced := cursor.fetchone()) is not None:
                 return advanced[0]
         try:
             with transaction.atomic(using=DB):
-                streams.create(name=stream, position=1)
-            return 1
+                streams.create(name=stream, position=by)
+            return by
         except IntegrityError:
             continue  # another projection created the stream meanwhile: bump it
     raise RuntimeError(f"could not advance stream {stream}")

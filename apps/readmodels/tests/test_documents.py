@@ -17,6 +17,8 @@ from apps.readmodels import models as rm
 from apps.readmodels.documents import order_documents, stock_item_document
 from apps.readmodels.live import changelog, streams
 from waybill import contexts, opsreport
+from waybill.consumer import ContextConsumer, Outcome
+from waybill.wire import Received
 from waybill.messages import Envelope
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["readmodels"])
@@ -185,6 +187,35 @@ def test_any_arrival_order_converges_to_the_in_order_projection(seed):
         if n % 7 == 0:
             services.dashboard_publish(force=True, now=now)  # folds at arbitrary points
     assert _state(now) == in_order
+
+
+@pytest.mark.parametrize("batch_size", [5, 100])
+def test_a_batch_applied_together_equals_each_message_applied_in_turn(batch_size):
+    """The consumer hands the projector a batch as one run (``Batched``): each order's
+    document is written once per batch, each product's newest document only, and the read
+    side ends as it would one message at a time; a redelivery, inside a batch or in a later
+    one, changes nothing."""
+    history, ids = _shop_history()
+    now = T0 + timedelta(minutes=5)
+    for item in history.items:
+        _apply(item)
+    one_by_one = _state(now)
+    _wipe()
+    consumer = ContextConsumer(contexts.get("readmodels"))
+    delivered = history.items + history.items[:6]  # redeliveries: in the same batch of 100, in the last of 5s
+    outcomes = []
+    for start in range(0, len(delivered), batch_size):
+        outcomes += consumer.handle_batch([Received.of(envelope.to_json(), content_type="application/json")
+                                           for envelope, _ in delivered[start:start + batch_size]])
+    assert outcomes == [Outcome.APPLIED] * len(history.items) + [Outcome.DUPLICATE] * 6
+    assert _state(now) == one_by_one
+    if batch_size == 100:
+        # One batch: each order recorded once on the customer's stream, at its last version.
+        changes = changelog.changes_since(stream=changelog.customer_stream(CUSTOMER), position=0)
+        assert sorted(change["key"] for change in changes) == sorted(str(order_id) for order_id in ids.values())
+        assert [change["position"] for change in changes] == [1, 2, 3, 4]
+        versions = {str(row.order_id): row.version for row in rm.OrderSummary.objects.all()}
+        assert {change["key"]: change["version"] for change in changes} == versions
 
 
 def test_the_order_document_joins_product_names_prices_and_live_availability():
