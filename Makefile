@@ -7,7 +7,7 @@ export WAYBILL_PORT
 # pytest-xdist workers; the suite's slow part (end-to-end against runplatform) runs beside the rest.
 TEST_WORKERS ?= 2
 
-.PHONY: venv run up down status reset test lint clean bench bench-quick
+.PHONY: venv run up down status reset test lint contracts-lock clean bench bench-quick
 
 $(VENV)/.installed: requirements.txt
 	@python=$$(bin/find-python) || exit 1; \
@@ -64,6 +64,11 @@ bench-quick: $(VENV)/.bench-installed
 
 lint: $(VENV)/.test-installed
 	PYTHONPATH=platform $(VENV)/bin/lint-imports
+
+# Regenerate contracts.lock.json after a compatible change to a message or a new version
+# (a breaking change to a published version is refused: see README, "Changing a message").
+contracts-lock: venv
+	$(PY) manage.py contracts_lock
 
 clean:
 	rm -rf $(VENV) var

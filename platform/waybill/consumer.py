@@ -48,7 +48,7 @@ from .backoff import Reconnects, backoff_delay
 from .batchend import batch_end
 from .contexts import Batched, BatchItem, BoundedContext, ExternalCall, Handler
 from .models import InboxMessageBase
-from .messages import Envelope, Message, MessageRefused, parse, uuid_or_none
+from .messages import Envelope, Message, MessageRefused, parse, read_as, uuid_or_none
 from .outbox import handling
 from .telemetry import SpanKind, StatusCode, span_entered, span_for_message, span_started
 from .wire import Received, preview, storable
@@ -271,17 +271,30 @@ class ContextConsumer:
             return self._dead_letter(
                 received, f"refused content encoding {received.content_encoding!r}: only UTF-8 JSON is accepted")
         try:
-            envelope, payload = self._parse(received.body)
+            envelope, payload, handler = self._read(received.body)
         except MessageRefused as refused:
             return self._dead_letter(received, refused.reason, envelope=refused.envelope)
-        handler = self.context.handler_for(envelope.type)
         if handler is None:
             return self._dead_letter(received, f"{self.context.name} has no handler for {envelope.type!r}",
                                      envelope=envelope.model_dump(mode="json"))
         return _Ready(received, envelope, payload, handler)
 
-    def _parse(self, body: bytes | str) -> tuple[Envelope, Message]:
-        return parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES, max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
+    def _read(self, body: bytes | str) -> tuple[Envelope, Message, Handler | None]:
+        """The message parsed and, if its handler reads another version of its type,
+        converted to that one (``read_as``); its handler, None if it has none. Raises
+        ``MessageRefused``."""
+        envelope, payload = parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES,
+                                  max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
+        found = self.context.handler_for(envelope.type)
+        if found is None:
+            return envelope, payload, None
+        handler, version = found
+        if envelope.schema_version != version:
+            try:
+                envelope, payload = read_as(envelope, version)
+            except MessageRefused as refused:
+                raise MessageRefused(refused.reason, envelope=envelope.model_dump(mode="json")) from None
+        return envelope, payload, handler
 
     def _attempt(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         with self._span(envelope):
@@ -570,13 +583,12 @@ class ContextConsumer:
 
     def _retry(self, row: InboxMessageBase, received: Received) -> Outcome:
         try:
-            envelope, payload = self._parse(received.body)
+            envelope, payload, handler = self._read(received.body)
         except MessageRefused as refused:
             # The schema it needs is gone (or a replayed dead letter is still invalid).
             with transaction.atomic(using=self.context.database):
                 self._inbox.filter(pk=row.pk).update(status=Status.DEAD, last_error=storable(refused.reason, 4000))
                 return self._dead_letter(received, refused.reason, envelope=refused.envelope)
-        handler = self.context.handler_for(envelope.type)
         if handler is None:
             return self._failed(envelope, f"{self.context.name} has no handler for {envelope.type!r}", permanent=True)
         return self._attempt(envelope, payload, handler)

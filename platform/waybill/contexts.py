@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import manifest as manifests
-from .messages import Envelope, Message
+from .messages import Envelope, Message, missing_steps
 
 if TYPE_CHECKING:
     from .models import DeadLetterBase, InboxMessageBase
@@ -115,10 +115,12 @@ class BoundedContext:
     # ``manifest.Consumer.bindings``), not bound for every consumed type.
     bindings: Callable[..., bool] | None = None
 
-    def handler_for(self, message_type: str) -> Handler | None:
+    def handler_for(self, message_type: str) -> tuple[Handler, int] | None:
+        """The handler of ``message_type`` and the version of it that the handler reads
+        (its schema's): a message of another version is converted to that one first."""
         for schema, handler in self.handlers.items():
             if schema.message_type == message_type:
-                return handler
+                return handler, schema.schema_version
         return None
 
     @property
@@ -160,9 +162,27 @@ def register_manifest(declared: manifests.Context) -> list[BoundedContext]:
             retired_types=consumer.retired_types if consumer else (),
             bindings=manifests.resolve(consumer.bindings) if consumer and consumer.bindings else None,
         )
+        _check_versions(registration)
         register(registration)
         registrations.append(registration)
     return registrations
+
+
+def _check_versions(context: BoundedContext) -> None:
+    """At start-up, not at the first message: each handler reads one version of its type,
+    and every other registered version of that type has its steps to it."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    by_type: dict[str, list[int]] = {}
+    for schema in context.handlers:
+        by_type.setdefault(schema.message_type, []).append(schema.schema_version)
+    problems = [f"{message_type} is handled at versions {versions}: a handler reads one"
+                for message_type, versions in by_type.items() if len(versions) > 1]
+    problems += [problem for schema in context.handlers
+                 for problem in missing_steps(schema.message_type, schema.schema_version)]
+    if problems:
+        raise ImproperlyConfigured(f"{context.name} cannot read every version of what it handles: "
+                                   + "; ".join(problems))
 
 
 def get(name: str) -> BoundedContext:

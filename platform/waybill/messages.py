@@ -26,9 +26,12 @@ class Kind(enum.StrEnum):
 
 
 class Message(BaseModel):
-    """Base of every payload schema. Register subclasses with ``@message(...)``."""
+    """Base of every payload schema. Register subclasses with ``@message(...)``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A reader ignores fields it does not know: a producer may add an optional field to a
+    version (``contractlock``) while consumers on older code still read that version."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     message_type: ClassVar[str]
     schema_version: ClassVar[int]
@@ -77,12 +80,96 @@ def spec_for(type: str, version: int) -> MessageSpec:
     try:
         return _registry[(type, version)]
     except KeyError:
-        known = sorted(v for (t, v) in _registry if t == type)
+        known = versions_of(type)
         if not known:
             raise MessageRefused(f"unknown message type {type!r}") from None
         raise MessageRefused(
             f"unsupported schema version {version} of {type!r} (known: {known})"
         ) from None
+
+
+def versions_of(type: str) -> list[int]:
+    """The versions of ``type`` registered here, oldest first."""
+    return sorted(v for (t, v) in _registry if t == type)
+
+
+def registered_specs() -> list[MessageSpec]:
+    """Every registered message, by type and version."""
+    return [_registry[key] for key in sorted(_registry)]
+
+
+# --- evolution: one step between adjacent versions of a type ------------------------------
+
+# A step takes a payload, as JSON, of one version to the next one up (an upcaster) or
+# down (a downcaster, for a consumer still on the older version). Pure functions: no
+# clock, no database, no settings, so a message of the history reads the same forever.
+Step = Callable[[dict[str, Any]], dict[str, Any]]
+_steps: dict[tuple[str, int, int], Step] = {}  # (type, from version, to version) -> step
+
+
+def upcaster(type: str, *, from_version: int) -> Callable[[Step], Step]:
+    """Register ``step`` taking ``type``'s payload from ``from_version`` to the next."""
+    return _step(type, from_version, from_version + 1)
+
+
+def downcaster(type: str, *, from_version: int) -> Callable[[Step], Step]:
+    """Register ``step`` taking ``type``'s payload from ``from_version`` to the one before
+    (what a consumer that still reads only the older version is given)."""
+    if from_version < 2:
+        raise ValueError("There is no version before 1 to downcast to.")
+    return _step(type, from_version, from_version - 1)
+
+
+def _step(type: str, source: int, target: int) -> Callable[[Step], Step]:
+    def register(step: Step) -> Step:
+        existing = _steps.get((type, source, target))
+        if existing is not None and existing is not step:
+            raise ValueError(f"{type} v{source} -> v{target} already has a step: {existing!r}.")
+        _steps[(type, source, target)] = step
+        return step
+
+    return register
+
+
+def missing_steps(type: str, version: int) -> list[str]:
+    """What a reader of ``version`` of ``type`` lacks to read every registered version of
+    it: one line per missing step (empty when each has its way)."""
+    known = versions_of(type)
+    if version not in known:
+        return [f"{type} v{version} is not registered (known: {known})"]
+    return [f"{type} v{source} -> v{target}: no {'upcaster' if target > source else 'downcaster'}"
+            for other in known if other != version
+            for source, target in _path(other, version) if (type, source, target) not in _steps]
+
+
+def _path(source: int, target: int) -> list[tuple[int, int]]:
+    direction = 1 if target > source else -1
+    return [(v, v + direction) for v in range(source, target, direction)]
+
+
+def read_as(envelope: Envelope, version: int) -> tuple[Envelope, Message]:
+    """``envelope``'s message as ``version`` of its type, step by step through the
+    registered upcasters or downcasters; the envelope says ``version`` and carries the
+    converted payload (its id and everything else unchanged). Refused when a step is
+    missing, or when what the steps made is not a valid ``version``."""
+    payload = envelope.payload
+    for source, target in _path(envelope.schema_version, version):
+        step = _steps.get((envelope.type, source, target))
+        if step is None:
+            raise MessageRefused(f"{envelope.type} v{source} cannot be read as v{version}: no step to v{target} "
+                                 f"(this reader takes v{version})")
+        try:
+            payload = step(payload)
+        except Exception as error:  # noqa: BLE001 - a step that cannot convert this message refuses it
+            raise MessageRefused(f"{envelope.type} v{source} -> v{target} failed: {type(error).__name__}: {error}") \
+                from None
+    spec = spec_for(envelope.type, version)
+    try:
+        message = spec.schema.model_validate(payload)
+    except ValidationError as exc:
+        raise MessageRefused(f"{envelope.type} v{envelope.schema_version} read as v{version} is invalid: "
+                             f"{_first_errors(exc)}") from None
+    return envelope.model_copy(update={"schema_version": version, "payload": message.model_dump(mode="json")}), message
 
 
 class Envelope(BaseModel):
