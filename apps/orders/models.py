@@ -22,6 +22,8 @@ class Order(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     reason = models.TextField(blank=True)
     total = models.DecimalField(max_digits=12, decimal_places=2)
+    # ISO 4217, of the total and every line's price: the shop's currency when it was placed.
+    currency = models.CharField(max_length=3, default="EUR")
     version = models.PositiveBigIntegerField(default=1)
     idempotency_key = models.CharField(max_length=200, blank=True)
     # What the idempotent request asked for, so a reused key with another body is refused.

@@ -117,8 +117,7 @@ def saga_on_stock_reserved(*, order_id: UUID) -> None:
             _note(saga, Event.FINISHED)
             order = order_get_locked(order_id=order_id)
             _move(saga, step=Step.CHARGE_PAYMENT)
-            command = contracts.ChargePayment(order_id=order_id, amount=order.total,
-                                              currency=settings.WAYBILL_CURRENCY)
+            command = contracts.ChargePayment(order_id=order_id, amount=order.total, currency=order.currency)
             _note(saga, Event.STARTED, sent=_send(saga, command))
         elif saga.state == State.COMPENSATED or saga.step == Step.RELEASE_STOCK:
             # Stock was held after the saga gave up (deadline or cancellation): give it back.

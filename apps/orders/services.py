@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from . import contracts, saga
@@ -65,6 +66,7 @@ def order_place(
             order = Order.objects.using(DB).create(
                 customer_id=customer_id,
                 total=sum((products[line.sku].price * line.quantity for line in lines), Decimal("0")),
+                currency=settings.WAYBILL_CURRENCY,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint if idempotency_key else "",
             )

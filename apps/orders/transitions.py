@@ -45,10 +45,11 @@ def order_snapshot_record(*, order: Order, event: type[contracts.OrderSnapshot])
         status=order.status,
         reason=order.reason,
         lines=[
-            contracts.OrderLine(sku=line.sku, name=line.name, quantity=line.quantity, unit_price=line.unit_price)
+            contracts.OrderLine(sku=line.sku, name=line.name, quantity=line.quantity,
+                                unit_price=contracts.Money(amount=line.unit_price, currency=order.currency))
             for line in order.lines.all()
         ],
-        total=order.total,
+        total=contracts.Money(amount=order.total, currency=order.currency),
     )
     outbox_record(context="orders", message=snapshot, aggregate_id=str(order.id), aggregate_version=order.version)
 

@@ -49,7 +49,7 @@ def order_document(summary: OrderSummary, products: Mapping[str, CatalogItem] | 
         })
     return {
         "id": str(summary.order_id), "status": summary.status, "reason": summary.reason,
-        "total": None if summary.total is None else str(summary.total),
+        "total": None if summary.total is None else str(summary.total), "currency": summary.currency or None,
         "version": summary.version, "order_version": summary.order_version,
         "placed_at": summary.placed_at.isoformat() if summary.placed_at else None,
         "updated_at": summary.updated_at.isoformat() if summary.updated_at else None,

@@ -21,7 +21,9 @@ def _order_changed(step: str, status: str):
         return _step(envelope, order_id=snapshot.order_id, step=step, status=status, reason=snapshot.reason,
                      state=services.OrderState(
                          customer_id=snapshot.customer_id, status=snapshot.status, reason=snapshot.reason,
-                         lines=[line.model_dump(mode="json") for line in snapshot.lines], total=snapshot.total,
+                         lines=[{"sku": line.sku, "name": line.name, "quantity": line.quantity,
+                                 "unit_price": str(line.unit_price.amount)} for line in snapshot.lines],
+                         total=snapshot.total.amount, currency=snapshot.total.currency,
                          order_version=envelope.aggregate_version,
                      ))
     order_changed.__name__ = f"order_{step}"

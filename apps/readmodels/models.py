@@ -23,6 +23,7 @@ class OrderSummary(models.Model):
     reason = models.TextField(blank=True)
     lines = models.JSONField(default=list)  # [{sku, name, quantity, unit_price}], as ordered
     total = models.DecimalField(max_digits=12, decimal_places=2, null=True)
+    currency = models.CharField(max_length=3, blank=True)  # ISO 4217, of the total and the lines' prices
     order_version = models.PositiveBigIntegerField(default=0)
     version = models.PositiveBigIntegerField(default=0)
     placed_at = models.DateTimeField(null=True, blank=True)

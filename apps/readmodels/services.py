@@ -76,6 +76,7 @@ class OrderState:
     reason: str
     lines: list[dict]  # [{sku, name, quantity, unit_price}]
     total: Decimal
+    currency: str  # ISO 4217, of the total and every unit price
     order_version: int
 
 
@@ -143,7 +144,7 @@ def order_steps_project(steps: list[OrderStep]) -> list[bool]:
 
 
 # What a step may change on an order's row.
-_ORDER_FIELDS = ["customer_id", "status", "reason", "lines", "total", "order_version", "version", "placed_at",
+_ORDER_FIELDS = ["customer_id", "status", "reason", "lines", "total", "currency", "order_version", "version", "placed_at",
                  "timeline", "updated_at"]
 
 
@@ -167,7 +168,8 @@ def _step_apply(row: OrderSummary, step: OrderStep) -> list[DashboardDelta] | No
                 deltas.append(DashboardDelta(status=row.status, delta=-1))
             deltas.append(DashboardDelta(status=state.status, delta=1))
         row.customer_id, row.status, row.reason = state.customer_id, state.status, state.reason
-        row.lines, row.total, row.order_version = state.lines, state.total, state.order_version
+        row.lines, row.total, row.currency, row.order_version = state.lines, state.total, state.currency, \
+            state.order_version
     if step.step in THROUGHPUT_EVENTS:
         deltas.append(DashboardDelta(event=step.step, minute=at.replace(second=0, microsecond=0)))
     row.version += 1

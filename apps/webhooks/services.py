@@ -200,11 +200,14 @@ def _may_receive(*, rights: tuple[bool, bool] | None, owner_id: int, event_type:
 
 # --- deliveries --------------------------------------------------------------------------------
 def webhook_body(*, envelope: Envelope, data: dict) -> str:
-    """What a receiver gets: the event's id and type, when it happened, which aggregate and
-    version (retries can reorder deliveries: order by version), and the event's payload."""
+    """What a receiver gets: the event's id, type and schema version (of ``data``: the
+    version this consumer reads, whatever version was published), when it happened, which
+    aggregate and version (retries can reorder deliveries: order by version), and the
+    event's payload."""
     wire = envelope.model_dump(mode="json")
     return json.dumps({
-        "id": wire["id"], "type": envelope.type, "occurred_at": wire["occurred_at"],
+        "id": wire["id"], "type": envelope.type, "schema_version": envelope.schema_version,
+        "occurred_at": wire["occurred_at"],
         "aggregate_id": envelope.aggregate_id, "aggregate_version": envelope.aggregate_version,
         "data": data,
     }, separators=(",", ":"))

@@ -116,13 +116,16 @@ def write(rate: float, seconds: float, workers: int, out: str, progress_path: st
     ctx = _setup()
     from django.db import connections, transaction
 
-    from apps.orders.contracts import OrderLine, OrderPlaced
+    from apps.orders.contracts import Money, OrderLine, OrderPlaced
     from waybill.outbox import outbox_record
 
     from .common import Progress, open_loop
 
-    lines = [OrderLine(sku="KETTLE-1", name="Electric kettle", quantity=2, unit_price=Decimal("24.90")),
-             OrderLine(sku="MUG-3", name="Stoneware mug", quantity=4, unit_price=Decimal("7.50"))]
+    def euros(amount: str) -> Money:
+        return Money(amount=Decimal(amount), currency="EUR")
+
+    lines = [OrderLine(sku="KETTLE-1", name="Electric kettle", quantity=2, unit_price=euros("24.90")),
+             OrderLine(sku="MUG-3", name="Stoneware mug", quantity=4, unit_price=euros("7.50"))]
 
     def send(i: int) -> tuple[str, float]:
         order_id = uuid.uuid4()
@@ -133,7 +136,7 @@ def write(rate: float, seconds: float, workers: int, out: str, progress_path: st
             env = outbox_record(
                 context="orders",
                 message=OrderPlaced(order_id=order_id, customer_id=1 + i % 1000, status="PENDING",
-                                    lines=lines, total=Decimal("79.80")),
+                                    lines=lines, total=euros("79.80")),
                 aggregate_id=str(order_id), aggregate_version=1)
         return str(env.id), committed[0]
 

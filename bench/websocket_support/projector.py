@@ -68,7 +68,8 @@ def main() -> None:
                 order_id=order_id, message_id=uuid.uuid5(order_id, f"bench-{version}"), occurred_at=timezone.now(),
                 step=steps[command["status"]], step_status=services.OK,
                 state=services.OrderState(customer_id=customer_id, status=command["status"], reason="",
-                                          lines=[line], total=Decimal(line["unit_price"]), order_version=version),
+                                          lines=[line], total=Decimal(line["unit_price"]), currency="EUR",
+                                          order_version=version),
             )
         print(json.dumps({"projected": projected, "seconds": time.perf_counter() - began,
                           "publish_ms": publish_ms}), flush=True)

@@ -54,8 +54,8 @@ class _LineInCents(Message):
 
 
 def _placed_edited(*, drop: tuple[str, ...] = (), **fields) -> type[Message]:
-    """orders.order_placed's schema with ``drop`` removed and ``fields`` added or replaced."""
-    kept = {name: (field.annotation, field) for name, field in orders.OrderPlaced.model_fields.items()
+    """orders.order_placed v1's schema with ``drop`` removed and ``fields`` added or replaced."""
+    kept = {name: (field.annotation, field) for name, field in orders.OrderPlacedV1.model_fields.items()
             if name not in drop and name not in fields}
     return create_model("OrderPlacedEdited", __base__=Message, **kept, **fields)
 
@@ -89,7 +89,7 @@ def test_a_narrowed_enum_and_a_version_gone_are_breaking():
 
 
 def test_a_new_optional_field_and_a_new_version_pass_and_update_the_lock():
-    class WithChannel(orders.OrderPlaced):
+    class WithChannel(orders.OrderPlacedV1):
         channel: str = "web"
 
     [change] = _with_placed_as(WithChannel)

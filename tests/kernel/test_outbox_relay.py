@@ -28,11 +28,14 @@ class RecountStock(Message):
     sku: str
 
 
+ONE = orders_contracts.Money(amount=Decimal("1"), currency="EUR")
+
+
 def _placed(order_id=None, sku="KETTLE-1", quantity=1) -> orders_contracts.OrderPlaced:
     return orders_contracts.OrderPlaced(
         order_id=order_id or uuid.uuid4(), customer_id=1, status="PENDING",
-        lines=[orders_contracts.OrderLine(sku=sku, name="Kettle", quantity=quantity, unit_price=Decimal("1"))],
-        total=Decimal("1"),
+        lines=[orders_contracts.OrderLine(sku=sku, name="Kettle", quantity=quantity, unit_price=ONE)],
+        total=ONE,
     )
 
 

@@ -32,6 +32,7 @@ class OrderOutput(serializers.Serializer):
     reason = serializers.CharField()
     version = serializers.IntegerField()
     total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField(help_text="ISO 4217, of the total and of every line's unit price.")
     lines = OrderLineOutput(many=True, source="lines.all")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

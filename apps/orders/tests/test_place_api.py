@@ -59,4 +59,4 @@ def test_good_lines_are_placed(alice):
     lines = [{"sku": "LAMP-1", "quantity": 2}, {"sku": "MUG-2", "quantity": 1}]
     response = alice.post("/api/v1/orders/", {"lines": lines}, format="json")
     assert response.status_code == 202, response.content
-    assert response.json()["total"] == "44.50"
+    assert (response.json()["total"], response.json()["currency"]) == ("44.50", "EUR")

@@ -25,5 +25,5 @@ def order_snapshot_project(*, order_id: UUID, customer_id: int, status: str, rea
         order_id=order_id, message_id=uuid.uuid5(order_id, f"snapshot-{version}"), occurred_at=timezone.now(),
         step=step, step_status=step_status, reason=reason,
         state=services.OrderState(customer_id=customer_id, status=status, reason=reason, lines=lines, total=total,
-                                  order_version=version),
+                                  currency="EUR", order_version=version),
     )

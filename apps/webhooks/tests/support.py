@@ -60,9 +60,9 @@ def product_updated(*, on_hand: int = 3, version: int = 1, sku: str = "LAMP-1") 
 
 def order_placed(*, customer_id: int) -> tuple[str, str]:
     order_id = uuid.uuid4()
-    snapshot = orders.OrderPlaced(order_id=order_id, customer_id=customer_id, status="PENDING", total=Decimal("5"),
-                                  lines=[orders.OrderLine(sku="LAMP-1", name="Lamp", quantity=1,
-                                                          unit_price=Decimal("5"))])
+    five = orders.Money(amount=Decimal("5"), currency="EUR")
+    snapshot = orders.OrderPlaced(order_id=order_id, customer_id=customer_id, status="PENDING", total=five,
+                                  lines=[orders.OrderLine(sku="LAMP-1", name="Lamp", quantity=1, unit_price=five)])
     return envelope(snapshot, aggregate_id=str(order_id)), str(order_id)
 
 

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.inventory import contracts as inventory
+from apps.orders import contracts as orders
 from apps.webhooks import services
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.support.webhook_receiver import Receiver
@@ -169,6 +170,21 @@ def test_a_customer_endpoint_gets_only_that_customers_orders(pump, staff, alice,
         by_path.setdefault(request.path, []).append(json.loads(request.body)["data"]["order_id"])
     assert by_path["/hooks/alice"] == [mine]
     assert len(by_path["/hooks/staff"]) == 2
+
+
+def test_an_event_published_as_v1_is_delivered_as_the_version_webhooks_reads_and_says_so(pump, staff):
+    """An order event from before amounts carried their currency (v1) reaches receivers
+    as v2, the version the webhooks consumer reads, with the schema_version it is in."""
+    placed, order_id = order_placed(customer_id=staff.id)
+    as_v1 = json.loads(placed)
+    as_v1.update(schema_version=1, payload=orders.money_as_a_bare_amount(as_v1["payload"]))
+    with Receiver() as receiver:
+        register(staff, receiver.url + "/staff", "orders.order_placed")
+        bring(pump, json.dumps(as_v1))
+        assert send_all() == 1
+    [body] = [json.loads(request.body) for request in receiver.requests]
+    assert (body["type"], body["schema_version"], body["data"]["order_id"]) == ("orders.order_placed", 2, order_id)
+    assert body["data"]["total"] == {"amount": "5", "currency": "EUR"}
 
 
 def test_a_product_listing_is_for_anyone_and_stock_for_staff_only(pump, staff, alice):

@@ -5,7 +5,8 @@ from .environment import env
 # Order size limit, documented in the API schema and README.
 WAYBILL_ORDER_MAX_LINES = 20
 WAYBILL_ORDER_MAX_QUANTITY = 100
-WAYBILL_CURRENCY = "EUR"
+# ISO 4217: what the shop's prices are in; each order keeps the one it was placed in.
+WAYBILL_CURRENCY = env.str("WAYBILL_CURRENCY", default="EUR")
 
 # --- The order saga: how long each step may wait (database time) before it is compensated.
 WAYBILL_SAGA_RESERVE_SECONDS = env.float("WAYBILL_SAGA_RESERVE_SECONDS", default=30.0)

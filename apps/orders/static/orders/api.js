@@ -51,6 +51,8 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
   throw new ApiError(text, { status: response.status, fields: data && typeof data === "object" ? data : {} });
 }
 
-export function money(value) {
-  return Number(value).toFixed(2);
+// An amount with two places and, when known, its ISO 4217 currency ("9.00 EUR").
+export function money(value, currency) {
+  const amount = Number(value).toFixed(2);
+  return currency ? `${amount} ${currency}` : amount;
 }

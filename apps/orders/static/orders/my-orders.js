@@ -55,7 +55,7 @@ class WaybillMyOrders extends HTMLElement {
       status.textContent = order.status;
       status.classList.add(`status-${order.status}`);
       const lines = (order.lines ?? []).map((l) => `${l.quantity} × ${l.name ?? l.sku}`).join(", ");
-      li.querySelector("[data-role=lines]").textContent = `${lines} — total ${money(order.total)}`;
+      li.querySelector("[data-role=lines]").textContent = `${lines} — total ${money(order.total, order.currency)}`;
       li.querySelector("[data-role=reason]").textContent = order.reason ?? "";
       const track = li.querySelector("[data-role=track]");
       track.href = `/track/${order.id}/`;

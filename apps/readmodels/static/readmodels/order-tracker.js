@@ -156,10 +156,11 @@ class WaybillOrderTracker extends HTMLElement {
     this.querySelector("[data-role=lines]").replaceChildren(...(order.lines ?? []).map((line) => {
       const li = document.createElement("li");
       li.textContent = `${line.quantity} × ${line.name ?? names.get(line.sku) ?? line.sku}` +
-        (line.unit_price ? ` at ${line.unit_price}` : "");
+        (line.unit_price ? ` at ${line.unit_price}${order.currency ? ` ${order.currency}` : ""}` : "");
       return li;
     }));
-    this.querySelector("[data-role=total]").textContent = order.total ?? "";
+    this.querySelector("[data-role=total]").textContent =
+      order.total == null ? "" : `${order.total}${order.currency ? ` ${order.currency}` : ""}`;
     const steps = order.timeline ?? [];
     renderList(this.querySelector("[data-role=timeline]"), steps.map((step) => {
       const li = document.createElement("li");
