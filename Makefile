@@ -18,8 +18,11 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 # What tests need (pytest, Playwright, import-linter, ...) is installed only for them.
-$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
+# The AsyncAPI specification's JSON Schema too, for the catalog's test (bin/fetch-asyncapi-spec).
+ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi/3.0.0.json
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed bin/fetch-asyncapi-spec
 	$(PY) -m pip install --quiet -r requirements-test.txt
+	$(PY) bin/fetch-asyncapi-spec $(ASYNCAPI_SCHEMA)
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from waybill import health
+from waybill import catalog, health
 
 from .auth import ThrottledLoginView, TokenObtainView
 
@@ -22,6 +22,9 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The bus's message catalog (AsyncAPI 3.0), beside the HTTP API's.
+    path("api/asyncapi.json", catalog.catalog_json, name="asyncapi-json"),
+    path("api/asyncapi/", catalog.catalog_page, name="asyncapi"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -91,7 +91,7 @@ def context_queue(context: contexts.BoundedContext, partition: int = 0, *, decla
     the setting."""
     # A consumer whose bindings are chosen at run time gets its event bindings from
     # rebind() alone: declaring or consuming its queue must not bind every type again.
-    static = () if context.bindings else sorted(context.consumed_types)
+    static = () if context.bindings else sorted(context.consumed_events)
     bindings = [binding(EVENTS, routing_key=_partitioned(t, partition)) for t in static]
     bindings.append(binding(COMMANDS, routing_key=_partitioned(context.name, partition)))
     arguments = dict(QUEUE_ARGUMENTS)
@@ -167,7 +167,7 @@ def bind_exactly(channel, context: contexts.BoundedContext, types: Iterable[str]
     unbinding what is not, is harmless, so this can be repeated. A type the consumer has no
     handler for is refused: each of its messages would be a dead letter."""
     wanted = set(types)
-    if unknown := wanted - context.consumed_types:
+    if unknown := wanted - context.consumed_events:
         raise ValueError(f"{context.name} has no handler for {sorted(unknown)}: not bound")
     # Binding first: a type that stays wanted is never unbound, not even for a moment.
     for partition in partitions():
@@ -175,7 +175,7 @@ def bind_exactly(channel, context: contexts.BoundedContext, types: Iterable[str]
             channel.queue_bind(queue=queue_name(context.name, partition), exchange=EVENTS.name,
                                routing_key=_partitioned(message_type, partition))
     for partition in partitions():
-        for message_type in sorted(context.consumed_types - wanted):
+        for message_type in sorted(context.consumed_events - wanted):
             channel.queue_unbind(queue=queue_name(context.name, partition), exchange=EVENTS.name,
                                  routing_key=_partitioned(message_type, partition))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import manifest as manifests
-from .messages import Envelope, Message, missing_steps
+from .messages import Envelope, Kind, Message, missing_steps
 
 if TYPE_CHECKING:
     from .models import DeadLetterBase, InboxMessageBase
@@ -126,6 +126,12 @@ class BoundedContext:
     @property
     def consumed_types(self) -> set[str]:
         return {schema.message_type for schema in self.handlers}
+
+    @property
+    def consumed_events(self) -> set[str]:
+        """The events and documents among ``consumed_types``: what the queue binds on the
+        events exchange (commands come on the commands exchange, under its own name)."""
+        return {schema.message_type for schema in self.handlers if schema.kind is not Kind.COMMAND}
 
 
 _contexts: dict[str, BoundedContext] = {}

@@ -111,7 +111,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Waybill API",
     "DESCRIPTION": (
         "Orders, inventory and read models of the Waybill shop. Writes answer 202 and "
-        "the outcome arrives on the read side; see README for the message flow."
+        "the outcome arrives on the read side; see README for the message flow. The messages "
+        "on the bus (and sent to webhooks) are in the [message catalog](/api/asyncapi/), "
+        "also as an [AsyncAPI 3.0 document](/api/asyncapi.json)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
