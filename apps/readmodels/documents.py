@@ -4,7 +4,7 @@ backend-for-frontend return these same documents.
 
 Shapes (H4's micro-frontends and webhooks rely on them):
 
-- ``order``: {id, status, reason, total, version, order_version, placed_at, updated_at,
+- ``order``: {id, status, reason, total, currency, version, order_version, placed_at, updated_at,
   lines: [{sku, name, quantity, unit_price, available}],
   timeline: [{step, status, at, reason}]}
 - ``catalog_item``: {sku, name, price, available, version}

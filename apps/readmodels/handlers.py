@@ -121,10 +121,12 @@ def _project(messages: list[tuple[Envelope, Message]]) -> None:
             products.append(product_state(envelope, message))
         else:
             GAUGES[type(message)](envelope, message)
-    if steps:
-        services.order_steps_project(steps)
+    # Products first: an order's document shows its products' availability, as it would
+    # had each message been applied alone, in turn.
     if products:
         services.catalog_items_project(products)
+    if steps:
+        services.order_steps_project(steps)
 
 
 PROJECTION = Batched(one=project, many=project_many)

@@ -177,8 +177,9 @@ def _step_apply(row: OrderSummary, step: OrderStep) -> list[DashboardDelta] | No
 
 
 def _order_rows_locked(order_ids: set[UUID]) -> dict[UUID, OrderSummary]:
-    """The orders' rows, locked until the transaction ends (in id order, so two
-    projectors lock them in the same order); created empty if new."""
+    """The orders' rows, locked until the transaction ends: the existing ones in id order
+    (as another projector locks them), then the missing ones, created empty (and so locked),
+    in id order too."""
     rows = OrderSummary.objects.using(DB)
     for _ in range(2):
         found = {row.order_id: row for row in

@@ -5,10 +5,11 @@ A consumer applies a batch of messages in one transaction (``consumer``). When s
 them change the same thing (one order's events, one product's documents), a handler can
 say what it would write for that thing under a key (``at_batch_end``); the last value
 given for a key wins, and its ``write`` runs once, inside the transaction, after the last
-message of the batch. The read side uses it for its change log: an order's document is
-recorded and pushed once per batch, not once per event of the order in it. Or it gathers
-items under a key (``gathered_at_batch_end``), all written at once: the outbox inserts a
-batch's messages in one statement and wakes its relay once.
+message of the batch (say, an order's document recorded once per batch, not once per
+event of the order in it). Or it gathers items under a key (``gathered_at_batch_end``),
+all written at once: the outbox inserts a batch's messages in one statement and wakes its
+relay once; the read side's change log records a stream's changes in one insert, each
+changed row once.
 
 What is left here follows the savepoints it was left in, as rows written there would: a
 value left inside a savepoint that rolls back (a failed message's, or a handler's own

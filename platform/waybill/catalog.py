@@ -13,6 +13,7 @@ not reachable from outside.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def catalog() -> dict[str, Any]:
                 "title": f"{newest.owner} sends {message_type}",
                 "summary": f"Published by {newest.owner}, at v{newest.schema_version}.",
                 "messages": [_channel_message(channel, newest)],
+                "x-waybill-publisher": newest.owner,
             }
         for context in contexts.all_contexts():
             found = context.handler_for(message_type)
@@ -184,7 +186,9 @@ def _schema_with_components(spec: MessageSpec) -> tuple[dict[str, Any], dict[str
 
 # --- served ----------------------------------------------------------------------------------
 
+@functools.cache
 def _committed() -> dict[str, Any]:
+    # Read once per process: the file changes only with a deployment.
     path = _REPOSITORY / CATALOG_FILE
     if not path.exists():
         raise Http404("The message catalog has not been generated (make contracts-lock).")
@@ -209,12 +213,14 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
         entry["versions"].append({"version": message["x-waybill-schema-version"], "summary": message["summary"],
                                   "fields": _fields(schemas, schemas[name])})
     for operation in document["operations"].values():
-        channel = document["channels"][operation["channel"]["$ref"].rsplit("/", 1)[-1]]
-        message_type = messages[next(iter(channel["messages"]))]["name"]
-        side = "senders" if operation["action"] == "send" else "receivers"
-        who = operation.get("x-waybill-consumer") or operation["title"].split(" ", 1)[0]
-        reads = operation.get("x-waybill-reads-version")
-        by_type[message_type][side].append(f"{who} (reads v{reads})" if reads else who)
+        # A commands channel carries every command to one consumer: the operation's own
+        # messages say which type it is about.
+        message_type = messages[operation["messages"][0]["$ref"].rsplit("/", 1)[-1]]["name"]
+        if operation["action"] == "send":
+            by_type[message_type]["senders"].append(operation["x-waybill-publisher"])
+        else:
+            by_type[message_type]["receivers"].append(
+                f"{operation['x-waybill-consumer']} (reads v{operation['x-waybill-reads-version']})")
     for entry in by_type.values():
         entry["address"] = next(c for c in document["channels"].values()
                                 if any(messages[m]["name"] == entry["type"] for m in c["messages"]))["title"]

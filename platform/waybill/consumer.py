@@ -401,8 +401,8 @@ class ContextConsumer:
             # An IntegrityError is most often a concurrent write of the same row: expected. Anything
             # else is likely the handler's own bug, which takes every run to one at a time.
             log.log(logging.INFO if isinstance(error, IntegrityError) else logging.WARNING,
-                    "%s: a run of %d %s failed together (%r); applying them one at a time",
-                    self.context.name, len(run), items[0].envelope.type, error)
+                    "%s: a run of %d messages (%s) failed together (%r); applying them one at a time",
+                    self.context.name, len(run), ", ".join(sorted({item.envelope.type for item in items})), error)
             return False
         finally:
             for span in filter(None, spans):
@@ -449,8 +449,9 @@ class ContextConsumer:
         return self._failed(envelope, f"{type(error).__name__}: {error}", permanent=False)
 
     def _new_inbox_row(self, envelope: Envelope) -> InboxMessageBase:
+        # As published: a retry reads it again, converting it again to what its handler reads.
         return self.context.inbox(message_id=envelope.id, message_type=envelope.type,
-                                  envelope=envelope.model_dump(mode="json"))
+                                  envelope=envelope.as_published.model_dump(mode="json"))
 
     def _processed(self, row: InboxMessageBase) -> InboxMessageBase:
         row.status = Status.PROCESSED
@@ -506,11 +507,13 @@ class ContextConsumer:
                 row.status = Status.DEAD
                 row.next_attempt_at = None
                 row.save(using=db)
-                # What arrived was acked at the first failure: the envelope is what is kept.
+                # What arrived was acked at the first failure: the envelope is what is kept,
+                # as published (not as read: a later reader may take what a step dropped).
+                published = envelope.as_published
                 return self._dead_letter(
-                    Received.of(envelope.to_json(), content_type=bus.JSON),
+                    Received.of(published.to_json(), content_type=bus.JSON),
                     error if permanent else f"gave up after {row.attempts} attempts: {error}",
-                    envelope=envelope.model_dump(mode="json"), attempts=row.attempts,
+                    envelope=published.model_dump(mode="json"), attempts=row.attempts,
                 )
             delay = backoff_delay(
                 row.attempts,

@@ -7,14 +7,17 @@ queues, dead letters and the history, and readers on older code meet the new pro
 So against the lock, for each version:
 
 - a version that is no longer registered, a removed field, a retyped field, a new required
-  field (or an optional one made required) and a narrowed enum break it;
-- a new optional field does not (readers ignore fields they do not know, ``Message``), and
-  updates the lock; so does a new version.
+  field (or an optional one made required), a narrowed enum and a tightened constraint (a
+  raised minimum, a lowered maximum, a changed pattern) break it;
+- a new optional field does not (readers ignore fields they do not know, ``Message``), nor
+  does a widened enum or a loosened constraint (for readers on the new code); they, a new
+  version and any other edit (a description) update the lock.
 
 Written by hand, on purpose: the JSON Schema compatibility checkers there are are alpha
 (jsoncompat) or JavaScript, and none names the field and the consumers it breaks in the
 terms of this registry. The schemas compared are pydantic's, a narrow dialect: objects with
-``properties``/``required``, ``$ref`` into ``$defs``, ``anyOf``, ``items``, ``enum``.
+``properties``/``required``, ``$ref`` into ``$defs``, ``anyOf``/``oneOf``, ``items``,
+``prefixItems``, ``additionalProperties``, ``enum``/``const`` and the bounds above.
 """
 
 from __future__ import annotations
@@ -109,14 +112,22 @@ class _Schema:
         return node
 
 
-def _compare(old_doc: _Schema, new_doc: _Schema, old: dict, new: dict, path: str) -> Iterator[tuple[str, str, bool]]:
+# Constraints a value must meet: raising a lower bound, lowering an upper one, or changing a
+# pattern refuses values the old schema accepted.
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_MAX_DEPTH = 32  # a recursive model's schema refers to itself
+
+
+def _compare(old_doc: _Schema, new_doc: _Schema, old: dict, new: dict, path: str,
+             depth: int = 0) -> Iterator[tuple[str, str, bool]]:
+    if depth > _MAX_DEPTH:
+        return
     old, new = old_doc.resolve(old), new_doc.resolve(new)
     if (before := _shape(old_doc, old)) != (after := _shape(new_doc, new)):
         yield path, f"retyped from {before} to {after}", True
         return
-    if "enum" in old:
-        if dropped := [value for value in old["enum"] if value not in new.get("enum", [])]:
-            yield path, f"enum narrowed: {', '.join(map(repr, dropped))} no longer allowed", True
+    yield from _constraints(old, new, path)
     if "properties" in old or "properties" in new:
         old_fields, new_fields = old.get("properties", {}), new.get("properties", {})
         old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
@@ -127,20 +138,53 @@ def _compare(old_doc: _Schema, new_doc: _Schema, old: dict, new: dict, path: str
                 continue
             if name in new_required and name not in old_required:
                 yield child, "made required", True
-            yield from _compare(old_doc, new_doc, old_fields[name], new_fields[name], child)
-        for name in new_fields.keys() - old_fields.keys():
+            yield from _compare(old_doc, new_doc, old_fields[name], new_fields[name], child, depth + 1)
+        for name in sorted(new_fields.keys() - old_fields.keys()):
             child = f"{path}.{name}" if path else name
             if name in new_required:
                 yield child, "a new required field", True
             else:
                 yield child, "a new optional field", False
-    if "items" in old and "items" in new:
-        yield from _compare(old_doc, new_doc, old["items"], new["items"], f"{path}[]")
-    # The same shapes (checked above): each old option against the new one of its shape.
-    new_options = {_shape(new_doc, option): option for option in new.get("anyOf", [])}
-    for option in old.get("anyOf", []):
-        if (match := new_options.get(_shape(old_doc, option))) is not None:
-            yield from _compare(old_doc, new_doc, option, match, path)
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            yield from _compare(old_doc, new_doc, old[key], new[key], f"{path}{suffix}", depth + 1)
+    for index, (old_item, new_item) in enumerate(zip(old.get("prefixItems", []), new.get("prefixItems", []),
+                                                     strict=False)):
+        yield from _compare(old_doc, new_doc, old_item, new_item, f"{path}[{index}]", depth + 1)
+    # The same shapes (checked above): each old option against the new one of its shape,
+    # in their order where several share one (two object models).
+    for keyword in ("anyOf", "oneOf"):
+        new_options: dict[str, list[dict]] = {}
+        for option in new.get(keyword, []):
+            new_options.setdefault(_shape(new_doc, option), []).append(option)
+        for option in old.get(keyword, []):
+            if candidates := new_options.get(_shape(old_doc, option)):
+                yield from _compare(old_doc, new_doc, option, candidates.pop(0), path, depth + 1)
+
+
+def _constraints(old: dict, new: dict, path: str) -> Iterator[tuple[str, str, bool]]:
+    """Narrowed enums (a single-value ``const`` is an enum of one) and tightened bounds."""
+    allowed_before, allowed_now = _allowed(old), _allowed(new)
+    if allowed_now is not None:
+        if allowed_before is None:
+            yield path, f"now limited to {', '.join(map(repr, allowed_now))}", True
+        elif dropped := [value for value in allowed_before if value not in allowed_now]:
+            yield path, f"enum narrowed: {', '.join(map(repr, dropped))} no longer allowed", True
+    for key in _LOWER_BOUNDS:
+        if new.get(key) is not None and (old.get(key) is None or new[key] > old[key]):
+            yield path, f"{key} tightened from {old.get(key)} to {new[key]}", True
+    for key in _UPPER_BOUNDS:
+        if new.get(key) is not None and (old.get(key) is None or new[key] < old[key]):
+            yield path, f"{key} tightened from {old.get(key)} to {new[key]}", True
+    for key in ("pattern", "multipleOf"):
+        if new.get(key) is not None and new.get(key) != old.get(key):
+            yield path, f"{key} changed from {old.get(key)!r} to {new[key]!r}", True
+
+
+def _allowed(node: dict) -> list | None:
+    if "const" in node:
+        return [node["const"]]
+    return node.get("enum")
 
 
 def _shape(document: _Schema, node: dict) -> str:

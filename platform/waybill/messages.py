@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from . import jsonlimits
 
@@ -156,8 +156,8 @@ def read_as(envelope: Envelope, version: int) -> tuple[Envelope, Message]:
     for source, target in _path(envelope.schema_version, version):
         step = _steps.get((envelope.type, source, target))
         if step is None:
-            raise MessageRefused(f"{envelope.type} v{source} cannot be read as v{version}: no step to v{target} "
-                                 f"(this reader takes v{version})")
+            raise MessageRefused(f"{envelope.type} v{envelope.schema_version} cannot be read as v{version}: "
+                                 f"no step from v{source} to v{target}")
         try:
             payload = step(payload)
         except Exception as error:  # noqa: BLE001 - a step that cannot convert this message refuses it
@@ -169,7 +169,9 @@ def read_as(envelope: Envelope, version: int) -> tuple[Envelope, Message]:
     except ValidationError as exc:
         raise MessageRefused(f"{envelope.type} v{envelope.schema_version} read as v{version} is invalid: "
                              f"{_first_errors(exc)}") from None
-    return envelope.model_copy(update={"schema_version": version, "payload": message.model_dump(mode="json")}), message
+    converted = envelope.model_copy(update={"schema_version": version, "payload": message.model_dump(mode="json")})
+    converted._published = envelope.as_published
+    return converted, message
 
 
 class Envelope(BaseModel):
@@ -187,9 +189,17 @@ class Envelope(BaseModel):
     causation_id: uuid.UUID | None = None
     traceparent: str | None = None
     payload: dict[str, Any]
+    # Set when this envelope is another one read as another version (``read_as``).
+    _published: Envelope | None = PrivateAttr(default=None)
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    @property
+    def as_published(self) -> Envelope:
+        """The envelope as its producer published it: what inboxes and dead letters keep,
+        so that nothing a conversion step dropped is lost to a later reader."""
+        return self._published or self
 
 
 def uuid_or_none(value: Any) -> uuid.UUID | None:

@@ -94,4 +94,12 @@ def test_it_is_served_as_json_and_as_a_page_to_anyone():
     for message_type in {message["name"] for message in committed["components"]["messages"].values()}:
         assert f'id="{message_type}"' in text
     assert "lines[].unit_price.currency" in text and "readmodels (reads v2)" in text
+
+    def section(message_type: str) -> str:
+        return text.split(f'id="{message_type}"', 1)[1].split("<section", 1)[0]
+
+    # Commands share their consumer's channel: each is credited to its own receiver, once.
+    assert "received by inventory (reads v1)." in section("inventory.reserve_stock")
+    assert "received by payments (reads v1)." in section("orders.refund_payment")
+    assert "Sent by orders;" in section("orders.order_placed")
     assert "/api/asyncapi/" in anonymous.get("/api/schema/").content.decode()

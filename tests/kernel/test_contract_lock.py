@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from pydantic import Field, create_model
@@ -75,6 +76,39 @@ def test_each_breaking_change_is_refused_naming_the_field_the_message_and_its_co
         f"orders.order_placed v1 {expected}; breaks readmodels, webhooks (consumers of orders.order_placed)"]
 
 
+class _Card(Message):
+    number: str
+
+
+class _Transfer(Message):
+    iban: str
+
+
+def _changes_between(old: type[Message], new: type[Message]) -> list[tuple[str, str, bool]]:
+    return [(change.field, change.what, change.breaking) for change in contractlock.changes(
+        {"x.y": {"1": {"kind": "event", "schema": old.model_json_schema()}}},
+        {"x.y": {"1": {"kind": "event", "schema": new.model_json_schema()}}})]
+
+
+def test_tightened_constraints_and_inner_types_are_breaking_and_widening_is_not():
+    def model(**fields) -> type[Message]:
+        return create_model("M", __base__=Message, **fields)
+
+    assert _changes_between(model(quantity=(int, Field(ge=1))), model(quantity=(int, Field(ge=2)))) == [
+        ("quantity", "minimum tightened from 1 to 2", True)]
+    assert _changes_between(model(code=(str, Field(max_length=5))), model(code=(str, Field(max_length=3)))) == [
+        ("code", "maxLength tightened from 5 to 3", True)]
+    assert _changes_between(model(kind=(Literal["a"], ...)), model(kind=(Literal["b"], ...))) == [
+        ("kind", "enum narrowed: 'a' no longer allowed", True)]
+    assert _changes_between(model(counts=(dict[str, int], ...)), model(counts=(dict[str, str], ...))) == [
+        ("counts{}", "retyped from integer to string", True)]
+    # Loosening is not breaking (for readers on the new code), nor is an unchanged union of models.
+    assert _changes_between(model(kind=(Literal["a", "b"], ...)), model(kind=(str, ...))) == []
+    assert _changes_between(model(quantity=(int, Field(ge=2))), model(quantity=(int, Field(ge=1)))) == []
+    paid_by = model(paid_by=(_Card | _Transfer, ...))
+    assert _changes_between(paid_by, paid_by) == []
+
+
 def test_a_narrowed_enum_and_a_version_gone_are_breaking():
     registry = contractlock.locked_schemas()
     widened, narrowed = copy.deepcopy(registry), copy.deepcopy(registry)
@@ -107,14 +141,15 @@ def test_the_command_refuses_a_breaking_lock_and_writes_a_compatible_one(tmp_pat
     stale = copy.deepcopy(registry)
     del stale[PLACED]["1"]["schema"]["properties"]["reason"]  # the lock predates an optional field
     lock.write_text(contractlock.lock_text(stale))
-    checked = _lock_command("--path", str(lock), "--check")
+    catalog = ["--catalog", str(tmp_path / "asyncapi.json")]  # never the repository's
+    checked = _lock_command("--path", str(lock), *catalog, "--check")
     assert checked.returncode == 1 and "out of date" in checked.stderr, checked.stdout + checked.stderr
-    written = _lock_command("--path", str(lock))
+    written = _lock_command("--path", str(lock), *catalog)
     assert written.returncode == 0, written.stderr
     assert contractlock.read_lock(lock) == registry
     broken = copy.deepcopy(registry)
     broken[PLACED]["1"]["schema"]["properties"]["brand_new"] = {"type": "string"}  # gone from the registry
     lock.write_text(contractlock.lock_text(broken))
-    refused = _lock_command("--path", str(lock))
+    refused = _lock_command("--path", str(lock), *catalog)
     assert refused.returncode == 1 and "field 'brand_new': removed" in refused.stdout
     assert contractlock.read_lock(lock) == broken  # unchanged

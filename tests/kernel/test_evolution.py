@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.readmodels.models import DeadLetter, InboxMessage, OutboxMessage
 from waybill import contexts, messages, operations
-from waybill.consumer import ContextConsumer, Outcome
+from waybill.consumer import ContextConsumer, Outcome, PermanentFailure
 from waybill.messages import Message, downcaster, message, upcaster
 from waybill.wire import Received
 
@@ -161,3 +161,24 @@ def test_a_step_that_cannot_convert_a_message_refuses_it_with_the_reason():
     assert _deliver(_consumer(v1, []), 2, {"parcel": "P-1", "weight": {"amount": 2, "unit": "lb"}}) \
         is Outcome.DEAD_LETTERED
     assert DeadLetter.objects.get().reason == "parcels.parcel_weighed v2 -> v1 failed: KeyError: 'lb'"
+
+
+def test_inbox_rows_and_dead_letters_keep_the_message_as_published_not_as_read():
+    _v1(), _v2(), _v3()
+    downcaster(TYPE, from_version=3)(lambda payload: {k: v for k, v in payload.items() if k != "weighed_by"})
+    v2 = messages.spec_for(TYPE, 2).schema
+    published = {"parcel": "P-1", "weight": {"amount": 7, "unit": "g"}, "weighed_by": "ann"}
+    assert _deliver(_consumer(v2, []), 3, published) is Outcome.APPLIED
+    row = InboxMessage.objects.get()
+    assert (row.envelope["schema_version"], row.envelope["payload"]) == (3, published)
+
+    def refuses(envelope, payload):
+        raise PermanentFailure("no such parcel")
+
+    context = contexts.BoundedContext(name="parcels", database="readmodels", outbox=OutboxMessage,
+                                      inbox=InboxMessage, dead_letters=DeadLetter, handlers={v2: refuses})
+    assert _deliver(ContextConsumer(context), 3, {**published, "parcel": "P-2"}) is Outcome.DEAD_LETTERED
+    letter = DeadLetter.objects.get()
+    # Replayed once the reader moves to v3, it still has who weighed it.
+    assert letter.envelope["schema_version"] == 3 and letter.envelope["payload"]["weighed_by"] == "ann"
+    assert json.loads(bytes(letter.body))["payload"]["weighed_by"] == "ann"

@@ -44,3 +44,17 @@ def test_stale_version_is_refused():
     with pytest.raises(services.OrderVersionMismatch):
         services.order_cancel(order_id=order.id, customer_id=7, expected_versions={1})
     assert Order.objects.get(id=order.id).status == Order.Status.CONFIRMED
+
+
+def test_an_order_in_another_currency_cannot_be_told_to_a_v1_reader():
+    """orders' downcaster (v2 -> v1): a v1 reader assumes EUR, so another currency is refused."""
+    from apps.orders import contracts
+
+    euros = {"amount": "9.00", "currency": "EUR"}
+    payload = {"order_id": "5f0c9c8e-0000-4000-8000-000000000001", "customer_id": 1, "status": "PENDING",
+               "reason": "", "total": euros, "lines": [{"sku": "MUG-2", "name": "Mug", "quantity": 2,
+                                                       "unit_price": {"amount": "4.50", "currency": "EUR"}}]}
+    assert contracts.money_as_a_bare_amount(payload)["total"] == "9.00"
+    assert contracts.money_with_its_currency(contracts.money_as_a_bare_amount(payload)) == payload
+    with pytest.raises(ValueError, match="a v1 reader takes amounts in EUR only, not USD"):
+        contracts.money_as_a_bare_amount({**payload, "total": {"amount": "9.00", "currency": "USD"}})

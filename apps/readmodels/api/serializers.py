@@ -34,6 +34,8 @@ class OrderSummaryOutput(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True)
     lines = SummaryLineOutput(many=True)
     total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField(allow_null=True, help_text="ISO 4217, of the total and every line's unit "
+                                     "price; null until orders' first event about the order arrived.")
     version = serializers.IntegerField(help_text="This document's version: grows with every change of it.")
     order_version = serializers.IntegerField(help_text="The order's version on the write side (its ETag, for "
                                              "If-Match).")

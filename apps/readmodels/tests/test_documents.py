@@ -204,7 +204,7 @@ def _as_v1(envelope: Envelope) -> Envelope:
 
 @pytest.mark.parametrize("published_as", ["v2", "v1"])
 @pytest.mark.parametrize("batch_size", [5, 100])
-def test_a_batch_applied_together_equals_each_message_applied_in_turn(batch_size, published_as):
+def test_a_batch_applied_together_equals_each_message_applied_in_turn(batch_size, published_as, caplog):
     """The consumer hands the projector a batch as one run (``Batched``): each order's
     document is written once per batch, each product's newest document only, and the read
     side ends as it would one message at a time; a redelivery, inside a batch or in a later
@@ -226,6 +226,8 @@ def test_a_batch_applied_together_equals_each_message_applied_in_turn(batch_size
         outcomes += consumer.handle_batch([Received.of(envelope.to_json(), content_type="application/json")
                                            for envelope, _ in delivered[start:start + batch_size]])
     assert outcomes == [Outcome.APPLIED] * len(history.items) + [Outcome.DUPLICATE] * 6
+    # Each batch was one run, applied together: not message by message after a failure.
+    assert not [record for record in caplog.records if "failed together" in record.getMessage()]
     assert _state(now) == one_by_one
     if batch_size == 100:
         # One batch: each order recorded once on the customer's stream, at its last version.

@@ -58,8 +58,8 @@ def test_the_order_page_has_the_order_its_timeline_and_live_products_in_one_call
     assert response.status_code == 200, response.content
     page = response.json()
     order = page["order"]
-    assert (order["id"], order["status"], order["total"], order["order_version"]) == (
-        confirmed_order.id, "CONFIRMED", "40.00", 2)
+    assert (order["id"], order["status"], order["total"], order["currency"], order["order_version"]) == (
+        confirmed_order.id, "CONFIRMED", "40.00", "EUR", 2)
     assert [step["step"] for step in order["timeline"]] == ["placed", "stock_reserved", "payment_charged", "confirmed"]
     assert order["version"] == 4  # one per step
     assert order["lines"] == [{"sku": "LAMP-1", "name": "Lamp", "quantity": 2, "unit_price": "20.00", "available": 3,

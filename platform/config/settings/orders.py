@@ -1,5 +1,9 @@
 """The shop's rules: order limits, the order saga's deadlines, the payment provider."""
 
+import re
+
+from django.core.exceptions import ImproperlyConfigured
+
 from .environment import env
 
 # Order size limit, documented in the API schema and README.
@@ -7,6 +11,8 @@ WAYBILL_ORDER_MAX_LINES = 20
 WAYBILL_ORDER_MAX_QUANTITY = 100
 # ISO 4217: what the shop's prices are in; each order keeps the one it was placed in.
 WAYBILL_CURRENCY = env.str("WAYBILL_CURRENCY", default="EUR")
+if not re.fullmatch(r"[A-Z]{3}", WAYBILL_CURRENCY):
+    raise ImproperlyConfigured(f"WAYBILL_CURRENCY must be an ISO 4217 code such as EUR, not {WAYBILL_CURRENCY!r}")
 
 # --- The order saga: how long each step may wait (database time) before it is compensated.
 WAYBILL_SAGA_RESERVE_SECONDS = env.float("WAYBILL_SAGA_RESERVE_SECONDS", default=30.0)
