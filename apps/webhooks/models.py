@@ -22,6 +22,10 @@ class WebhookEndpoint(models.Model):
     owner_id = models.BigIntegerField()
     url = models.URLField(max_length=2000)
     event_types = models.JSONField()  # [message_type, ...]
+    # {message_type: version}: the schema version each type's ``data`` is sent in, chosen
+    # at registration (the newest, unless the owner names one), so that a new version of
+    # an event never changes what a receiver gets; it registers again to move.
+    schema_versions = models.JSONField(default=dict)
     # Those of its types the webhooks queue was bound to when last reconciled
     # (``services.webhook_bindings_reconcile``, in the webhooks worker), for an active
     # endpoint; empty for an inactive one. The queue binds only the types some endpoint

@@ -21,7 +21,8 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from waybill.api import Envelope, backoff_delay, bindings_changed
+from waybill.api import Envelope, MessageRefused, backoff_delay, bindings_changed
+from waybill.messages import read_as, versions_of
 
 from . import delivery, signing
 from .events import AUDIENCE, Audience, allowed_types
@@ -80,12 +81,14 @@ def _url_check(url: str) -> None:
 
 
 def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
-                              event_types: list[str]) -> WebhookEndpoint:
-    """Register ``url`` for ``event_types`` with a new secret (the caller shows it once).
+                              event_types: list[str], schema_versions: dict[str, int] | None = None,
+                              ) -> WebhookEndpoint:
+    """Register ``url`` for ``event_types`` with a new secret (the caller shows it once),
+    each type's data sent in the version ``schema_versions`` names, or else its newest.
 
-    Invariants: the URL passes the URL policy; every type is one this owner may receive;
-    an owner has at most WAYBILL_WEBHOOK_MAX_ENDPOINTS active endpoints. Raises
-    ``WebhookError`` otherwise. Emits no message.
+    Invariants: the URL passes the URL policy; every type is one this owner may receive, at
+    a registered version; an owner has at most WAYBILL_WEBHOOK_MAX_ENDPOINTS active
+    endpoints. Raises ``WebhookError`` otherwise. Emits no message.
 
     Its types take effect once the webhooks worker has bound them (``bound_types``,
     ``receiving`` in the API; ``webhook_bindings_reconcile``), usually well within a second."""
@@ -97,15 +100,29 @@ def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
         raise WebhookError("event_types", f"Unknown event types {unknown}; known: {list(allowed)}.")
     if refused := [t for t in event_types if t not in allowed]:
         raise WebhookError("event_types", f"Staff only: {refused}.")
+    versions = _versions_chosen(event_types, schema_versions or {})
     with transaction.atomic(using=DB):
         endpoints = WebhookEndpoint.objects.using(DB)
         limit = settings.WAYBILL_WEBHOOK_MAX_ENDPOINTS
         if endpoints.select_for_update().filter(owner_id=owner_id, active=True).count() >= limit:
             raise WebhookError("url", f"At most {limit} endpoints per user; delete one first.")
-        endpoint = endpoints.create(owner_id=owner_id, url=url,
-                                    event_types=sorted(set(event_types)), secret=signing.secret_generate())
+        endpoint = endpoints.create(owner_id=owner_id, url=url, event_types=sorted(set(event_types)),
+                                    schema_versions=versions, secret=signing.secret_generate())
         transaction.on_commit(lambda: bindings_changed(BINDINGS), using=DB)
         return endpoint
+
+
+def _versions_chosen(event_types: list[str], asked: dict[str, int]) -> dict[str, int]:
+    if stray := sorted(set(asked) - set(event_types)):
+        raise WebhookError("schema_versions", f"Not among the endpoint's event types: {stray}.")
+    chosen = {}
+    for message_type in sorted(set(event_types)):
+        known = versions_of(message_type)
+        version = asked.get(message_type, known[-1])
+        if version not in known:
+            raise WebhookError("schema_versions", f"{message_type} has versions {known}, not {version}.")
+        chosen[message_type] = version
+    return chosen
 
 
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
@@ -224,7 +241,7 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
     # bound types: one not bound yet may have missed events published before it was (see
     # webhook_bindings_reconcile); from the moment it is, it misses none.
     candidates = [e for e in WebhookEndpoint.objects.using(DB).filter(active=True)
-                  .only("id", "owner_id", "event_types", "bound_types")
+                  .only("id", "owner_id", "event_types", "bound_types", "schema_versions")
                   if envelope.type in e.event_types and envelope.type in e.bound_types]
     if not candidates:
         return 0
@@ -234,13 +251,29 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
                               customer_id=customer_id)]
     if not wanted:
         return 0
-    body = webhook_body(envelope=envelope, data=data)
+    # Each endpoint gets the version it registered for: the data as the consumer read it,
+    # or converted by the producer's steps. One a step cannot convert (an order in a
+    # currency a v1 reader would misread) is recorded failed, with the reason, not dropped.
+    # An endpoint without a version for the type was registered before endpoints chose one
+    # (or moved from readmodels since): it had v1, the only version then.
+    versions = {e.pk: e.schema_versions.get(envelope.type, 1) for e in candidates}
+    bodies: dict[int, tuple[str, str]] = {}  # version -> (body, why it cannot be sent)
+    for version in sorted({versions[pk] for pk in wanted}):
+        try:
+            converted, message = (envelope, None) if version == envelope.schema_version else read_as(envelope, version)
+        except MessageRefused as refused:
+            bodies[version] = ("", f"cannot be sent as v{version}: {refused.reason}")
+            continue
+        bodies[version] = (webhook_body(envelope=converted,
+                                        data=data if message is None else message.model_dump(mode="json")), "")
     now = timezone.now()
-    created = WebhookDelivery.objects.using(DB).bulk_create(
-        [WebhookDelivery(endpoint_id=pk, message_id=envelope.id, event_type=envelope.type, body=body,
-                         next_attempt_at=now) for pk in wanted],
-        ignore_conflicts=True,
-    )
+    rows = []
+    for pk in wanted:
+        body, refusal = bodies[versions[pk]]
+        rows.append(WebhookDelivery(endpoint_id=pk, message_id=envelope.id, event_type=envelope.type, body=body,
+                                    next_attempt_at=None if refusal else now, last_error=refusal[:4000],
+                                    status=Status.FAILED if refusal else Status.PENDING))
+    created = WebhookDelivery.objects.using(DB).bulk_create(rows, ignore_conflicts=True)
     return len(created)
 
 
@@ -249,7 +282,9 @@ def webhook_deliveries_redeliver(*, delivery_ids: list, by: str) -> int:
     (a receiver that lost one may ask). Endpoints deleted since are skipped. Records who
     asked and when. Returns how many will be sent."""
     now = timezone.now()
-    return WebhookDelivery.objects.using(DB).filter(id__in=delivery_ids, endpoint__active=True).update(
+    # Not one that could never be made (no body: its version could not be given).
+    return WebhookDelivery.objects.using(DB).filter(id__in=delivery_ids, endpoint__active=True).exclude(
+        body="").update(
         status=Status.PENDING, attempts=0, next_attempt_at=now, claim=None,
         redeliveries=F("redeliveries") + 1, last_redelivered_at=now, last_redelivered_by=by[:150],
     )

@@ -9,12 +9,19 @@ class WebhookEndpointRegisterInput(serializers.Serializer):
         child=serializers.ChoiceField(choices=EVENT_TYPES), min_length=1, max_length=len(EVENT_TYPES),
         help_text="Message types to receive; stock events (inventory.*, but product_listed) are for staff only.",
     )
+    schema_versions = serializers.DictField(
+        child=serializers.IntegerField(min_value=1), required=False,
+        help_text="The schema version to receive each type's data in, by type (see /api/asyncapi/); "
+                  "a type not named gets its newest version. Fixed for the endpoint's life.",
+    )
 
 
 class WebhookEndpointOutput(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.URLField()
     event_types = serializers.ListField(child=serializers.CharField())
+    schema_versions = serializers.DictField(child=serializers.IntegerField(), help_text=(
+        "The schema version each type's data is sent in (the body's schema_version)."))
     receiving = serializers.BooleanField(help_text=(
         "Whether its events are coming: false for a moment after registration (usually well "
         "under a second), until the bus brings it every type it asked for. Events before that are not sent."))

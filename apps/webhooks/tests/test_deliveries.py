@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -371,3 +372,41 @@ def test_the_scheduler_sends_often_and_prunes_every_few_minutes():
 
     jobs = {job.run: job.every for job in contexts.get("webhooks").periodic}
     assert jobs == {services.webhook_deliveries_send_due: 0.25, services.webhook_deliveries_prune: 300.0}
+
+
+def test_each_endpoint_gets_the_version_it_registered_for_and_one_it_cannot_be_given_is_recorded(pump, staff):
+    """A new version of an event never changes what a receiver gets: an endpoint keeps the
+    version it registered for (the newest by default), converted by the producer's steps;
+    an order v1 cannot express (another currency) is a failed delivery with the reason."""
+    with Receiver() as receiver:
+        register(staff, receiver.url + "/newest", "orders.order_placed")
+        response = api(staff).post("/api/v1/webhooks/", {
+            "url": receiver.url + "/v1", "event_types": ["orders.order_placed"],
+            "schema_versions": {"orders.order_placed": 1}}, format="json")
+        assert response.status_code == 201 and response.json()["schema_versions"] == {"orders.order_placed": 1}
+        services.webhook_bindings_reconcile(bind=lambda types: None, resync=False)
+        placed, order_id = order_placed(customer_id=staff.id)
+        bring(pump, placed)
+        in_dollars = json.loads(placed)
+        in_dollars["id"] = str(uuid.uuid4())
+        for money in (in_dollars["payload"]["total"], *(line["unit_price"] for line in in_dollars["payload"]["lines"])):
+            money["currency"] = "USD"
+        bring(pump, json.dumps(in_dollars))
+        assert send_all() == 3
+    bodies = {(request.path, json.loads(request.body)["id"]): json.loads(request.body) for request in receiver.requests}
+    placed_id = json.loads(placed)["id"]
+    assert bodies[("/hooks/newest", placed_id)]["schema_version"] == 2
+    v1 = bodies[("/hooks/v1", placed_id)]
+    assert (v1["schema_version"], v1["data"]["total"], v1["data"]["order_id"]) == (1, "5", order_id)
+    refused = WebhookDelivery.objects.get(message_id=in_dollars["id"], status=Status.FAILED)
+    assert refused.last_error.startswith("cannot be sent as v1: orders.order_placed v2 -> v1 failed: ValueError: "
+                                         "a v1 reader takes amounts in EUR only, not USD")
+    assert services.webhook_deliveries_redeliver(delivery_ids=[refused.id], by="ops") == 0
+
+
+def test_a_schema_version_that_does_not_exist_is_a_400_on_the_field(staff):
+    response = api(staff).post("/api/v1/webhooks/", {
+        "url": "https://hooks.example.com/x", "event_types": ["orders.order_placed"],
+        "schema_versions": {"orders.order_placed": 7}}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"schema_versions": ["orders.order_placed has versions [1, 2], not 7."]}
