@@ -51,7 +51,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
             delivery_ids=list(queryset.values_list("id", flat=True)), by=request.user.get_username())
         skipped = queryset.count() - count
         self.message_user(request, f"{count} deliveries will be sent again now; {skipped} skipped "
-                                   "(endpoint deleted).", messages.SUCCESS)
+                                   "(endpoint deleted, or the event not expressible in its version).",
+                          messages.SUCCESS)
 
 
 admin.site.register(OutboxMessage, OutboxAdmin)

@@ -46,6 +46,11 @@ class WebhookEndpoint(models.Model):
     def __str__(self) -> str:
         return f"{self.url} ({', '.join(self.event_types)})"
 
+    def schema_version_for(self, message_type: str) -> int:
+        # An endpoint without one for the type was registered before endpoints chose a
+        # version (or moved from readmodels since): it had v1, the only version then.
+        return self.schema_versions.get(message_type, 1)
+
     @property
     def receiving(self) -> bool:
         """Every type it asked for is bound: the bus brings it all of them."""

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from waybill.api import Envelope, MessageRefused, backoff_delay, bindings_changed
-from waybill.messages import read_as, versions_of
+from waybill.messages import missing_steps, read_as, versions_of
 
 from . import delivery, signing
 from .events import AUDIENCE, Audience, allowed_types
@@ -112,6 +112,11 @@ def webhook_endpoint_register(*, owner_id: int, owner_is_staff: bool, url: str,
         return endpoint
 
 
+# A delivery's last_error when the endpoint's version cannot express the event (the reason,
+# an exception's text, is logged for staff only, as with every other failure).
+NOT_EXPRESSIBLE = "event not expressible in the endpoint's schema version"
+
+
 def _versions_chosen(event_types: list[str], asked: dict[str, int]) -> dict[str, int]:
     if stray := sorted(set(asked) - set(event_types)):
         raise WebhookError("schema_versions", f"Not among the endpoint's event types: {stray}.")
@@ -121,6 +126,9 @@ def _versions_chosen(event_types: list[str], asked: dict[str, int]) -> dict[str,
         version = asked.get(message_type, known[-1])
         if version not in known:
             raise WebhookError("schema_versions", f"{message_type} has versions {known}, not {version}.")
+        if missing_steps(message_type, version):
+            # Every delivery would fail: no chain of steps from the version read to this one.
+            raise WebhookError("schema_versions", f"{message_type} v{version} cannot be sent yet.")
         chosen[message_type] = version
     return chosen
 
@@ -218,9 +226,8 @@ def _may_receive(*, rights: tuple[bool, bool] | None, owner_id: int, event_type:
 # --- deliveries --------------------------------------------------------------------------------
 def webhook_body(*, envelope: Envelope, data: dict) -> str:
     """What a receiver gets: the event's id, type and schema version (of ``data``: the
-    version this consumer reads, whatever version was published), when it happened, which
-    aggregate and version (retries can reorder deliveries: order by version), and the
-    event's payload."""
+    version its endpoint registered for), when it happened, which aggregate and version
+    (retries can reorder deliveries: order by version), and the event's payload."""
     wire = envelope.model_dump(mode="json")
     return json.dumps({
         "id": wire["id"], "type": envelope.type, "schema_version": envelope.schema_version,
@@ -232,9 +239,10 @@ def webhook_body(*, envelope: Envelope, data: dict) -> str:
 
 def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: int | None = None) -> int:
     """Record a pending delivery of this event for every active endpoint that wants its
-    type and may see it (an order's events: its customer's endpoints and staff's). Runs in
-    the webhooks consumer's inbox transaction; sends nothing. At most one delivery per
-    endpoint and message, however often the message comes. Returns how many endpoints want it."""
+    type and may see it (an order's events: its customer's endpoints and staff's); a failed
+    one where the endpoint's version cannot express the event. Runs in the webhooks
+    consumer's inbox transaction; sends nothing. At most one delivery per endpoint and
+    message, however often the message comes. Returns how many endpoints want it."""
     if envelope.type not in AUDIENCE:
         return 0
     # Filtered here, not in SQL: SQLite has no JSON "contains", and endpoints are few. Only
@@ -252,17 +260,19 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
     if not wanted:
         return 0
     # Each endpoint gets the version it registered for: the data as the consumer read it,
-    # or converted by the producer's steps. One a step cannot convert (an order in a
-    # currency a v1 reader would misread) is recorded failed, with the reason, not dropped.
-    # An endpoint without a version for the type was registered before endpoints chose one
-    # (or moved from readmodels since): it had v1, the only version then.
-    versions = {e.pk: e.schema_versions.get(envelope.type, 1) for e in candidates}
+    # or the message as published converted by the producer's steps. One a step cannot
+    # convert (an order in a currency a v1 reader would misread) is recorded failed, not
+    # dropped: its owner sees it in the deliveries, staff the reason in the log.
+    versions = {e.pk: e.schema_version_for(envelope.type) for e in candidates}
     bodies: dict[int, tuple[str, str]] = {}  # version -> (body, why it cannot be sent)
     for version in sorted({versions[pk] for pk in wanted}):
         try:
-            converted, message = (envelope, None) if version == envelope.schema_version else read_as(envelope, version)
+            converted, message = ((envelope, None) if version == envelope.schema_version
+                                  else read_as(envelope.as_published, version))
         except MessageRefused as refused:
-            bodies[version] = ("", f"cannot be sent as v{version}: {refused.reason}")
+            log.warning("webhooks: %s %s cannot be sent as v%d: %s", envelope.type, envelope.id, version,
+                        refused.reason)
+            bodies[version] = ("", NOT_EXPRESSIBLE)
             continue
         bodies[version] = (webhook_body(envelope=converted,
                                         data=data if message is None else message.model_dump(mode="json")), "")
@@ -279,7 +289,8 @@ def webhook_deliveries_create(*, envelope: Envelope, data: dict, customer_id: in
 
 def webhook_deliveries_redeliver(*, delivery_ids: list, by: str) -> int:
     """Send these deliveries again now, with a fresh set of tries, whatever their status
-    (a receiver that lost one may ask). Endpoints deleted since are skipped. Records who
+    (a receiver that lost one may ask), except one that could never be made (its
+    endpoint's version cannot express the event). Endpoints deleted since are skipped. Records who
     asked and when. Returns how many will be sent."""
     now = timezone.now()
     # Not one that could never be made (no body: its version could not be given).

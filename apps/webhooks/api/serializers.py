@@ -20,12 +20,16 @@ class WebhookEndpointOutput(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.URLField()
     event_types = serializers.ListField(child=serializers.CharField())
-    schema_versions = serializers.DictField(child=serializers.IntegerField(), help_text=(
-        "The schema version each type's data is sent in (the body's schema_version)."))
+    schema_versions = serializers.SerializerMethodField(help_text=(
+        "The schema version each type's data is sent in (the body's schema_version), by type."))
     receiving = serializers.BooleanField(help_text=(
         "Whether its events are coming: false for a moment after registration (usually well "
         "under a second), until the bus brings it every type it asked for. Events before that are not sent."))
     created_at = serializers.DateTimeField()
+
+
+    def get_schema_versions(self, endpoint) -> dict[str, int]:
+        return {message_type: endpoint.schema_version_for(message_type) for message_type in endpoint.event_types}
 
 
 class WebhookEndpointCreatedOutput(WebhookEndpointOutput):

@@ -4,8 +4,8 @@ from django.db import migrations, models
 
 
 def _what_they_had(apps, schema_editor):
-    # Endpoints registered before events had versions to choose from got version 1 of
-    # everything (the only one then): they keep it, so no receiver's payload changes.
+    # Endpoints registered before this release got version 1 of everything (the only one
+    # when they registered): they keep it, so no receiver's payload changes.
     endpoints = apps.get_model("webhooks", "WebhookEndpoint").objects.using(schema_editor.connection.alias)
     for endpoint in endpoints.all():
         endpoint.schema_versions = {message_type: 1 for message_type in endpoint.event_types}

@@ -173,9 +173,9 @@ def test_a_customer_endpoint_gets_only_that_customers_orders(pump, staff, alice,
     assert len(by_path["/hooks/staff"]) == 2
 
 
-def test_an_event_published_as_v1_is_delivered_as_the_version_webhooks_reads_and_says_so(pump, staff):
-    """An order event from before amounts carried their currency (v1) reaches receivers
-    as v2, the version the webhooks consumer reads, with the schema_version it is in."""
+def test_an_event_published_as_v1_reaches_an_endpoint_on_v2_as_v2_and_says_so(pump, staff):
+    """An order event from before amounts carried their currency (v1) reaches an endpoint
+    registered for the newest version as v2, with the schema_version it is in."""
     placed, order_id = order_placed(customer_id=staff.id)
     as_v1 = json.loads(placed)
     as_v1.update(schema_version=1, payload=orders.money_as_a_bare_amount(as_v1["payload"]))
@@ -399,8 +399,11 @@ def test_each_endpoint_gets_the_version_it_registered_for_and_one_it_cannot_be_g
     v1 = bodies[("/hooks/v1", placed_id)]
     assert (v1["schema_version"], v1["data"]["total"], v1["data"]["order_id"]) == (1, "5", order_id)
     refused = WebhookDelivery.objects.get(message_id=in_dollars["id"], status=Status.FAILED)
-    assert refused.last_error.startswith("cannot be sent as v1: orders.order_placed v2 -> v1 failed: ValueError: "
-                                         "a v1 reader takes amounts in EUR only, not USD")
+    assert (refused.last_error, refused.body, refused.next_attempt_at) == (services.NOT_EXPRESSIBLE, "", None)
+    bring(pump, json.dumps(in_dollars))  # brought again: still one delivery per endpoint
+    assert WebhookDelivery.objects.filter(message_id=in_dollars["id"]).count() == 2
+    listed = {e["url"].rsplit("/", 1)[-1]: e["schema_versions"] for e in api(staff).get("/api/v1/webhooks/").json()}
+    assert listed == {"newest": {"orders.order_placed": 2}, "v1": {"orders.order_placed": 1}}
     assert services.webhook_deliveries_redeliver(delivery_ids=[refused.id], by="ops") == 0
 
 
@@ -410,3 +413,15 @@ def test_a_schema_version_that_does_not_exist_is_a_400_on_the_field(staff):
         "schema_versions": {"orders.order_placed": 7}}, format="json")
     assert response.status_code == 400
     assert response.json() == {"schema_versions": ["orders.order_placed has versions [1, 2], not 7."]}
+
+
+def test_an_endpoint_from_before_versions_were_chosen_gets_v1(pump, staff):
+    with Receiver() as receiver:
+        register(staff, receiver.url + "/old", "orders.order_placed")
+        WebhookEndpoint.objects.update(schema_versions={})  # as moved from readmodels, or before 0004
+        assert api(staff).get("/api/v1/webhooks/").json()[0]["schema_versions"] == {"orders.order_placed": 1}
+        placed, _ = order_placed(customer_id=staff.id)
+        bring(pump, placed)
+        assert send_all() == 1
+    [request] = receiver.requests
+    assert json.loads(request.body)["schema_version"] == 1
