@@ -7,6 +7,7 @@ refused with a reason (``MessageRefused``) so the consumer can dead-letter it an
 
 from __future__ import annotations
 
+import copy
 import enum
 import uuid
 from collections.abc import Callable
@@ -152,7 +153,8 @@ def read_as(envelope: Envelope, version: int) -> tuple[Envelope, Message]:
     registered upcasters or downcasters; the envelope says ``version`` and carries the
     converted payload (its id and everything else unchanged). Refused when a step is
     missing, or when what the steps made is not a valid ``version``."""
-    payload = envelope.payload
+    # A copy: a step that changed what it was given would change the message as published.
+    payload = copy.deepcopy(envelope.payload)
     for source, target in _path(envelope.schema_version, version):
         step = _steps.get((envelope.type, source, target))
         if step is None:
