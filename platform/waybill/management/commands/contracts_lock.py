@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
 from waybill import catalog, contractlock
@@ -22,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--check", action="store_true", help="only compare; exit 1 on any difference")
 
     def handle(self, *args, path, catalog_path, check, **options):
+        if missing := sorted(set(settings.WAYBILL_MANIFESTS) - set(settings.WAYBILL_CONTEXTS)):
+            # Their contracts and consumers would be missing from both files.
+            raise CommandError(f"run it where every context is hosted; WAYBILL_CONTEXTS leaves out {missing}")
         lock, document = Path(path), Path(catalog_path)
         current = contractlock.locked_schemas()
         found = contractlock.changes(contractlock.read_lock(lock), current)
