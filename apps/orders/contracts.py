@@ -117,7 +117,10 @@ def money_as_a_bare_amount(payload: dict) -> dict:
             "lines": [{**line, "unit_price": amount(line["unit_price"])} for line in payload["lines"]]}
 
 
-for _snapshot in (OrderPlaced, OrderConfirmed, OrderRejected, OrderCancelled):
+# The events that carry the order's whole snapshot.
+SNAPSHOT_EVENTS = (OrderPlaced, OrderConfirmed, OrderRejected, OrderCancelled)
+
+for _snapshot in SNAPSHOT_EVENTS:
     upcaster(_snapshot.message_type, from_version=1)(money_with_its_currency)
     downcaster(_snapshot.message_type, from_version=2)(money_as_a_bare_amount)
 

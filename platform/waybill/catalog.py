@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from . import bus, contexts
+from .contractlock import SchemaDefs
 from .messages import Envelope, Kind, MessageSpec, registered_specs, versions_of
 
 CATALOG_FILE = Path("docs") / "asyncapi.json"
@@ -211,7 +212,7 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
         entry = by_type.setdefault(message["name"], {"type": message["name"], "kind": message["x-waybill-kind"],
                                                      "versions": [], "senders": [], "receivers": []})
         entry["versions"].append({"version": message["x-waybill-schema-version"], "summary": message["summary"],
-                                  "fields": _fields(schemas, schemas[name])})
+                                  "fields": _fields(SchemaDefs(schemas), schemas[name])})
     for operation in document["operations"].values():
         # A commands channel carries every command to one consumer: the operation's own
         # messages say which type it is about.
@@ -229,36 +230,15 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
     })
 
 
-def _fields(schemas: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
+def _fields(defs: SchemaDefs, schema: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
     """A schema's fields as rows (name, type, required), nested objects flattened."""
     rows = []
     required = set(schema.get("required", []))
     for name, field in schema.get("properties", {}).items():
-        field = _resolved(schemas, field)
+        field = defs.resolve(field)
         path = f"{prefix}{name}"
-        nested = _resolved(schemas, field.get("items", {})) if field.get("type") == "array" else field
-        rows.append({"name": path, "type": _type_words(schemas, field), "required": name in required,
-                     "description": field.get("description", "")})
+        nested = defs.resolve(field.get("items", {})) if field.get("type") == "array" else field
+        rows.append({"name": path, "type": defs.shape(field), "required": name in required})
         if "properties" in nested:
-            rows += _fields(schemas, nested, f"{path}{'[]' if nested is not field else ''}.")
+            rows += _fields(defs, nested, f"{path}{'[]' if nested is not field else ''}.")
     return rows
-
-
-def _resolved(schemas: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        node = schemas[node["$ref"].rsplit("/", 1)[-1]]
-    return node
-
-
-def _type_words(schemas: dict[str, Any], node: dict[str, Any]) -> str:
-    node = _resolved(schemas, node)
-    if "anyOf" in node:
-        return " or ".join(_type_words(schemas, option) for option in node["anyOf"])
-    kind = node.get("type", "object" if "properties" in node else "any")
-    if kind == "array":
-        return f"list of {_type_words(schemas, node.get('items', {}))}"
-    if "format" in node:
-        return f"{kind} ({node['format']})"
-    if "enum" in node:
-        return f"one of {', '.join(map(str, node['enum']))}"
-    return kind

@@ -301,11 +301,12 @@ class ContextConsumer:
             return self._apply_once(envelope, payload, handler)
 
     def _span(self, envelope: Envelope):
-        return span_for_message(f"consume {envelope.type}", traceparent=envelope.traceparent, kind=SpanKind.CONSUMER,
-                                **self._span_attributes(envelope))
+        return span_for_message(**self._span_of(envelope))
 
-    def _span_attributes(self, envelope: Envelope) -> dict[str, str]:
-        return {"messaging.message.id": str(envelope.id), "waybill.context": self.context.name}
+    def _span_of(self, envelope: Envelope) -> dict:
+        """A message's consume span, as ``span_for_message`` and ``span_started`` take it."""
+        return {"name": f"consume {envelope.type}", "traceparent": envelope.traceparent, "kind": SpanKind.CONSUMER,
+                "messaging.message.id": str(envelope.id), "waybill.context": self.context.name}
 
     def _apply_batch(self, batch: list[_Ready]) -> list[Outcome]:
         """Apply ``batch`` in one transaction, each message in a savepoint of its own,
@@ -384,8 +385,7 @@ class ContextConsumer:
         handler = run[0][1].handler
         # One consume span per message, open for the whole run (its database work is
         # shared), entered while the message's own part runs.
-        spans = [span_started(f"consume {item.envelope.type}", traceparent=item.envelope.traceparent,
-                              kind=SpanKind.CONSUMER, **self._span_attributes(item.envelope)) for _, item in run]
+        spans = [span_started(**self._span_of(item.envelope)) for _, item in run]
         items = [BatchItem(item.envelope, item.payload,
                            handling=functools.partial(self._entered, span, item.envelope))
                  for span, (_, item) in zip(spans, run, strict=True)]

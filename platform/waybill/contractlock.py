@@ -85,7 +85,7 @@ def changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> l
                 found.append(Change(message_type, int(version), "", f"kind changed from {entry['kind']} to "
                                     f"{current['kind']}", True))
             found += [Change(message_type, int(version), field, what, breaking) for field, what, breaking in
-                      _compare(_Schema(entry["schema"]), _Schema(current["schema"]), entry["schema"],
+                      _compare(SchemaDefs.of(entry["schema"]), SchemaDefs.of(current["schema"]), entry["schema"],
                                current["schema"], "")]
     for message_type, versions in sorted(new.items()):
         for version in sorted(set(versions) - set(old.get(message_type, {})), key=int):
@@ -98,11 +98,16 @@ def consumers_of(message_type: str) -> list[str]:
     return sorted(context.name for context in contexts.all_contexts() if message_type in context.consumed_types)
 
 
-class _Schema:
-    """A schema document, for resolving its ``$ref``s."""
+class SchemaDefs:
+    """A schema's named definitions, to resolve its ``$ref``s by their last part: pydantic's
+    ``#/$defs/X`` (``of`` a schema) or the catalog's ``#/components/schemas/X``."""
 
-    def __init__(self, root: dict[str, Any]) -> None:
-        self.defs = root.get("$defs", {})
+    def __init__(self, defs: dict[str, Any]) -> None:
+        self.defs = defs
+
+    @classmethod
+    def of(cls, root: dict[str, Any]) -> SchemaDefs:
+        return cls(root.get("$defs", {}))
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         seen = 0
@@ -110,6 +115,20 @@ class _Schema:
             node = self.defs[node["$ref"].rsplit("/", 1)[-1]]
             seen += 1
         return node
+
+    def shape(self, node: dict[str, Any]) -> str:
+        """What a value must be, in words that change only when its type does."""
+        node = self.resolve(node)
+        if "anyOf" in node:
+            return " or ".join(sorted({self.shape(option) for option in node["anyOf"]}))
+        kind = node.get("type", "any")
+        if isinstance(kind, list):
+            kind = " or ".join(sorted(kind))
+        if "format" in node:
+            kind += f" ({node['format']})"
+        if kind == "array":
+            kind += f" of {self.shape(node.get('items', {}))}"
+        return kind
 
 
 # Constraints a value must meet: raising a lower bound, lowering an upper one, or changing a
@@ -119,12 +138,12 @@ _UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxPro
 _MAX_DEPTH = 32  # a recursive model's schema refers to itself
 
 
-def _compare(old_doc: _Schema, new_doc: _Schema, old: dict, new: dict, path: str,
+def _compare(old_doc: SchemaDefs, new_doc: SchemaDefs, old: dict, new: dict, path: str,
              depth: int = 0) -> Iterator[tuple[str, str, bool]]:
     if depth > _MAX_DEPTH:
         return
     old, new = old_doc.resolve(old), new_doc.resolve(new)
-    if (before := _shape(old_doc, old)) != (after := _shape(new_doc, new)):
+    if (before := old_doc.shape(old)) != (after := new_doc.shape(new)):
         yield path, f"retyped from {before} to {after}", True
         return
     yield from _constraints(old, new, path)
@@ -156,9 +175,9 @@ def _compare(old_doc: _Schema, new_doc: _Schema, old: dict, new: dict, path: str
     for keyword in ("anyOf", "oneOf"):
         new_options: dict[str, list[dict]] = {}
         for option in new.get(keyword, []):
-            new_options.setdefault(_shape(new_doc, option), []).append(option)
+            new_options.setdefault(new_doc.shape(option), []).append(option)
         for option in old.get(keyword, []):
-            if candidates := new_options.get(_shape(old_doc, option)):
+            if candidates := new_options.get(old_doc.shape(option)):
                 yield from _compare(old_doc, new_doc, option, candidates.pop(0), path, depth + 1)
 
 
@@ -185,18 +204,3 @@ def _allowed(node: dict) -> list | None:
     if "const" in node:
         return [node["const"]]
     return node.get("enum")
-
-
-def _shape(document: _Schema, node: dict) -> str:
-    """What a value must be, in words that change only when its type does."""
-    node = document.resolve(node)
-    if "anyOf" in node:
-        return " or ".join(sorted({_shape(document, option) for option in node["anyOf"]}))
-    kind = node.get("type", "any")
-    if isinstance(kind, list):
-        kind = " or ".join(sorted(kind))
-    if "format" in node:
-        kind += f" ({node['format']})"
-    if kind == "array":
-        kind += f" of {_shape(document, node.get('items', {}))}"
-    return kind
