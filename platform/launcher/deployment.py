@@ -7,7 +7,8 @@ Per context: ``web`` (its API and micro-frontend, uvicorn), ``worker`` (Celery: 
 consumers and the kernel's scheduler for them) and ``relay`` (its outbox relay, woken by
 LISTEN/NOTIFY). A bulkhead consumer (orders' ``payments``, whose slow provider calls cannot
 starve the rest) gets a worker of its own, ``<context>-<consumer>-worker``. Besides them:
-``shell-web`` (the shell page, sign-in, admin, API docs: every context's models, each
+``<context>-translator`` for a context whose consumer lags (``WAYBILL_LAGGING``, see
+``waybill.translator``), ``shell-web`` (the shell page, sign-in, admin, API docs: every context's models, each
 through its own database role), ``payment-sandbox`` (the external payment provider
 stand-in, no context's) and the gateway.
 """
@@ -61,7 +62,7 @@ def database_variable(alias: str) -> str:
 class Process:
     name: str
     context: str | None  # None: the shell or the sandbox, which belong to no one context
-    kind: str  # web | worker | relay | sandbox
+    kind: str  # web | worker | relay | translator | sandbox
     command: tuple[str, ...]
     variables: tuple[str, ...] = field(default=())
     # Variables whose value is part of the process's identity, the same everywhere.
@@ -97,10 +98,26 @@ def worker_command(context: str, node: str) -> tuple[str, ...]:
             "--without-heartbeat", "--loglevel", "INFO")
 
 
-def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None) -> list[Process]:
+# Consumers whose code lags behind their producers' (config/settings/bus.py): a translator
+# process runs for each one's context, and the topology step feeds them through it.
+LAGGING_VARIABLE = "WAYBILL_LAGGING"
+
+
+def lagging_contexts(lagging: str) -> set[str]:
+    """The contexts whose consumers ``lagging`` (``WAYBILL_LAGGING``'s value) lists."""
+    named = {entry.partition(":")[0].strip() for entry in lagging.split(",") if entry.strip()}
+    owners = {consumer.name: context.name for context in MANIFESTS.values() for consumer in context.consumers}
+    if unknown := named - owners.keys():
+        raise ValueError(f"{LAGGING_VARIABLE} names consumers no context declares: {sorted(unknown)}")
+    return {owners[name] for name in named}
+
+
+def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None, lagging: str = "") -> list[Process]:
     """Every process of the deployment. ``port_of`` maps a listening process's name to its
-    port (the launcher picks free ports on loopback; compose uses 8000 in every container)."""
+    port (the launcher picks free ports on loopback; compose uses 8000 in every container);
+    ``lagging``: the value of ``WAYBILL_LAGGING``, if any consumer lags."""
     port_of = port_of or {}
+    translated = lagging_contexts(lagging)
     result = []
     for context in MANIFESTS.values():
         variables = (*COMMON_VARIABLES, database_variable(context.database), *context.variables)
@@ -115,6 +132,11 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None)
                                   (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", hosted),)))
         result.append(Process(f"{context.name}-relay", context.name, "relay", ("python", "manage.py", "runrelay"),
                               variables))
+        if context.name in translated:
+            # Under the context's broker user, which may read its translator queues and publish
+            # to its own queues alone (launcher.provision); it never opens the database.
+            result.append(Process(f"{context.name}-translator", context.name, "translator",
+                                  ("python", "manage.py", "runtranslator"), (*variables, LAGGING_VARIABLE)))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(alias) for alias in DATABASES[1:]))
     result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
                           (*shell_variables, "WAYBILL_DB_POOL")))

@@ -106,13 +106,18 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
         # the context's, so its web process holds these rights too; it never binds (it
         # changes endpoints and says so; the worker binds).
         rebinding = [rf"waybill\.{c.name}(\.p\d+)?" for c in consumers if c.bindings]
+        # Its translator (a consumer of it lags: waybill.translator) reads the translator's
+        # queues of its consumers and publishes to waybill.translated, only to its own
+        # queues' routing keys (topic permissions below).
+        translatable = [c for c in consumers if not c.bindings]  # one that binds at run time cannot lag
+        translating = [r"waybill\.translated"] if translatable else []
         permissions.append({
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
-            "write": rf"^({'|'.join([r'waybill\.events', r'waybill\.commands', rf'waybill\.tasks\.{ctx}', *rebinding])})$",
+            "write": rf"^({'|'.join([r'waybill\.events', r'waybill\.commands', rf'waybill\.tasks\.{ctx}', *rebinding, *translating])})$",
             # Its own event queues, one per consumer its manifest declares (orders' payments
             # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
-            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
+            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), *(rf'waybill\.translator\.{c.name}(\.p\d+)?' for c in translatable), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
             "topic_permissions": _topic_permissions(passwords, vhost)}
@@ -122,9 +127,15 @@ def _topic_permissions(contexts: Iterable[str], vhost: str) -> list[dict]:
     """A user that binds its own queues (above) may bind them to waybill.events only with
     the routing keys its manifest calls bindable (RabbitMQ checks a binding's key against
     "read"): a process of that context cannot bind itself to events it has no business
-    with (orders' internal payment events, or "#"). Publishing stays as it was ("write")."""
+    with (orders' internal payment events, or "#"). Publishing stays as it was ("write"),
+    but to ``waybill.translated``: only to its own queues' keys."""
     grants = []
     for ctx in contexts:
+        if translatable := [c for c in MANIFESTS[ctx].consumers if not c.bindings]:
+            # Publishing to waybill.translated: to its own queues alone.
+            queues = "|".join(rf"waybill\.{re.escape(c.name)}" for c in translatable)
+            grants.append({"user": broker_user(ctx), "vhost": vhost, "exchange": "waybill.translated",
+                           "write": rf"^({queues})(\.p\d+)?$", "read": "^$"})
         for consumer in MANIFESTS[ctx].consumers:
             if not consumer.bindable:
                 continue

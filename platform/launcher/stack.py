@@ -11,7 +11,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .deployment import CONTEXTS, DATABASES, MANIFESTS, SUPERVISOR_VARIABLE, Process, database_variable
+from .deployment import (
+    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANIFESTS, SUPERVISOR_VARIABLE, Process, database_variable,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,6 +31,9 @@ class Stack:
     settings_module: str = "config.settings.dev"  # dev: demo accounts, as `make run`
     otel_exporter: str = "none"
     supervisor_url: str = ""  # unix://... of the supervisor that runs the processes, if any
+    # WAYBILL_LAGGING: consumers whose code lags (waybill.translator); the topology step and
+    # the translators read it.
+    lagging: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
     def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
@@ -51,6 +56,8 @@ class Stack:
         })
         if self.supervisor_url:
             env[SUPERVISOR_VARIABLE] = self.supervisor_url
+        if self.lagging:
+            env[LAGGING_VARIABLE] = self.lagging
         provided = {"WAYBILL_PAYMENT_GATEWAY_URL": self.payment_gateway_url,
                     "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         for context in contexts:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from . import provision
-from .deployment import processes
+from .deployment import LAGGING_VARIABLE, processes
 from .gateway import Gateway, upstreams
 from .polling import wait_for
 from .servers import (PostgresServer, RabbitMQServer, RedisServer, free_port, kill_group, missing_packages,
@@ -207,8 +207,9 @@ def run() -> int:
             print(f"starting {type(server).__name__} ...", flush=True)
             server.start()
             pids.add(**{server.name: server.pid})
+        lagging = os.environ.get(LAGGING_VARIABLE, "")
         port_of = {p.name: str(free_port()) for p in processes() if p.listens}
-        deployment = processes(port_of=port_of)
+        deployment = processes(port_of=port_of, lagging=lagging)
         secrets = workdir / "secrets"
         secrets.mkdir(mode=0o700, exist_ok=True)
         stack = Stack(
@@ -222,6 +223,7 @@ def run() -> int:
             payment_gateway_url=f"http://127.0.0.1:{port_of['payment-sandbox']}",
             otel_exporter=os.environ.get("WAYBILL_OTEL_EXPORTER", "none"),
             supervisor_url=supervisor.url,
+            lagging=lagging,
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()

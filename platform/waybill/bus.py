@@ -21,10 +21,20 @@ only the types some endpoint subscribes to) gets no event binding from ``context
 exactly those (``bind_exactly``). The topology step does it once (``declare``); the consumer's
 own process keeps it up to date (``waybill.consumer.ContextConsumer.rebind``), woken at once
 by ``bindings_changed`` in the process that made the change.
+
+A consumer whose code lags (``WAYBILL_LAGGING``: during a rolling deployment it still
+reads an older version of some type than its producer now publishes): its queue is fed
+through ``waybill.translator.<consumer>`` instead, which binds what the consumer's queue
+binds, and the translator (``waybill.translator``) republishes each message to the
+consumer's queue through ``waybill.translated``, downcast to the version the consumer
+reads. Every consumer queue (but one whose bindings are chosen at run time, which cannot
+lag) is bound to ``waybill.translated`` under its own name, so the translator's copies
+reach it whether it lags or no longer does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import zlib
@@ -32,13 +42,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Connection, Exchange, Queue, binding
 
 from . import contexts
-from .messages import Kind, spec_for
+from .messages import Kind, MessageRefused, missing_steps, spec_for
 
 EVENTS = Exchange("waybill.events", type="topic", durable=True)
 COMMANDS = Exchange("waybill.commands", type="direct", durable=True)
+# The translator's copies for a lagging consumer; routing key = the consumer's queue. A
+# topic exchange so that each broker user may publish to its own queues' keys alone
+# (RabbitMQ topic permissions, launcher.provision).
+TRANSLATED = Exchange("waybill.translated", type="topic", durable=True)
 JSON = "application/json"
 log = logging.getLogger(__name__)
 
@@ -85,25 +100,45 @@ QUEUE_ARGUMENTS = {
 }
 
 
-def context_queue(context: contexts.BoundedContext, partition: int = 0, *, declare: bool | None = None) -> Queue:
-    """The context's queue (of one partition). ``declare`` False makes consumers use it as
-    declared by the topology step (a service's broker user may not declare it); default:
-    the setting."""
+def _direct_bindings(context: contexts.BoundedContext, partition: int) -> list[binding]:
+    """What the context's queue binds when it reads from the bus itself: its events (unless
+    chosen at run time) and its commands."""
     # A consumer whose bindings are chosen at run time gets its event bindings from
     # rebind() alone: declaring or consuming its queue must not bind every type again.
     static = () if context.bindings else sorted(context.consumed_events)
     bindings = [binding(EVENTS, routing_key=_partitioned(t, partition)) for t in static]
     bindings.append(binding(COMMANDS, routing_key=_partitioned(context.name, partition)))
+    return bindings
+
+
+def _arguments() -> dict:
     arguments = dict(QUEUE_ARGUMENTS)
     if settings.WAYBILL_PARTITIONS > 1:
         arguments["x-single-active-consumer"] = True
-    return Queue(
-        queue_name(context.name, partition),
-        bindings=bindings,
-        durable=True,
-        queue_arguments=arguments,
-        no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare),
-    )
+    return arguments
+
+
+def context_queue(context: contexts.BoundedContext, partition: int = 0, *, declare: bool | None = None) -> Queue:
+    """The context's queue (of one partition). ``declare`` False makes consumers use it as
+    declared by the topology step (a service's broker user may not declare it); default:
+    the setting. A lagging consumer's queue binds only the translator's copies."""
+    name = queue_name(context.name, partition)
+    if context.name in lagging():
+        bindings = [binding(TRANSLATED, routing_key=name)]
+    elif context.bindings:
+        bindings = _direct_bindings(context, partition)  # it cannot lag (check_lagging)
+    else:
+        bindings = [*_direct_bindings(context, partition), binding(TRANSLATED, routing_key=name)]
+    return Queue(name, bindings=bindings, durable=True, queue_arguments=_arguments(),
+                 no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare))
+
+
+def translator_queue(context: contexts.BoundedContext, partition: int = 0, *, declare: bool | None = None) -> Queue:
+    """The queue the translator reads for a lagging consumer: it binds what the consumer's
+    own queue binds when it does not lag."""
+    return Queue(_partitioned(f"waybill.translator.{context.name}", partition),
+                 bindings=_direct_bindings(context, partition), durable=True, queue_arguments=_arguments(),
+                 no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare))
 
 
 def context_queues(context: contexts.BoundedContext) -> list[Queue]:
@@ -123,15 +158,28 @@ def route(message_type: str, schema_version: int, aggregate_id: str) -> tuple[Ex
 def declare(connection: Connection) -> None:
     """Declare exchanges and every registered context's queue with its bindings.
 
-    Declared before the first publish: a topic exchange drops what no queue is bound to."""
+    Declared before the first publish: a topic exchange drops what no queue is bound to.
+    A consumer that starts or stops lagging moves between its queue's own bindings and the
+    translator's, the new path bound before the old is unbound: a message published
+    meanwhile reaches the consumer once or twice (its inbox drops the second), never not."""
     channel = connection.default_channel
-    for exchange in (EVENTS, COMMANDS, DEAD):
+    for exchange in (EVENTS, COMMANDS, TRANSLATED, DEAD):
         exchange(channel).declare()
     DEAD_QUEUE(channel).declare()
+    lags = lagging()
     for context in contexts.all_contexts():
+        if context.name in lags:
+            check_lagging(context, lags[context.name])
         for partition in partitions():
+            if context.name in lags:
+                translator_queue(context, partition, declare=True)(channel).declare()
             queue = context_queue(context, partition, declare=True)(channel)
             queue.declare()
+            if context.name in lags:
+                for old in _direct_bindings(context, partition):
+                    queue.unbind_from(old.exchange, routing_key=old.routing_key)
+            else:
+                _retire_translator_queue(connection, context, partition)
             for message_type in context.retired_types:
                 # Unbinding a binding that is not there is harmless (RabbitMQ answers ok).
                 queue.unbind_from(EVENTS, routing_key=_partitioned(message_type, partition))
@@ -144,6 +192,66 @@ def declare(connection: Connection) -> None:
             # Its database may not answer (embedded, every relay declares too): no reason to
             # keep every other context off the bus. Durable bindings made earlier stay.
             log.exception("bindings of %s not reconciled now; its consumer's job retries", context.name)
+
+
+def _retire_translator_queue(connection: Connection, context: contexts.BoundedContext, partition: int) -> None:
+    """A consumer that no longer lags: its translator queue, if it has one, stops taking
+    messages; it is deleted once it is empty and its translator stopped."""
+    queue = translator_queue(context, partition, declare=True)
+    # A channel of its own: asking for a queue that is not there closes the channel.
+    channel = connection.channel()
+    try:
+        try:
+            state = queue(channel).queue_declare(passive=True)
+        except connection.channel_errors:
+            return  # it never lagged
+        for old in queue.bindings:
+            channel.queue_unbind(queue=queue.name, exchange=old.exchange.name, routing_key=old.routing_key)
+        if state.message_count or state.consumer_count:
+            log.warning("%s, unbound, still holds %d messages for %s and has %d consumers: once its translator "
+                        "emptied it, stop the translator and declare the topology again to delete it",
+                        queue.name, state.message_count, context.name, state.consumer_count)
+        else:
+            # What reached it since it was counted reached the consumer's own queue too,
+            # bound again before this.
+            channel.queue_delete(queue=queue.name)
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()
+
+
+# --- consumers whose code lags behind their producers ------------------------------------
+def lagging() -> dict[str, dict[str, int]]:
+    """``WAYBILL_LAGGING`` read: consumer -> {message type: the version its code reads}.
+    Each entry is ``<consumer>:<type>@<version>``, e.g. ``inventory:orders.order_cancelled@1``."""
+    result: dict[str, dict[str, int]] = {}
+    for entry in settings.WAYBILL_LAGGING:
+        consumer, _, pinned = entry.partition(":")
+        message_type, _, version = pinned.rpartition("@")
+        if not (consumer and message_type and version.isdigit() and int(version) >= 1):
+            raise ImproperlyConfigured(f"WAYBILL_LAGGING entry {entry!r}: expected <consumer>:<type>@<version>")
+        result.setdefault(consumer, {})[message_type] = int(version)
+    return result
+
+
+def check_lagging(context: contexts.BoundedContext, pins: dict[str, int]) -> None:
+    """Refuse, before anything is bound, a lag the translator could not serve."""
+    problems = []
+    if context.bindings is not None:
+        problems.append("its bindings are chosen at run time (it converts per subscriber itself)")
+    for message_type, version in sorted(pins.items()):
+        if message_type not in context.consumed_types:
+            problems.append(f"it does not consume {message_type}")
+            continue
+        try:
+            spec_for(message_type, version)
+        except MessageRefused as refused:
+            problems.append(refused.reason)
+            continue
+        problems += missing_steps(message_type, version)
+    if problems:
+        raise ImproperlyConfigured(f"WAYBILL_LAGGING: {context.name} cannot be served a lagging version: "
+                                   + "; ".join(problems))
 
 
 # --- bindings chosen at run time -------------------------------------------------------------

@@ -31,6 +31,7 @@ from .consumer import ContextConsumer
 from .outbox import wakeup_event
 from .relay import Relay, listen_for_commits
 from .scheduler import scheduler_for
+from .translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Runtime:
             if self.run_consumers and ctx.handlers:
                 # No relay backstop: the relay thread sweeps itself.
                 self._consumers += start_consumers(ctx, self._consumers_stop, relay_backstop=False)
+                self._consumers += start_translators(ctx, self._consumers_stop)
         log.info("runtime started for %s (consumers: %s)", ", ".join(c.name for c in self.contexts),
                  "yes" if self.run_consumers else "no")
 
@@ -83,7 +85,7 @@ class Runtime:
                     queue(channel).queue_declare(passive=True).message_count
                     for ctx in self.contexts
                     if ctx.handlers and self.run_consumers
-                    for queue in bus.context_queues(ctx)
+                    for queue in (*bus.context_queues(ctx), *translator_queues(ctx))
                 )
                 if not waiting:
                     return True
@@ -125,6 +127,19 @@ def start_consumers(ctx: contexts.BoundedContext, stop: threading.Event, *,
             # and one set of jobs. It runs while partition 0 is on the bus.
             threads.append(_started(f"scheduler-{ctx.name}", _schedule, consumer, stop, relay_backstop))
     return threads
+
+
+def start_translators(ctx: contexts.BoundedContext, stop: threading.Event) -> list[threading.Thread]:
+    """If ``ctx``'s code lags (``WAYBILL_LAGGING``), its translator: a thread per partition."""
+    if ctx.name not in bus.lagging():
+        return []
+    return [_started(f"translator-{bus.queue_name(ctx.name, partition)}", Translator(ctx, partition).run, stop)
+            for partition in bus.partitions()]
+
+
+def translator_queues(ctx: contexts.BoundedContext) -> list:
+    return [bus.translator_queue(ctx, partition) for partition in bus.partitions()] \
+        if ctx.name in bus.lagging() else []
 
 
 def _schedule(consumer: ContextConsumer, stop: threading.Event, relay_backstop: bool) -> None:

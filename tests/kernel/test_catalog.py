@@ -62,7 +62,8 @@ def test_its_receivers_are_the_bindings_the_bus_declares_and_its_senders_the_own
     receives = _receives(document)
     for context in contexts.all_contexts():
         queue = bus.context_queue(context, declare=True)
-        declared = {(b.exchange.name, b.routing_key) for b in queue.bindings}
+        # waybill.translated carries copies for a lagging consumer, of what it receives here.
+        declared = {(b.exchange.name, b.routing_key) for b in queue.bindings if b.exchange != bus.TRANSLATED}
         if context.bindings:
             # Bound at run time, to what its endpoints want among what it handles: the
             # catalog lists all it may bind; the commands binding is declared as usual.

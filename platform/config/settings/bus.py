@@ -22,6 +22,11 @@ WAYBILL_PARTITIONS = env.int("WAYBILL_PARTITIONS", default=1)
 # The consumers a Celery worker runs (empty: all of its contexts'); a bulkhead worker
 # runs one, e.g. WAYBILL_CONSUMERS=payments.
 WAYBILL_CONSUMERS = tuple(env.list("WAYBILL_CONSUMERS", default=[]))
+# Consumers whose deployed code reads an older version of some type than its producer
+# publishes (a rolling deployment, or a consumer that cannot be upgraded yet), as
+# "<consumer>:<type>@<version>" entries: the topology feeds each through the translator,
+# which republishes what it reads downcast to that version (waybill.bus, waybill.translator).
+WAYBILL_LAGGING = tuple(env.list("WAYBILL_LAGGING", default=[]))
 # Embedded mode declares the bus topology itself. In services mode the launcher declares
 # it once with an admin account, and each service's broker user may not configure
 # anything but its own task queue.

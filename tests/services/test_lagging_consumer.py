@@ -1,0 +1,125 @@
+"""A consumer on v1 beside producers on v2, in services mode (issue 13): during a rolling
+deployment inventory's code is taken to read ``orders.order_cancelled`` at v1 only
+(``WAYBILL_LAGGING``), while orders publishes v2. The topology feeds inventory's queue
+through the translator (``waybill.translator``, its own process under inventory's broker
+user), which gives it every cancellation downcast to v1: every order completes, every
+cancellation gives its stock back, nothing is dead-lettered; then the lag is rolled back
+and inventory reads from the exchanges again."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from amqp.exceptions import AccessRefused
+from kombu import Connection
+
+from launcher.deployment import CONTEXTS, processes
+from launcher.polling import wait_for
+from waybill import bus
+
+from .support import FLOW_TIMEOUT, client, place, product, query, wait_confirmed
+
+pytestmark = pytest.mark.xdist_group("services")
+
+LAG = "inventory:orders.order_cancelled@1"
+TRANSLATOR = "inventory-translator"
+TRANSLATOR_QUEUE = "waybill.translator.inventory"
+
+
+def _declare_topology(deployment) -> None:
+    stack = deployment.stack
+    stack.manage("declare_topology", env=stack.env(contexts=CONTEXTS, broker="admin", service_name="setup"))
+
+
+def _queued(deployment, queue: str) -> int:
+    """Messages in ``queue``; raises the broker's NOT_FOUND if there is no such queue."""
+    with Connection(deployment.stack.broker_urls["admin"]) as connection:
+        return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def _cancel(api: httpx.Client, order_id: str) -> None:
+    etag = api.get(f"/api/v1/orders/{order_id}/").headers["ETag"]
+    response = api.post(f"/api/v1/orders/{order_id}/cancel/", headers={"If-Match": etag})
+    assert response.status_code == 202, response.text
+
+
+def _cancellations_read(deployment, order_ids: list[str]) -> dict[str, int]:
+    """Order id -> the version of its cancellation as inventory's inbox kept it (as given)."""
+    rows = query(deployment.stack.database_urls["inventory"],
+                 "SELECT envelope->>'aggregate_id', (envelope->>'schema_version')::int FROM inventory_inboxmessage "
+                 "WHERE message_type = 'orders.order_cancelled' AND status = 'processed' "
+                 "AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
+    return dict(rows)
+
+
+def _dead_letters(deployment) -> int:
+    return query(deployment.stack.database_urls["inventory"], "SELECT count(*) FROM inventory_deadletter")[0][0]
+
+
+def _stock(deployment, sku: str) -> tuple[int, int]:
+    return query(deployment.stack.database_urls["inventory"],
+                 "SELECT on_hand, reserved FROM inventory_product WHERE sku = %s", (sku,))[0]
+
+
+def test_a_consumer_on_v1_beside_producers_on_v2_loses_nothing(deployment, tokens):
+    stack = deployment.stack
+    dead_before = _dead_letters(deployment)
+    # The rolling order: the topology first (the translator's queue is bound before
+    # inventory's own bindings go), then the translator.
+    stack.lagging = LAG
+    try:
+        _declare_topology(deployment)
+        deployment.specs[TRANSLATOR] = {p.name: p for p in processes(lagging=LAG)}[TRANSLATOR]
+        deployment.start_process(TRANSLATOR)
+
+        sku = product(deployment, tokens, on_hand=12)
+        order_ids = place(deployment, tokens, sku, 12)
+        wait_confirmed(deployment, order_ids)  # reservations too came through the translator
+        cancelled = order_ids[:6]
+        with client(deployment, tokens, "alice") as alice:
+            for order_id in cancelled:
+                _cancel(alice, order_id)
+        wait_for(lambda: _stock(deployment, sku) == (12, 6), FLOW_TIMEOUT,
+                 "every cancellation to give its unit back",
+                 describe=lambda: deployment.log_tail(TRANSLATOR, lines=20))
+
+        # Inventory was given v1, as code that knows nothing newer must be: its inbox keeps
+        # what it was given.
+        assert _cancellations_read(deployment, cancelled) == dict.fromkeys(cancelled, 1)
+        assert _dead_letters(deployment) == dead_before
+    finally:
+        # Rolled back: inventory binds the exchanges again before the translator's queue
+        # lets go of them; once the translator emptied it, the translator stops and the
+        # topology step deletes the queue.
+        stack.lagging = ""
+        _declare_topology(deployment)
+        if TRANSLATOR in deployment.specs:
+            wait_for(lambda: _queued(deployment, TRANSLATOR_QUEUE) == 0, FLOW_TIMEOUT, "the translator's queue to empty")
+            deployment.remove(TRANSLATOR)
+            del deployment.specs[TRANSLATOR]
+        _declare_topology(deployment)
+
+    with pytest.raises(Exception, match="NOT_FOUND"):
+        _queued(deployment, TRANSLATOR_QUEUE)
+    # Straight from the exchange again: the cancellation is kept as published (v2), and
+    # inventory's own read path downcasts it.
+    last = order_ids[6]
+    with client(deployment, tokens, "alice") as alice:
+        _cancel(alice, last)
+    wait_for(lambda: _stock(deployment, sku) == (12, 5), FLOW_TIMEOUT, "the last cancellation to give its unit back")
+    assert _cancellations_read(deployment, [last]) == {last: 2}
+    assert _dead_letters(deployment) == dead_before
+
+
+def test_only_a_consumers_own_context_may_publish_copies_for_it(broker_urls):
+    """The translator publishes under its context's broker user: to its own queues' keys
+    of ``waybill.translated`` alone (RabbitMQ topic permissions, launcher.provision). Probed
+    with a partition nobody binds (the deployment runs one), so nothing is delivered."""
+    with Connection(broker_urls["admin"]) as admin:
+        bus.declare(admin)
+    probe = "waybill.inventory.p7"
+    with Connection(broker_urls["inventory"], transport_options={"confirm_publish": True}) as own:
+        own.Producer(exchange=bus.TRANSLATED, auto_declare=False).publish({"probe": True}, routing_key=probe)
+    with Connection(broker_urls["orders"], transport_options={"confirm_publish": True}) as other, \
+            pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
+        other.Producer(exchange=bus.TRANSLATED, auto_declare=False).publish({"probe": True}, routing_key=probe)
