@@ -8,14 +8,21 @@ and inventory reads from the exchanges again."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+
 import httpx
 import pytest
 from amqp.exceptions import AccessRefused
-from kombu import Connection
+from kombu import Connection, Queue
 
 from launcher.deployment import CONTEXTS, processes
 from launcher.polling import wait_for
-from waybill import bus
+from waybill import bus, contexts
+from waybill.translator import Translator
 
 from .support import FLOW_TIMEOUT, client, place, product, query, wait_confirmed
 
@@ -123,3 +130,42 @@ def test_only_a_consumers_own_context_may_publish_copies_for_it(broker_urls):
     with Connection(broker_urls["orders"], transport_options={"confirm_publish": True}) as other, \
             pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
         other.Producer(exchange=bus.TRANSLATED, auto_declare=False).publish({"probe": True}, routing_key=probe)
+
+
+def test_a_copy_no_queue_takes_is_held_and_published_again_never_dropped(settings, broker_urls, caplog):
+    """A translator whose consumer's queue is not bound to ``waybill.translated`` (the
+    topology was not declared for the lag): RabbitMQ returns the copy (mandatory), and the
+    translator keeps the message unacked and publishes it again until a queue takes it.
+    On a probe consumer of its own, so the deployment's queues are not touched."""
+    probe = dataclasses.replace(contexts.get("inventory"), name="lagprobe")
+    settings.WAYBILL_BROKER_URL = broker_urls["admin"]
+    settings.WAYBILL_BROKER_DECLARE = False
+    settings.WAYBILL_LAGGING = ("lagprobe:orders.order_cancelled@1",)
+    stop = threading.Event()
+    with Connection(broker_urls["admin"]) as admin:
+        bus.declare(admin)
+        channel = admin.default_channel
+        source = bus.translator_queue(probe, declare=True)(channel)
+        source.queue_declare()  # without its bindings: the probe is fed by hand below
+        target = Queue("waybill.lagprobe", durable=True, queue_arguments=bus.QUEUE_ARGUMENTS)(channel)
+        target.declare()  # not bound to waybill.translated
+        try:
+            body = json.dumps({"id": str(uuid.uuid4()), "type": "orders.order_placed"})
+            admin.Producer(channel).publish(body, routing_key=source.name, content_type=bus.JSON)
+            thread = threading.Thread(target=Translator(probe).run, args=(stop,), daemon=True)
+            with caplog.at_level(logging.ERROR, logger="waybill.translator"):
+                thread.start()
+                wait_for(lambda: "routes nothing to waybill.lagprobe" in caplog.text, FLOW_TIMEOUT,
+                         "the translator to find its copy returned")
+                assert source.queue_declare(passive=True).message_count == 0  # held unacked, not dropped
+                channel.queue_bind(queue=target.name, exchange=bus.TRANSLATED.name, routing_key=target.name)
+                wait_for(lambda: target.queue_declare(passive=True).message_count == 1, FLOW_TIMEOUT,
+                         "the copy to be published again once a queue takes it")
+            stop.set()
+            thread.join(20)
+            assert source.queue_declare(passive=True).message_count == 0  # acked: it does not come again
+            assert json.loads(target.get(no_ack=True).body) == json.loads(body)  # as it came: not a listed type
+        finally:
+            stop.set()
+            channel.queue_delete(queue=source.name)
+            channel.queue_delete(queue=target.name)
