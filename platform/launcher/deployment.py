@@ -105,7 +105,7 @@ LAGGING_VARIABLE = "WAYBILL_LAGGING"
 
 def lagging_contexts(lagging: str) -> set[str]:
     """The contexts whose consumers ``lagging`` (``WAYBILL_LAGGING``'s value) lists."""
-    named = {entry.partition(":")[0].strip() for entry in lagging.split(",") if entry.strip()}
+    named = set(manifest.parse_lagging(lagging.split(",")))
     owners = {consumer.name: context.name for context in MANIFESTS.values() for consumer in context.consumers}
     if unknown := named - owners.keys():
         raise ValueError(f"{LAGGING_VARIABLE} names consumers no context declares: {sorted(unknown)}")

@@ -109,7 +109,7 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
         # Its translator (a consumer of it lags: waybill.translator) reads the translator's
         # queues of its consumers and publishes to waybill.translated, only to its own
         # queues' routing keys (topic permissions below).
-        translatable = [c for c in consumers if not c.bindings]  # one that binds at run time cannot lag
+        translatable = _translatable(ctx)
         translating = [r"waybill\.translated"] if translatable else []
         permissions.append({
             "user": user, "vhost": vhost,
@@ -123,6 +123,12 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             "topic_permissions": _topic_permissions(passwords, vhost)}
 
 
+def _translatable(context: str) -> list:
+    """The consumers of ``context`` that may lag (``waybill.translator``): all but one whose
+    bindings are chosen at run time."""
+    return [consumer for consumer in MANIFESTS[context].consumers if not consumer.bindings]
+
+
 def _topic_permissions(contexts: Iterable[str], vhost: str) -> list[dict]:
     """A user that binds its own queues (above) may bind them to waybill.events only with
     the routing keys its manifest calls bindable (RabbitMQ checks a binding's key against
@@ -131,9 +137,9 @@ def _topic_permissions(contexts: Iterable[str], vhost: str) -> list[dict]:
     but to ``waybill.translated``: only to its own queues' keys."""
     grants = []
     for ctx in contexts:
-        if translatable := [c for c in MANIFESTS[ctx].consumers if not c.bindings]:
+        if translatable := _translatable(ctx):
             # Publishing to waybill.translated: to its own queues alone.
-            queues = "|".join(rf"waybill\.{re.escape(c.name)}" for c in translatable)
+            queues = "|".join(rf"waybill\.{c.name}" for c in translatable)
             grants.append({"user": broker_user(ctx), "vhost": vhost, "exchange": "waybill.translated",
                            "write": rf"^({queues})(\.p\d+)?$", "read": "^$"})
         for consumer in MANIFESTS[ctx].consumers:

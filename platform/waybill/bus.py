@@ -46,6 +46,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Connection, Exchange, Queue, binding
 
 from . import contexts
+from . import manifest as manifests
 from .messages import Kind, MessageRefused, missing_steps, spec_for
 
 EVENTS = Exchange("waybill.events", type="topic", durable=True)
@@ -111,8 +112,8 @@ def _direct_bindings(context: contexts.BoundedContext, partition: int) -> list[b
     return bindings
 
 
-def _arguments() -> dict:
-    arguments = dict(QUEUE_ARGUMENTS)
+def _arguments(base: dict) -> dict:
+    arguments = dict(base)
     if settings.WAYBILL_PARTITIONS > 1:
         arguments["x-single-active-consumer"] = True
     return arguments
@@ -129,15 +130,18 @@ def context_queue(context: contexts.BoundedContext, partition: int = 0, *, decla
         bindings = _direct_bindings(context, partition)  # it cannot lag (check_lagging)
     else:
         bindings = [*_direct_bindings(context, partition), binding(TRANSLATED, routing_key=name)]
-    return Queue(name, bindings=bindings, durable=True, queue_arguments=_arguments(),
+    return Queue(name, bindings=bindings, durable=True, queue_arguments=_arguments(QUEUE_ARGUMENTS),
                  no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare))
 
 
 def translator_queue(context: contexts.BoundedContext, partition: int = 0, *, declare: bool | None = None) -> Queue:
     """The queue the translator reads for a lagging consumer: it binds what the consumer's
-    own queue binds when it does not lag."""
+    own queue binds when it does not lag. No delivery limit: nothing in it can make the
+    translator fail (it forwards what it cannot read as it came), so a message given back
+    by a translator that restarted is never dead-lettered past the consumer, out of order."""
     return Queue(_partitioned(f"waybill.translator.{context.name}", partition),
-                 bindings=_direct_bindings(context, partition), durable=True, queue_arguments=_arguments(),
+                 bindings=_direct_bindings(context, partition), durable=True,
+                 queue_arguments=_arguments({"x-queue-type": QUEUE_ARGUMENTS["x-queue-type"]}),
                  no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare))
 
 
@@ -160,31 +164,35 @@ def declare(connection: Connection) -> None:
 
     Declared before the first publish: a topic exchange drops what no queue is bound to.
     A consumer that starts or stops lagging moves between its queue's own bindings and the
-    translator's, the new path bound before the old is unbound: a message published
-    meanwhile reaches the consumer once or twice (its inbox drops the second), never not."""
+    translator's, the new path bound before the old is unbound, so a message published
+    meanwhile reaches the consumer once or twice (its inbox drops the second), never not;
+    and in order (``_translator_queues_left``)."""
     channel = connection.default_channel
     for exchange in (EVENTS, COMMANDS, TRANSLATED, DEAD):
         exchange(channel).declare()
     DEAD_QUEUE(channel).declare()
     lags = lagging()
     for context in contexts.all_contexts():
-        if context.name in lags:
+        lags_now = context.name in lags
+        if lags_now:
             check_lagging(context, lags[context.name])
+        lagged = [] if lags_now else _translator_queues_left(connection, context)
         for partition in partitions():
-            if context.name in lags:
-                translator_queue(context, partition, declare=True)(channel).declare()
             queue = context_queue(context, partition, declare=True)(channel)
+            if lags_now:
+                # Its copies queue up behind what came directly before: order is kept.
+                translator_queue(context, partition, declare=True)(channel).declare()
             queue.declare()
-            if context.name in lags:
+            if lags_now:
                 for old in _direct_bindings(context, partition):
                     queue.unbind_from(old.exchange, routing_key=old.routing_key)
-            else:
-                _retire_translator_queue(connection, context, partition)
             for message_type in context.retired_types:
                 # Unbinding a binding that is not there is harmless (RabbitMQ answers ok).
                 queue.unbind_from(EVENTS, routing_key=_partitioned(message_type, partition))
+        for left in lagged:
+            _retire(connection, context, left)
     for context in contexts.all_contexts():
-        if context.bindings is None:
+        if not context.bindings:
             continue
         try:
             rebind(channel, context, resync=True)
@@ -194,27 +202,55 @@ def declare(connection: Connection) -> None:
             log.exception("bindings of %s not reconciled now; its consumer's job retries", context.name)
 
 
-def _retire_translator_queue(connection: Connection, context: contexts.BoundedContext, partition: int) -> None:
-    """A consumer that no longer lags: its translator queue, if it has one, stops taking
-    messages; it is deleted once it is empty and its translator stopped."""
-    queue = translator_queue(context, partition, declare=True)
+class LagNotEnded(Exception):
+    """A consumer listed as lagging no more cannot be moved back to its own bindings now
+    without its messages overtaking each other."""
+
+
+def _translator_queues_left(connection: Connection, context: contexts.BoundedContext) -> list[Queue]:
+    """The translator queues of a consumer that lagged until now and lags no more, once it
+    is safe to retire them: none of them holds a message or has a consumer. A message
+    still there (or held by the translator) would reach the consumer after a later one of
+    its aggregate that came directly. So the way back is: stop the producers' relays (their
+    outboxes keep what they would publish), let the translator empty its queues, stop it,
+    declare, start the relays. Refused otherwise, before anything changed (``LagNotEnded``)."""
+    left = []
+    for partition in partitions():
+        queue = translator_queue(context, partition, declare=True)
+        with _own_channel(connection) as channel:
+            try:
+                state = queue(channel).queue_declare(passive=True)
+            except connection.channel_errors:
+                continue  # it did not lag
+        if state.message_count or state.consumer_count:
+            raise LagNotEnded(
+                f"{context.name} still lags: {queue.name} holds {state.message_count} messages and has "
+                f"{state.consumer_count} consumers. Stop the producers' relays, let its translator empty it, stop "
+                f"the translator, then declare the topology again (or keep it in WAYBILL_LAGGING)")
+        left.append(queue)
+    return left
+
+
+def _retire(connection: Connection, context: contexts.BoundedContext, queue: Queue) -> None:
+    """Unbind and delete a translator queue, the consumer's own bindings made already."""
+    with _own_channel(connection) as channel:
+        for old in queue.bindings:
+            channel.queue_unbind(queue=queue.name, exchange=old.exchange.name, routing_key=old.routing_key)
+        if left := queue(channel).queue_declare(passive=True).message_count:
+            # Published between the count in _translator_queues_left and the consumer's own
+            # bindings: kept (nothing is deleted) for the translator to deliver.
+            raise LagNotEnded(
+                f"{left} messages for {context.name} reached {queue.name} while it was retired (were the relays "
+                f"stopped?): list it in WAYBILL_LAGGING again and run its translator until it is empty, then retry")
+        channel.queue_delete(queue=queue.name)
+
+
+@contextlib.contextmanager
+def _own_channel(connection: Connection):
     # A channel of its own: asking for a queue that is not there closes the channel.
     channel = connection.channel()
     try:
-        try:
-            state = queue(channel).queue_declare(passive=True)
-        except connection.channel_errors:
-            return  # it never lagged
-        for old in queue.bindings:
-            channel.queue_unbind(queue=queue.name, exchange=old.exchange.name, routing_key=old.routing_key)
-        if state.message_count or state.consumer_count:
-            log.warning("%s, unbound, still holds %d messages for %s and has %d consumers: once its translator "
-                        "emptied it, stop the translator and declare the topology again to delete it",
-                        queue.name, state.message_count, context.name, state.consumer_count)
-        else:
-            # What reached it since it was counted reached the consumer's own queue too,
-            # bound again before this.
-            channel.queue_delete(queue=queue.name)
+        yield channel
     finally:
         with contextlib.suppress(Exception):
             channel.close()
@@ -222,22 +258,18 @@ def _retire_translator_queue(connection: Connection, context: contexts.BoundedCo
 
 # --- consumers whose code lags behind their producers ------------------------------------
 def lagging() -> dict[str, dict[str, int]]:
-    """``WAYBILL_LAGGING`` read: consumer -> {message type: the version its code reads}.
-    Each entry is ``<consumer>:<type>@<version>``, e.g. ``inventory:orders.order_cancelled@1``."""
-    result: dict[str, dict[str, int]] = {}
-    for entry in settings.WAYBILL_LAGGING:
-        consumer, _, pinned = entry.partition(":")
-        message_type, _, version = pinned.rpartition("@")
-        if not (consumer and message_type and version.isdigit() and int(version) >= 1):
-            raise ImproperlyConfigured(f"WAYBILL_LAGGING entry {entry!r}: expected <consumer>:<type>@<version>")
-        result.setdefault(consumer, {})[message_type] = int(version)
-    return result
+    """``WAYBILL_LAGGING`` read (``manifest.parse_lagging``): consumer -> {message type: the
+    version its code reads}."""
+    try:
+        return manifests.parse_lagging(settings.WAYBILL_LAGGING)
+    except ValueError as refused:
+        raise ImproperlyConfigured(f"WAYBILL_LAGGING: {refused}") from None
 
 
 def check_lagging(context: contexts.BoundedContext, pins: dict[str, int]) -> None:
     """Refuse, before anything is bound, a lag the translator could not serve."""
     problems = []
-    if context.bindings is not None:
+    if context.bindings:
         problems.append("its bindings are chosen at run time (it converts per subscriber itself)")
     for message_type, version in sorted(pins.items()):
         if message_type not in context.consumed_types:

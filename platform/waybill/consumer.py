@@ -676,7 +676,7 @@ class ContextConsumer:
                                 # A dead connection is noticed within two heartbeats (the
                                 # saga clock must not run on while nothing can arrive).
                                 connection.heartbeat_check()
-                                take_batch(connection, arrived, batch_size)
+                                _take_batch(connection, arrived, batch_size)
                                 if arrived:
                                     batch = arrived[:]
                                     arrived.clear()
@@ -689,7 +689,7 @@ class ContextConsumer:
             connections.close_all()
 
 
-def take_batch(connection, arrived: list, size: int, *, idle_seconds: float = 0.25) -> None:
+def _take_batch(connection, arrived: list, size: int, *, idle_seconds: float = 0.25) -> None:
     """Wait up to ``idle_seconds`` for a message, then take what has already arrived (and
     what comes within ``WAYBILL_CONSUMER_BATCH_WAIT_SECONDS``) until ``size`` are in
     ``arrived``. A message that comes alone goes alone, at once."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -215,6 +215,23 @@ def _refuse_clashes(declared) -> None:
             if claim in owners:
                 raise ValueError(f"{claim} is declared by both {owners[claim]!r} and {context.name!r}")
             owners[claim] = context.name
+
+
+def parse_lagging(entries: Iterable[str]) -> dict[str, dict[str, int]]:
+    """``WAYBILL_LAGGING``'s entries (``<consumer>:<type>@<version>``, e.g.
+    ``inventory:orders.order_cancelled@1``: a consumer whose deployed code reads that type at
+    that version, older than its producer's; ``waybill.translator``) as consumer -> {type:
+    version}. Here, without Django: the launcher reads it too, for the translators it runs."""
+    result: dict[str, dict[str, int]] = {}
+    for entry in (entry.strip() for entry in entries):
+        if not entry:
+            continue
+        consumer, _, pinned = entry.partition(":")
+        message_type, _, version = pinned.rpartition("@")
+        if not (consumer and message_type and version.isdigit() and int(version) >= 1):
+            raise ValueError(f"entry {entry!r}: expected <consumer>:<type>@<version>")
+        result.setdefault(consumer, {})[message_type] = int(version)
+    return result
 
 
 def resolve(reference: str):

@@ -138,6 +138,7 @@ def start_translators(ctx: contexts.BoundedContext, stop: threading.Event) -> li
 
 
 def translator_queues(ctx: contexts.BoundedContext) -> list:
+    """``ctx``'s translator queues if it lags: a clean stop waits for them to empty too."""
     return [bus.translator_queue(ctx, partition) for partition in bus.partitions()] \
         if ctx.name in bus.lagging() else []
 

@@ -27,8 +27,11 @@ queues' keys on ``waybill.translated`` alone: ``launcher.provision``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
+import time
 
 from django.conf import settings
 from kombu import Producer
@@ -36,14 +39,15 @@ from kombu.message import Message as KombuMessage
 
 from . import bus
 from .backoff import Reconnects, backoff_delay
-from .consumer import take_batch
 from .contexts import BoundedContext
 from .messages import MessageRefused, parse, read_as
 from .wire import storable
 
 log = logging.getLogger(__name__)
 # Set on a copy the translator converted: the version it was published at.
-TRANSLATED_FROM = "x-waybill-translated-from"
+TRANSLATED_FROM = "waybill-translated-from"
+# The properties a copy keeps from the message as it came (the relay sets message_id).
+_KEPT_PROPERTIES = ("message_id", "correlation_id", "priority", "app_id", "type", "timestamp")
 
 
 def translate(pins: dict[str, int], body: bytes, content_type: str) -> tuple[bytes, int | None]:
@@ -72,17 +76,19 @@ def translate(pins: dict[str, int], body: bytes, content_type: str) -> tuple[byt
 class Translator:
     """Translates one partition of one lagging consumer's messages (see the module)."""
 
+    # Messages held unacked at once: a few, as each is forwarded and confirmed in turn; a
+    # restart gives them back to the queue, in order.
+    prefetch = 16
+
     def __init__(self, context: BoundedContext, partition: int = 0):
         self.context = context
         self.partition = partition
         self.pins = bus.lagging()[context.name]
         bus.check_lagging(context, self.pins)
         self.target = bus.queue_name(context.name, partition)
-        self.stop = threading.Event()
         self._returned: list[str] = []
 
     def run(self, stop: threading.Event) -> None:
-        self.stop = stop
         reconnects = Reconnects(f"translator {self.target}", stop, log)
         while not stop.is_set():
             try:
@@ -95,32 +101,35 @@ class Translator:
                                         auto_declare=settings.WAYBILL_BROKER_DECLARE)
                     arrived: list[KombuMessage] = []
                     with connection.Consumer([bus.translator_queue(self.context, self.partition)],
-                                             on_message=arrived.append,
-                                             prefetch_count=settings.WAYBILL_CONSUMER_PREFETCH):
+                                             on_message=arrived.append, prefetch_count=self.prefetch):
                         reconnects.succeeded()
                         while not stop.is_set():
                             connection.heartbeat_check()
-                            take_batch(connection, arrived, settings.WAYBILL_CONSUMER_PREFETCH)
+                            with contextlib.suppress(socket.timeout):
+                                connection.drain_events(timeout=0.25)
                             while arrived and not stop.is_set():
-                                self._forward(producer, arrived.pop(0))
+                                self._forward(connection, producer, arrived.pop(0), stop)
             except Exception:  # noqa: BLE001 - the broker went away: unacked messages come again
                 reconnects.failed()
 
-    def _forward(self, producer: Producer, message: KombuMessage) -> None:
+    def _forward(self, connection, producer: Producer, message: KombuMessage, stop: threading.Event) -> None:
         """Publish the message's copy and wait for the broker's confirm, then ack it. A copy
         no queue took (the consumer's queue is not bound to the translator's exchange: the
         topology was not declared for this lag) is published again after a pause, holding
         the ones behind it, until it is taken: nothing is dropped, and order is kept."""
         body, converted_from = translate(self.pins, message.body, message.content_type or "")
-        headers = dict(message.headers or {})
+        # The producer's headers, not the broker's (x-delivery-count and the like).
+        headers = {name: value for name, value in (message.headers or {}).items() if not name.startswith("x-")}
         if converted_from is not None:
             headers[TRANSLATED_FROM] = converted_from
+        properties = {name: message.properties[name] for name in _KEPT_PROPERTIES if message.properties.get(name)}
         returns = 0
         while True:
             self._returned.clear()
             producer.publish(body, routing_key=self.target, content_type=message.content_type,
                              content_encoding=message.content_encoding or "utf-8", headers=headers,
-                             delivery_mode=2, mandatory=True, retry=False)
+                             delivery_mode=2, mandatory=True, retry=False,
+                             confirm_timeout=settings.WAYBILL_RELAY_CONFIRM_TIMEOUT_SECONDS, **properties)
             if not self._returned:
                 message.ack()
                 return
@@ -128,8 +137,12 @@ class Translator:
             delay = backoff_delay(returns, base=0.5, cap=30.0)
             log.error("translator: %s routes nothing to %s (%s); declare the topology for WAYBILL_LAGGING. "
                       "Publishing again in %.1fs", bus.TRANSLATED.name, self.target, self._returned[-1], delay)
-            if self.stop.wait(delay):
-                return  # unacked: it comes again
+            # In slices, keeping the connection's heartbeats going meanwhile.
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0:
+                if stop.wait(min(left, 1.0)):
+                    return  # unacked: it comes again
+                connection.heartbeat_check()
 
     def _on_return(self, exception, exchange, routing_key, message) -> None:
         self._returned.append(f"{exchange} {routing_key}: {exception}")

@@ -91,55 +91,92 @@ def _queued(channel, queue) -> int:
     return queue(channel).queue_declare(passive=True).message_count
 
 
+def _publish(producer, envelope: Envelope) -> None:
+    exchange, key = bus.route(envelope.type, envelope.schema_version, envelope.aggregate_id)
+    producer.publish(envelope.to_json(), exchange=exchange, routing_key=key, content_type=bus.JSON,
+                     message_id=str(envelope.id))
+
+
+def _taken(channel, queue) -> list:
+    taken = []
+    while (message := queue(channel).get(no_ack=True)) is not None:
+        taken.append(message)
+    return taken
+
+
 @pytest.mark.django_db(transaction=True, databases=["inventory", "webhooks"])  # webhooks: its bindings
-def test_a_lagging_consumer_reads_every_message_at_its_version_and_nothing_is_lost(settings):
+def test_a_lagging_consumer_reads_every_message_at_its_version_in_order_and_nothing_is_lost(settings):
     inventory = contexts.get("inventory")
-    settings.WAYBILL_LAGGING = (PIN,)
     stop = threading.Event()
     with bus.connect() as connection:
         channel = connection.default_channel
         bus.declare(connection)
         target, translator_queue = bus.context_queue(inventory), bus.translator_queue(inventory)
         target(channel).purge()
-        translator_queue(channel).purge()
-        published = [_cancelled(version=2), _cancelled(version=1)]
         producer = connection.Producer(channel)
+        before = _cancelled(version=1)
+        _publish(producer, before)  # directly, before the lag
+
+        settings.WAYBILL_LAGGING = (PIN,)
+        bus.declare(connection)
+        published = [_cancelled(version=2), _cancelled(version=1)]
         for envelope in published:
-            exchange, key = bus.route(envelope.type, envelope.schema_version, envelope.aggregate_id)
-            producer.publish(envelope.to_json(), exchange=exchange, routing_key=key, content_type=bus.JSON)
-        # Only through the translator: the consumer's own queue no longer binds the events.
-        assert _queued(channel, target) == 0 and _queued(channel, translator_queue) == 2
+            _publish(producer, envelope)
+        # Only through the translator now: the consumer's own queue no longer binds the events.
+        assert _queued(channel, target) == 1 and _queued(channel, translator_queue) == 2
 
         thread = threading.Thread(target=Translator(inventory).run, args=(stop,), daemon=True)
         thread.start()
         try:
-            wait_for(lambda: _queued(channel, target) == 2 and _queued(channel, translator_queue) == 0, 10,
+            wait_for(lambda: _queued(channel, target) == 3 and _queued(channel, translator_queue) == 0, 10,
                      "the translator to move both messages")
         finally:
             stop.set()
             thread.join(10)
-        given = []
-        while (message := target(channel).get(no_ack=True)) is not None:
-            given.append(message)
-        assert [json.loads(m.body)["id"] for m in given] == [str(e.id) for e in published]  # in order
-        assert [json.loads(m.body)["schema_version"] for m in given] == [1, 1]
-        assert [m.headers.get(TRANSLATED_FROM) for m in given] == [2, None]
+        assert not thread.is_alive()
+        given = _taken(channel, target)
+        # Behind what came directly, in the order published, each at the version it reads.
+        assert [json.loads(m.body)["id"] for m in given] == [str(e.id) for e in (before, *published)]
+        assert [json.loads(m.body)["schema_version"] for m in given] == [1, 1, 1]
+        assert [m.headers.get(TRANSLATED_FROM) for m in given] == [None, 2, None]
+        assert [m.properties["message_id"] for m in given] == [str(e.id) for e in (before, *published)]
 
         consumer = ContextConsumer(inventory)
         outcomes = [consumer.handle(Received.from_kombu(m)) for m in given]
-        assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+        assert outcomes == [Outcome.APPLIED] * 3
         # The consumer kept what it was given: v1, as code that knows nothing newer would.
         assert {row.envelope["schema_version"] for row in InboxMessage.objects.using("inventory").all()} == {1}
 
-        # No longer lagging: the consumer binds the events again, before its translator's
-        # queue lets go of them (RabbitMQ then deletes it: tests/services).
+        # No longer lagging: its own bindings back, and its translator's queue unbound.
         settings.WAYBILL_LAGGING = ()
         bus.declare(connection)
         again = _cancelled(version=2)
-        exchange, key = bus.route(again.type, again.schema_version, again.aggregate_id)
-        producer.publish(again.to_json(), exchange=exchange, routing_key=key, content_type=bus.JSON)
-        assert _queued(channel, target) == 1 and _queued(channel, translator_queue) == 0
-        target(channel).purge()
+        _publish(producer, again)
+        assert [json.loads(m.body)["id"] for m in _taken(channel, target)] == [str(again.id)]
+        assert _queued(channel, translator_queue) == 0
+
+
+@pytest.mark.django_db(databases=["webhooks"])  # webhooks: its bindings
+def test_a_lag_is_not_ended_while_its_translator_queue_holds_messages(settings):
+    """They would reach the consumer after later ones that come directly: refused, before
+    anything changed, until the translator emptied its queue and stopped."""
+    inventory = contexts.get("inventory")
+    with bus.connect() as connection:
+        channel = connection.default_channel
+        settings.WAYBILL_LAGGING = (PIN,)
+        bus.declare(connection)
+        translator_queue = bus.translator_queue(inventory)
+        _publish(connection.Producer(channel), _cancelled(version=2))
+        settings.WAYBILL_LAGGING = ()
+        with pytest.raises(bus.LagNotEnded, match="holds 1 messages"):
+            bus.declare(connection)
+        # Still lagging: what comes goes to the translator's queue, not to the consumer's.
+        assert [(b.exchange, b.routing_key) for b in channel.state.queue_bindings("waybill.inventory")] == \
+            [("waybill.translated", "waybill.inventory")]
+        translator_queue(channel).purge()
+        bus.declare(connection)
+        assert ("waybill.events", "orders.order_cancelled") in \
+            {(b.exchange, b.routing_key) for b in channel.state.queue_bindings("waybill.inventory")}
 
 
 def test_the_launcher_runs_a_translator_for_each_context_whose_consumer_lags():
