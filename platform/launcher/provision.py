@@ -20,6 +20,7 @@ from typing import Iterable
 from psycopg import connect, sql
 from psycopg.conninfo import make_conninfo
 
+from waybill import historylimits
 from waybill.manifest import resolve
 
 from .deployment import CONTEXTS, DATABASES, MANIFESTS
@@ -86,8 +87,8 @@ def rabbitmq_user(name: str, password: str, *, tags: Iterable[str] = ()) -> dict
 
 
 def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: str = "waybill") -> dict:
-    """The vhost, one user per context (``passwords``: context -> password) and everyone's
-    permissions in it, as a RabbitMQ definitions document. The admin user itself is not
+    """The vhost, one user per context (``passwords``: context -> password), everyone's
+    permissions in it and the event history's retention, as a RabbitMQ definitions document. The admin user itself is not
     in it (the caller has one already, or adds it). Shared by provision_rabbitmq() and the
     docker-compose deployment (launcher.compose), so both grant exactly the same."""
     users, permissions = [], [
@@ -120,7 +121,9 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
             "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), *(rf'waybill\.translator\.{c.name}(\.p\d+)?' for c in translatable), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
-            "topic_permissions": _topic_permissions(passwords, vhost)}
+            "topic_permissions": _topic_permissions(passwords, vhost),
+            # How long the event history stream keeps what (waybill.history).
+            "policies": [historylimits.stream_policy(vhost)]}
 
 
 def _translatable(context: str) -> list:

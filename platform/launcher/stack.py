@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from waybill import historylimits
+
 from .deployment import (
     CONTEXTS, DATABASES, LAGGING_VARIABLE, MANIFESTS, SUPERVISOR_VARIABLE, Process, database_variable,
 )
@@ -58,6 +60,9 @@ class Stack:
             env[SUPERVISOR_VARIABLE] = self.supervisor_url
         if self.lagging:
             env[LAGGING_VARIABLE] = self.lagging
+        # The history's retention, as the broker's policy has it (provision): what a process
+        # may be asked to rewind to.
+        env.update({name: os.environ[name] for name in historylimits.VARIABLES if name in os.environ})
         provided = {"WAYBILL_PAYMENT_GATEWAY_URL": self.payment_gateway_url,
                     "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         for context in contexts:

@@ -47,6 +47,7 @@ from kombu import Connection, Exchange, Queue, binding
 
 from . import contexts
 from . import manifest as manifests
+from .historylimits import STREAM
 from .messages import Kind, MessageRefused, missing_steps, spec_for
 
 EVENTS = Exchange("waybill.events", type="topic", durable=True)
@@ -145,6 +146,14 @@ def translator_queue(context: contexts.BoundedContext, partition: int = 0, *, de
                  no_declare=not (settings.WAYBILL_BROKER_DECLARE if declare is None else declare))
 
 
+def history_queue(name: str = STREAM) -> Queue:
+    """The event history in services mode (``waybill.history``): a stream bound to every
+    routing key of the events exchange, partitioned ones too. Its retention is a policy
+    (``waybill.historylimits``), not an argument: arguments cannot change once declared."""
+    return Queue(name, EVENTS, routing_key="#", durable=True, queue_arguments={"x-queue-type": "stream"},
+                 no_declare=True)
+
+
 def context_queues(context: contexts.BoundedContext) -> list[Queue]:
     return [context_queue(context, partition) for partition in partitions()]
 
@@ -171,6 +180,11 @@ def declare(connection: Connection) -> None:
     for exchange in (EVENTS, COMMANDS, TRANSLATED, DEAD):
         exchange(channel).declare()
     DEAD_QUEUE(channel).declare()
+    if settings.WAYBILL_HISTORY == "stream":
+        # Bound before any consumer's queue, so that it holds all any of them was sent.
+        queue = history_queue()(channel)
+        queue.queue_declare()
+        queue.queue_bind()
     lags = lagging()
     for context in contexts.all_contexts():
         lags_now = context.name in lags

@@ -1,4 +1,5 @@
-"""Forgetting what is no longer needed: sent outbox rows and processed inbox rows.
+"""Forgetting what is no longer needed: sent outbox rows and processed inbox rows (and,
+embedded, the event history past its age: the outboxes' sent events and documents are it).
 
 A sent outbox row is kept for operators (what left, when) and an inbox row for
 deduplication: a duplicate that arrives after its row is gone would be applied again.
@@ -18,9 +19,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from .contexts import BoundedContext
+from .history import KINDS
 
 PRUNE_EVERY_SECONDS = 600.0
 BATCH = 5000
@@ -35,8 +38,15 @@ def prune(context: BoundedContext) -> int:
         processed_at__lt=now - timedelta(seconds=settings.WAYBILL_INBOX_RETENTION_SECONDS))
     deleted = _delete_in_batches(inbox)
     if context.relay:  # a bulkhead shares its context's outbox; the main registration prunes it
-        outbox = context.outbox.objects.using(context.database).filter(
-            sent_at__lt=now - timedelta(seconds=settings.WAYBILL_OUTBOX_RETENTION_SECONDS))
+        outbox = context.outbox.objects.using(context.database)
+        sent_before = now - timedelta(seconds=settings.WAYBILL_OUTBOX_RETENTION_SECONDS)
+        if settings.WAYBILL_HISTORY == "archive":
+            # Its sent events and documents are the history (waybill.history): kept as long
+            # as the history is, and never less than the outbox keeps the rest.
+            kept_from = min(sent_before, now - timedelta(seconds=settings.WAYBILL_HISTORY_MAX_AGE_SECONDS))
+            outbox = outbox.filter(Q(sent_at__lt=sent_before) & ~Q(kind__in=KINDS) | Q(sent_at__lt=kept_from))
+        else:
+            outbox = outbox.filter(sent_at__lt=sent_before)
         deleted += _delete_in_batches(outbox)
     return deleted
 

@@ -24,6 +24,7 @@ def _inbox(status, processed_days_ago):
 def test_old_sent_outbox_and_processed_inbox_rows_go_and_nothing_else(pump, settings):
     settings.WAYBILL_OUTBOX_RETENTION_SECONDS = 3600
     settings.WAYBILL_INBOX_RETENTION_SECONDS = 3600
+    settings.WAYBILL_HISTORY_MAX_AGE_SECONDS = 3600  # embedded, sent events are the history too
     inventory.product_create(sku="PRUNE-1", name="Old", price=Decimal("1"), on_hand=1)
     pump.relay("inventory")
     InventoryOutbox.objects.update(sent_at=timezone.now() - timedelta(days=2))  # long sent

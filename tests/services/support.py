@@ -4,6 +4,7 @@ orders, read a context's database, wait for orders to be confirmed on the read s
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,20 @@ def assert_applied_once(deployment, sku: str, order_ids: list[str]) -> list[str]
                             "'inventory.reserve_stock' AND envelope->>'aggregate_id' = ANY(%s)", (order_ids,))
     assert len(rows) == len(order_ids)
     return [row[0] for row in rows]
+
+
+def in_history(order_ids: list[str], message_type: str = "orders.order_placed") -> set[str]:
+    """Which of ``order_ids`` the event history has a ``message_type`` of (with the test
+    process's settings on the deployment's broker: the ``on_the_broker`` fixture)."""
+    from waybill.history import StreamHistory
+
+    found = set()
+    for batch in StreamHistory().read():
+        for recorded in batch:
+            envelope = json.loads(recorded.received.body)
+            if envelope["type"] == message_type:
+                found.add(envelope["aggregate_id"])
+    return found & set(order_ids)
 
 
 @contextlib.contextmanager

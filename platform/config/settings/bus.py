@@ -1,9 +1,10 @@
 """Messaging: the broker, the relay, the consumers, and Celery, which hosts the consumers
 in services mode (waybill/bus.py, relay.py, consumer.py, worker.py)."""
 
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from waybill import jsonlimits
+from waybill import historylimits, jsonlimits
 
 from .contexts import WAYBILL_CONTEXTS
 from .environment import WAYBILL_BROKER_URL, env
@@ -71,6 +72,15 @@ WAYBILL_MESSAGE_MAX_DEPTH = env.int("WAYBILL_MESSAGE_MAX_DEPTH", default=jsonlim
 # How much of a message's body the admin shows as text (dead letters, inbox, outbox); the
 # whole body is a download.
 WAYBILL_MESSAGE_PREVIEW_BYTES = env.int("WAYBILL_MESSAGE_PREVIEW_BYTES", default=4096)
+
+# The event history (waybill.history): a RabbitMQ stream in services mode, each context's
+# outbox archive embedded (the in-memory transport has no streams). How long it keeps
+# what, in waybill.historylimits.
+WAYBILL_HISTORY = env.str("WAYBILL_HISTORY", default="archive" if WAYBILL_BROKER_URL.startswith("memory://")
+                          else "stream")
+if WAYBILL_HISTORY not in ("stream", "archive"):
+    raise ImproperlyConfigured(f"WAYBILL_HISTORY={WAYBILL_HISTORY!r}: 'stream' or 'archive'")
+WAYBILL_HISTORY_MAX_AGE_SECONDS = env.int(historylimits.MAX_AGE_VARIABLE, default=historylimits.MAX_AGE_SECONDS)
 
 # --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
 CELERY_BROKER_URL = WAYBILL_BROKER_URL
