@@ -34,7 +34,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 from kombu import Queue
 
@@ -106,8 +105,10 @@ class StreamHistory:
             if first is not None and offset < first:
                 raise HistoryGone(f"cannot go on from offset {offset - 1}: the history now starts at offset {first} "
                                   f"(what came before is past its retention)")
-        else:
+        elif start == FIRST:
             offset = FIRST
+        else:
+            raise ValueError(f"a start is FIRST, a position or a time, not {start!r}")
         for batch in self._consume({"x-stream-offset": offset}, batch=self.batch):
             yield [Recorded(Received.from_kombu(message), {"offset": _offset(message)}) for message in batch]
 
@@ -147,18 +148,20 @@ class OutboxArchive:
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
         owners = [context for context in contexts.all_contexts() if context.relay]
+        # None: from the context's first row; else the send time read up to and the ids read at it.
         cursors: dict[str, tuple[datetime, list[int]] | None] = dict.fromkeys((c.name for c in owners), None)
-        since = None
         if isinstance(start, datetime):
             _refuse_before_horizon(start)
-            since = start
+            cursors = dict.fromkeys(cursors, (start, []))
         elif isinstance(start, dict):
             for name, (sent_at, ids) in start["sent"].items():
                 cursors[name] = (datetime.fromisoformat(sent_at), list(ids))
             if oldest := min((cursor[0] for cursor in cursors.values() if cursor), default=None):
                 _refuse_before_horizon(oldest)
+        elif start != FIRST:
+            raise ValueError(f"a start is FIRST, a position or a time, not {start!r}")
         while True:
-            rows = heapq.merge(*(self._after(context, cursors[context.name], since) for context in owners),
+            rows = heapq.merge(*(self._after(context, cursors[context.name]) for context in owners),
                                key=lambda pair: (pair[1].sent_at, pair[0], pair[1].id))
             batch = []
             for name, row in rows:
@@ -171,16 +174,14 @@ class OutboxArchive:
             if not batch:
                 return
             yield batch
-            since = None
 
-    def _after(self, context: contexts.BoundedContext, cursor, since: datetime | None):
-        """Up to a batch of ``context``'s archive after ``cursor`` (or from ``since``), in order."""
+    def _after(self, context: contexts.BoundedContext, cursor):
+        """Up to a batch of ``context``'s archive after ``cursor``, in order."""
         rows = context.outbox.objects.using(context.database).filter(kind__in=KINDS, sent_at__isnull=False)
+        since = None
         if cursor is not None:
             since, ids = cursor
-            rows = rows.exclude(id__in=ids)
-        if since is not None:
-            rows = rows.filter(sent_at__gte=_just_before_its_millisecond(since))
+            rows = rows.exclude(id__in=ids).filter(sent_at__gte=_just_before_its_millisecond(since))
         found = [(context.name, row) for row in rows.order_by("sent_at", "id")[:self.batch]]
         # Compared again here, exactly: see _just_before_its_millisecond.
         return [(name, row) for name, row in found if since is None or row.sent_at >= since]

@@ -96,6 +96,7 @@ def test_from_a_time_and_not_before_what_it_keeps(pump, settings):
     sent_since = {str(row.message_id) for context in contexts.all_contexts() if context.relay
                   for row in context.outbox.objects.using(context.database).filter(sent_at__gte=cut, kind__in=KINDS)}
     assert sent_since and set(_ids(_read(cut))) == sent_since
+    assert sorted(_ids(_read(cut, batch=1))) == sorted(sent_since)  # the time holds for every batch
 
     settings.WAYBILL_HISTORY_MAX_AGE_SECONDS = 60
     with pytest.raises(HistoryGone, match="holds everything only from"):

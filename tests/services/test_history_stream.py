@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from amqp.exceptions import AMQPError
 from django.utils import timezone
 from kombu import Connection, Queue
 
@@ -74,7 +75,12 @@ def test_what_retention_took_is_refused_never_served_as_the_whole(on_the_broker,
             def published_more_and_retention_ran() -> bool:
                 for _ in range(20):  # new segments: RabbitMQ applies retention as it opens one
                     producer.publish({"probe": "x" * 500}, routing_key=name)
-                return (history.first_offset() or 0) > 0
+                try:
+                    return (history.first_offset() or 0) > 0
+                except AMQPError:
+                    # RabbitMQ 3.10 may answer INTERNAL_ERROR to a consumer that attaches
+                    # while retention deletes the segment it starts in: ask again.
+                    return False
 
             wait_for(published_more_and_retention_ran, FLOW_TIMEOUT, "retention to delete the first segments")
             first = history.first_offset()

@@ -80,6 +80,9 @@ WAYBILL_HISTORY = env.str("WAYBILL_HISTORY", default="archive" if WAYBILL_BROKER
                           else "stream")
 if WAYBILL_HISTORY not in ("stream", "archive"):
     raise ImproperlyConfigured(f"WAYBILL_HISTORY={WAYBILL_HISTORY!r}: 'stream' or 'archive'")
+if WAYBILL_HISTORY == "stream" and WAYBILL_BROKER_URL.startswith("memory://"):
+    # It would be a plain queue bound to every event, that nobody reads and that only grows.
+    raise ImproperlyConfigured("WAYBILL_HISTORY=stream needs RabbitMQ: the in-memory transport has no streams")
 WAYBILL_HISTORY_MAX_AGE_SECONDS = env.int(historylimits.MAX_AGE_VARIABLE, default=historylimits.MAX_AGE_SECONDS)
 
 # --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
