@@ -39,7 +39,7 @@ import logging
 import threading
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -69,6 +69,18 @@ def connect(*, confirm_each_publish: bool = True, heartbeat: float = 0) -> Conne
     if not confirm_each_publish:
         options["confirm_publish"] = False
     return Connection(settings.WAYBILL_BROKER_URL, transport_options=options, heartbeat=heartbeat)
+
+
+@contextlib.contextmanager
+def consuming() -> Iterator[Connection]:
+    """The connection of a long-running consumer of this process (a context's consumer, a
+    translator): with heartbeats, for its loop to check, connected, and the topology
+    declared where this process declares it."""
+    with connect(heartbeat=settings.WAYBILL_CONSUMER_HEARTBEAT_SECONDS) as connection:
+        connection.ensure_connection(max_retries=3)
+        if settings.WAYBILL_BROKER_DECLARE:
+            declare(connection)
+        yield connection
 
 
 def partitions() -> range:
@@ -150,8 +162,7 @@ def history_queue(name: str = STREAM) -> Queue:
     """The event history in services mode (``waybill.history``): a stream bound to every
     routing key of the events exchange, partitioned ones too. Its retention is a policy
     (``waybill.historylimits``), not an argument: arguments cannot change once declared."""
-    return Queue(name, EVENTS, routing_key="#", durable=True, queue_arguments={"x-queue-type": "stream"},
-                 no_declare=True)
+    return Queue(name, EVENTS, routing_key="#", durable=True, queue_arguments={"x-queue-type": "stream"})
 
 
 def context_queues(context: contexts.BoundedContext) -> list[Queue]:
@@ -182,9 +193,7 @@ def declare(connection: Connection) -> None:
     DEAD_QUEUE(channel).declare()
     if settings.WAYBILL_HISTORY == "stream":
         # Bound before any consumer's queue, so that it holds all any of them was sent.
-        queue = history_queue()(channel)
-        queue.queue_declare()
-        queue.queue_bind()
+        history_queue()(channel).declare()
     lags = lagging()
     for context in contexts.all_contexts():
         lags_now = context.name in lags

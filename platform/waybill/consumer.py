@@ -659,10 +659,7 @@ class ContextConsumer:
         try:
             while not stop.is_set():
                 try:
-                    with bus.connect(heartbeat=settings.WAYBILL_CONSUMER_HEARTBEAT_SECONDS) as connection:
-                        connection.ensure_connection(max_retries=3)
-                        if settings.WAYBILL_BROKER_DECLARE:
-                            bus.declare(connection)
+                    with bus.consuming() as connection:
                         arrived: list[KombuMessage] = []
                         with connection.Consumer(
                             [bus.context_queue(self.context, self.partition)],

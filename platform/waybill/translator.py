@@ -93,10 +93,7 @@ class Translator:
         while not stop.is_set():
             try:
                 # Publisher confirms on (the default): publish() returns once the broker has it.
-                with bus.connect(heartbeat=settings.WAYBILL_CONSUMER_HEARTBEAT_SECONDS) as connection:
-                    connection.ensure_connection(max_retries=3)
-                    if settings.WAYBILL_BROKER_DECLARE:
-                        bus.declare(connection)
+                with bus.consuming() as connection:
                     producer = Producer(connection.channel(), exchange=bus.TRANSLATED, on_return=self._on_return,
                                         auto_declare=settings.WAYBILL_BROKER_DECLARE)
                     arrived: list[KombuMessage] = []
