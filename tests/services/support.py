@@ -11,10 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
+from kombu import Connection
 
 from launcher.polling import wait_for
 
 FLOW_TIMEOUT = 90.0
+
+
+def consumers(deployment, queue: str) -> int:
+    """Consumers attached to ``queue`` as the broker counts them."""
+    with Connection(deployment.stack.broker_urls["admin"]) as connection:
+        return connection.default_channel.queue_declare(queue=queue, passive=True).consumer_count
 
 
 def sign_in(deployment, users=("alice", "admin")) -> dict[str, str]:

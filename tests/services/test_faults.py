@@ -10,7 +10,7 @@ import pytest
 
 from launcher.polling import wait_for as _wait
 
-from .support import FLOW_TIMEOUT, assert_applied_once, place, product, query, wait_confirmed
+from .support import FLOW_TIMEOUT, assert_applied_once, consumers, place, product, query, wait_confirmed
 
 pytestmark = pytest.mark.xdist_group("services")
 
@@ -18,6 +18,10 @@ pytestmark = pytest.mark.xdist_group("services")
 def test_competing_workers_share_a_queue_and_apply_each_message_once(deployment, tokens):
     deployment.start_process("inventory-worker", as_name="inventory-worker-2")
     try:
+        # Started is not yet consuming: orders placed before the second worker attaches may
+        # all go to the first (CI saw it once).
+        _wait(lambda: consumers(deployment, "waybill.inventory") == 2, FLOW_TIMEOUT,
+              "the second inventory worker to attach")
         sku = product(deployment, tokens, on_hand=1000)
         order_ids = place(deployment, tokens, sku, 80)
         wait_confirmed(deployment, order_ids)
