@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from apps.inventory import contracts as inventory
 from apps.orders import contracts as orders
-from waybill.api import Batched, BatchItem, Envelope, Message, OutboxMeasured, ProcessesSupervised
+from waybill.api import Batched, BatchItem, Envelope, Message, OutboxMeasured, ProcessesSupervised, Projection
 
-from . import services
+from . import models, services
 from .services import FAILED, OK, SKIPPED
 
 
@@ -129,6 +129,18 @@ def _project(messages: list[tuple[Envelope, Message]]) -> None:
         services.order_steps_project(steps)
 
 
-PROJECTION = Batched(one=project, many=project_many)
+# Replay-safe: it writes read rows only, and applies a message once (a timeline keeps each
+# message's id; documents and gauges are kept only when newer), whoever applies it first.
+PROJECTION = Batched(one=project, many=project_many, replay_safe=True)
 
 HANDLERS = dict.fromkeys([*ORDER_STEPS, inventory.ProductUpdated, *GAUGES], PROJECTION)
+
+# What a rebuild can build again from the event history (``manage.py rebuild``), each into
+# fresh tables of its own, switched whole. Products and orders are apart: an order's
+# document reads the catalog only for what it pushes, and a replay pushes nothing.
+PROJECTIONS = (
+    Projection("orders", types=tuple(ORDER_STEPS),
+               models=(models.OrderSummary, models.OrderStatusCount, models.OrderThroughput, models.DashboardDelta)),
+    Projection("catalog", types=(inventory.ProductUpdated,), models=(models.CatalogItem,)),
+    Projection("gauges", types=tuple(GAUGES), models=(models.OutboxGauge, models.ProcessGauge)),
+)

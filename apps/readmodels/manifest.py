@@ -10,7 +10,8 @@ CONTEXT = Context(
         "events/": "apps.readmodels.api.events_urls",
     },
     websockets="apps.readmodels.routing:websocket_urlpatterns",
-    consumers=(Consumer("readmodels", handlers="apps.readmodels.handlers:HANDLERS"),),
+    consumers=(Consumer("readmodels", handlers="apps.readmodels.handlers:HANDLERS",
+                        projections="apps.readmodels.handlers:PROJECTIONS"),),
     jobs=(
         # The operations dashboard: pushed at most once a second (DASHBOARD_MIN_SECONDS, kept
         # across processes by the dashboard row itself).

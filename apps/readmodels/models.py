@@ -3,7 +3,7 @@ it mirrors, so an older message never moves it backwards."""
 
 from django.db import models
 
-from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
+from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase, RebuildBase, ReplayPositionBase
 
 
 class OrderSummary(models.Model):
@@ -198,3 +198,11 @@ class Change(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream}#{self.position} {self.kind} {self.key} v{self.version}"
+
+
+class ReplayPosition(ReplayPositionBase):
+    pass
+
+
+class Rebuild(RebuildBase):
+    pass

@@ -112,13 +112,17 @@ def rabbitmq_definitions(*, admin_user: str, passwords: dict[str, str], vhost: s
         # queues' routing keys (topic permissions below).
         translatable = _translatable(ctx)
         translating = [r"waybill\.translated"] if translatable else []
+        # A consumer with projections rebuilds them from the event history (waybill.rebuild):
+        # it reads the history stream (a stream is read by consuming it, and consuming it
+        # takes nothing from it).
+        replaying = [re.escape(historylimits.STREAM)] if any(c.projections for c in consumers) else []
         permissions.append({
             "user": user, "vhost": vhost,
             "configure": rf"^waybill\.tasks\.{ctx}$",
             "write": rf"^({'|'.join([r'waybill\.events', r'waybill\.commands', rf'waybill\.tasks\.{ctx}', *rebinding, *translating])})$",
             # Its own event queues, one per consumer its manifest declares (orders' payments
             # bulkhead too), plus its task queue. Partitioned, each is waybill.<consumer>.p<i>.
-            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), *(rf'waybill\.translator\.{c.name}(\.p\d+)?' for c in translatable), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else [])])})$",
+            "read": rf"^({'|'.join([*(rf'waybill\.{c.name}(\.p\d+)?' for c in consumers), *(rf'waybill\.translator\.{c.name}(\.p\d+)?' for c in translatable), rf'waybill\.tasks\.{ctx}', *([r'waybill\.events'] if rebinding else []), *replaying])})$",
         })
     return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
             "topic_permissions": _topic_permissions(passwords, vhost),

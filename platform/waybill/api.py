@@ -19,13 +19,14 @@ from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
 from .backoff import backoff_delay
 from .batchend import at_batch_end, gathered_at_batch_end
 from .bus import bindings_changed
-from .contexts import Batched, BatchItem, ExternalCall, Handler
+from .contexts import Batched, BatchItem, ExternalCall, Handler, Projection, replay_safe
 from .consumer import PermanentFailure
 from .memory import memory_release
 from .messages import Envelope, Kind, Message, MessageRefused, message, parse
 from .opsreport import OutboxMeasured, ProcessesSupervised
 from .outbox import outbox_record
 from .channelgroups import group_send
+from .replaymode import replaying
 
 __all__ = [
     # Handlers: what they receive, and how they say a message can never succeed.
@@ -33,6 +34,9 @@ __all__ = [
     "Handler", "ExternalCall", "PermanentFailure",
     # A handler that also applies a run of its messages at once (fewer statements each).
     "Batched", "BatchItem",
+    # Replaying the event history: a handler says it may run on replay; read rows a
+    # rebuild may build again (blue/green); whether this runs in a replay (no side effects).
+    "replay_safe", "Projection", "replaying",
     # Services: messages recorded in the same transaction as the change; a write done
     # once per key at the end of the consumer's batch (with the last value left for the
     # key, or with every item gathered under it).

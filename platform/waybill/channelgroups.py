@@ -23,6 +23,8 @@ import threading
 
 from channels.layers import get_channel_layer
 
+from .replaymode import refuse_while_replaying
+
 log = logging.getLogger(__name__)
 
 # A push waits at most this long; projections call it after commit, where a slow or
@@ -55,6 +57,7 @@ def _push_loop() -> asyncio.AbstractEventLoop:
 
 def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
     """Send ``message`` to a Channels group and wait until the layer has taken it."""
+    refuse_while_replaying(f"a push to {group}")
     layer = get_channel_layer()
     if layer is None:
         return

@@ -280,21 +280,7 @@ class ContextConsumer:
         return _Ready(received, envelope, payload, handler)
 
     def _read(self, body: bytes | str) -> tuple[Envelope, Message, Handler | None]:
-        """The message parsed and, if its handler reads another version of its type,
-        converted to that one (``read_as``); its handler, None if it has none. Raises
-        ``MessageRefused``."""
-        envelope, payload = parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES,
-                                  max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
-        found = self.context.handler_for(envelope.type)
-        if found is None:
-            return envelope, payload, None
-        handler, version = found
-        if envelope.schema_version != version:
-            try:
-                envelope, payload = read_as(envelope, version)
-            except MessageRefused as refused:
-                raise MessageRefused(refused.reason, envelope=envelope.model_dump(mode="json")) from None
-        return envelope, payload, handler
+        return read_message(self.context, body)
 
     def _attempt(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         with self._span(envelope):
@@ -684,6 +670,24 @@ class ContextConsumer:
         finally:
             self.connected.clear()
             connections.close_all()
+
+
+def read_message(context: BoundedContext, body: bytes | str) -> tuple[Envelope, Message, Handler | None]:
+    """The message parsed and, if ``context``'s handler reads another version of its type,
+    converted to that one (``read_as``); its handler, None if it has none. Raises
+    ``MessageRefused``. The one read path of a message, from the bus or from the history."""
+    envelope, payload = parse(body, max_bytes=settings.WAYBILL_MESSAGE_MAX_BYTES,
+                              max_depth=settings.WAYBILL_MESSAGE_MAX_DEPTH)
+    found = context.handler_for(envelope.type)
+    if found is None:
+        return envelope, payload, None
+    handler, version = found
+    if envelope.schema_version != version:
+        try:
+            envelope, payload = read_as(envelope, version)
+        except MessageRefused as refused:
+            raise MessageRefused(refused.reason, envelope=envelope.model_dump(mode="json")) from None
+    return envelope, payload, handler
 
 
 def _take_batch(connection, arrived: list, size: int, *, idle_seconds: float = 0.25) -> None:

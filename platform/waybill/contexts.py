@@ -19,8 +19,9 @@ from . import manifest as manifests
 from .messages import Envelope, Kind, Message, missing_steps
 
 if TYPE_CHECKING:
-    from .models import DeadLetterBase, InboxMessageBase
-    from .models import OutboxMessageBase
+    from django.db.models import Model
+
+    from .models import DeadLetterBase, InboxMessageBase, OutboxMessageBase, RebuildBase, ReplayPositionBase
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,49 @@ class Batched:
 
     one: Callable[[Envelope, Message], None]
     many: Callable[[list[BatchItem]], None]
+    # Whether it may run on replay (see ``replay_safe``).
+    replay_safe: bool = False
 
     def __call__(self, envelope: Envelope, message: Message) -> None:
         self.one(envelope, message)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """Read rows a consumer builds from messages, which a rebuild can build again from the
+    event history into fresh tables and switch to (``waybill.rebuild``): the message types
+    it projects (their handlers must be replay-safe) and every model it writes. The models
+    are switched whole, so they are its own: no other projection writes them."""
+
+    name: str
+    types: tuple[type[Message], ...]
+    models: tuple[type[Model], ...]
+
+
 # A plain handler (or a Batched one) runs inside the inbox transaction; an ExternalCall
 # runs in two parts.
 Handler = Callable[[Envelope, Message], None] | Batched | ExternalCall
+
+
+def replay_safe(handler: Callable[[Envelope, Message], None]) -> Callable[[Envelope, Message], None]:
+    """Say that a plain handler may run on replay (``Batched(..., replay_safe=True)`` says it
+    of a batched one). It promises two things, which the kernel cannot see for itself:
+
+    - its effects are rows of its own context only, written in the transaction it runs in
+      (no HTTP call, no push, no message: the kernel refuses outbox records while replaying,
+      see ``waybill.replay``);
+    - applying a message it has applied before changes nothing (it keeps the message's id or
+      the aggregate's version with what it wrote), since a rebuild and the live consumer may
+      both apply one message to the same rows.
+
+    The kernel replays the history only into handlers that said so; an ExternalCall never
+    may."""
+    handler.replay_safe = True  # type: ignore[attr-defined]
+    return handler
+
+
+def may_replay(handler: Handler) -> bool:
+    return not isinstance(handler, ExternalCall) and getattr(handler, "replay_safe", False) is True
 
 
 @dataclass(frozen=True)
@@ -114,6 +150,11 @@ class BoundedContext:
     # When set, the queue's event bindings are chosen at run time by this function (see
     # ``manifest.Consumer.bindings``), not bound for every consumed type.
     bindings: Callable[..., bool] | None = None
+    # What a rebuild may replay into (with ``manifest.Consumer.projections``), by name, and
+    # where a replay keeps its position and a rebuild its progress; None without projections.
+    projections: Mapping[str, Projection] = field(default_factory=dict)
+    replay_positions: type[ReplayPositionBase] | None = None
+    rebuilds: type[RebuildBase] | None = None
 
     def handler_for(self, message_type: str) -> tuple[Handler, int] | None:
         """The handler of ``message_type`` and the version of it that the handler reads
@@ -167,11 +208,18 @@ def register_manifest(declared: manifests.Context) -> list[BoundedContext]:
                            for job in (declared.jobs_of(consumer) if consumer else ())),
             retired_types=consumer.retired_types if consumer else (),
             bindings=manifests.resolve(consumer.bindings) if consumer and consumer.bindings else None,
+            **(_replaying_parts(consumer, model) if consumer and consumer.projections else {}),
         )
         _check_versions(registration)
         register(registration)
         registrations.append(registration)
     return registrations
+
+
+def _replaying_parts(consumer: manifests.Consumer, model: Callable[[str], Any]) -> dict:
+    projections = manifests.resolve(consumer.projections)
+    return {"projections": {projection.name: projection for projection in projections},
+            "replay_positions": model(consumer.replay_positions), "rebuilds": model(consumer.rebuilds)}
 
 
 def _check_versions(context: BoundedContext) -> None:

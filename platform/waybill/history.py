@@ -82,18 +82,29 @@ class StreamHistory:
     """The history as a RabbitMQ stream. A position is ``{"offset": n}``: the stream's
     offset of the last message read."""
 
-    # A batch is what has arrived when the stream pauses this long (caught up), or this many.
+    # A batch is what has arrived when the stream pauses this long (caught up), or
+    # WAYBILL_HISTORY_BATCH.
     idle_seconds = 1.0
-    batch = 500
 
     def __init__(self, name: str = STREAM):
         self.name = name
+        self.batch = settings.WAYBILL_HISTORY_BATCH
 
     def first_offset(self) -> int | None:
         """The offset of the oldest message the stream still holds (None: it is empty)."""
         for batch in self._consume({"x-stream-offset": FIRST}, batch=1):
             return _offset(batch[0])
         return None
+
+    def size(self) -> int:
+        """About how many messages the stream holds (offsets from its first to its last)."""
+        first = self.first_offset()
+        if first is None:
+            return 0
+        last = first
+        for batch in self._consume({"x-stream-offset": "last"}, batch=self.batch):  # the last chunk
+            last = _offset(batch[-1])
+        return last - first + 1
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
         if isinstance(start, datetime):
@@ -144,7 +155,13 @@ class OutboxArchive:
     per context, the send time of the last row read and the ids read at that time (a
     later relay batch may be marked sent within the same millisecond)."""
 
-    batch = 500
+    def __init__(self):
+        self.batch = settings.WAYBILL_HISTORY_BATCH
+
+    def size(self) -> int:
+        """How many events and documents the archive holds."""
+        return sum(context.outbox.objects.using(context.database).filter(kind__in=KINDS, sent_at__isnull=False).count()
+                   for context in contexts.all_contexts() if context.relay)
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
         owners = [context for context in contexts.all_contexts() if context.relay]

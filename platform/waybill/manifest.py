@@ -65,6 +65,13 @@ class Consumer:
     # without Django. The launcher lets the consumer's broker user bind its queues to these
     # routing keys alone (RabbitMQ topic permissions), whatever its process asks for.
     bindable: str | None = None
+    # "module:attribute" of the consumer's projections (a tuple of ``waybill.api.Projection``):
+    # read rows it can rebuild from the event history, blue/green (``manage.py rebuild``).
+    # Their handlers must be replay-safe. The models where a replay keeps its position (in
+    # the same transaction as its effects) and a rebuild its progress:
+    projections: str | None = None
+    replay_positions: str = "ReplayPosition"
+    rebuilds: str = "Rebuild"
 
     def __post_init__(self) -> None:
         if self.bindings and not self.bindable:

@@ -116,6 +116,60 @@ class DeadLetterBase(models.Model):
         return f"{self.message_type or '(unreadable)'}: {self.reason[:80]}"
 
 
+class ReplayPositionBase(models.Model):
+    """How far a replay of the history has come (``waybill.replay``): written in the same
+    transaction as the effects of what it applied, in the database it applies to, so after
+    a crash it goes on from exactly there. A rebuild's row is in its green tables."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    position = models.JSONField(null=True, blank=True)  # the history's, after the last batch applied
+    applied = models.PositiveBigIntegerField(default=0)
+    refused = models.PositiveBigIntegerField(default=0)  # its handler raised: kept as dead in the inbox
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.applied} applied"
+
+
+class RebuildBase(models.Model):
+    """One blue/green rebuild of a context's projections (``waybill.rebuild``), in the live
+    database: what the operator asked for and how far it is, for the admin and the terminal."""
+
+    class Status(models.TextChoices):
+        REPLAYING = "replaying"
+        SWITCHING = "switching"
+        SWITCHED = "switched"
+        FAILED = "failed"
+
+    projections = models.JSONField(default=list)  # the names rebuilt
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REPLAYING)
+    started_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    done = models.PositiveBigIntegerField(default=0)  # history messages read so far
+    total = models.PositiveBigIntegerField(null=True, blank=True)  # about how many there are
+    events_per_s = models.FloatField(null=True, blank=True)
+    switched_at = models.DateTimeField(null=True, blank=True)
+    # Where the tables it replaced are kept until dropped (a schema, a file); "" once dropped.
+    replaced = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"rebuild {self.pk} of {', '.join(self.projections)}: {self.status}"
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.total or not self.events_per_s or self.status != self.Status.REPLAYING:
+            return None
+        return max(self.total - self.done, 0) / self.events_per_s
+
+
 def dead_letter_bytes_operations(app_label: str, *model_names: str) -> list:
     """The operations of each context's migration that made dead-letter bodies binary,
     written once for all of them, and frozen: later changes of ``DeadLetterBase`` get

@@ -17,6 +17,7 @@ from django.utils import timezone
 from . import contexts
 from .batchend import gathered_at_batch_end
 from .messages import Envelope, Kind, Message
+from .replaymode import refuse_while_replaying
 from .telemetry import current_traceparent
 
 
@@ -53,6 +54,7 @@ def outbox_record(
 
     Raises ``OutboxOutsideTransaction`` unless a transaction is open on the context's
     database."""
+    refuse_while_replaying(f"recording {message.message_type} in {context}'s outbox")
     ctx = contexts.get(context)
     if not transaction.get_connection(ctx.database).in_atomic_block:
         raise OutboxOutsideTransaction(

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from waybill.api import gathered_at_batch_end, group_send
+from waybill.api import gathered_at_batch_end, group_send, replaying
 
 from ..models import Change, Stream
 
@@ -66,6 +66,10 @@ def change_record(*, stream: str, kind: str, key: str, version: int, document: d
     connection = transaction.get_connection(DB)
     if not connection.in_atomic_block:
         raise RuntimeError("change_record must run inside the projection's transaction")
+    if replaying():
+        # A rebuild's rows are nobody's live view yet: the change log is what clients are
+        # pushed and resume from, so nothing is recorded (and nothing pushed) from a replay.
+        return None
     recorded = gathered_at_batch_end(_changes_write, stream, (kind, key, version, document))
     return recorded[0] if recorded else None
 

@@ -84,6 +84,9 @@ if WAYBILL_HISTORY == "stream" and WAYBILL_BROKER_URL.startswith("memory://"):
     # It would be a plain queue bound to every event, that nobody reads and that only grows.
     raise ImproperlyConfigured("WAYBILL_HISTORY=stream needs RabbitMQ: the in-memory transport has no streams")
 WAYBILL_HISTORY_MAX_AGE_SECONDS = env.int(historylimits.MAX_AGE_VARIABLE, default=historylimits.MAX_AGE_SECONDS)
+# A reader of the history (a rebuild, a rewind) gets it in batches of at most this many,
+# and a replay commits once per batch, with its position.
+WAYBILL_HISTORY_BATCH = env.int("WAYBILL_HISTORY_BATCH", default=500)
 
 # --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
 CELERY_BROKER_URL = WAYBILL_BROKER_URL
