@@ -1,10 +1,10 @@
 from django.contrib import admin
 
-from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin, RebuildAdmin
 
 from .models import (
     CatalogItem, Change, Dashboard, DashboardDelta, DeadLetter, InboxMessage, OrderStatusCount, OrderSummary,
-    OrderThroughput, OutboxGauge, OutboxMessage, ProcessGauge, Stream,
+    OrderThroughput, OutboxGauge, OutboxMessage, ProcessGauge, Rebuild, ReplayPosition, Stream,
 )
 
 
@@ -72,3 +72,11 @@ class DashboardAdmin(ReadOnlyAdmin):
 admin.site.register(OutboxMessage, OutboxAdmin)
 admin.site.register(InboxMessage, InboxAdmin)
 admin.site.register(DeadLetter, DeadLetterAdmin)
+admin.site.register(Rebuild, RebuildAdmin)
+
+
+@admin.register(ReplayPosition)
+class ReplayPositionAdmin(ReadOnlyAdmin):
+    """Where a rewind of this consumer has come to (a rebuild's is in its green tables)."""
+
+    list_display = ("name", "applied", "refused", "updated_at", "position")

@@ -331,6 +331,9 @@ def _fold(deltas: list[DashboardDelta]) -> None:
     for status, change in by_status.items():
         if change and not counts.filter(status=status).update(count=models.F("count") + change):
             counts.create(status=status, count=change)
+    # A status nobody is in has no row (readers are shown none), so the counts are the same
+    # rows however the deltas were cut into folds: a rebuild folds them all at once.
+    counts.filter(status__in=list(by_status), count=0).delete()
     minutes = OrderThroughput.objects.using(DB)
     for minute, events in by_minute.items():
         increments = {event: models.F(event) + n for event, n in events.items()}

@@ -6,19 +6,22 @@ A message body is never rendered whole: pages show a bounded preview
 view the row, so a 5 MB dead letter's page stays a few KB, and lists never load bodies."""
 
 import json
+import logging
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from . import contexts, operations
 from .wire import preview
+
+log = logging.getLogger(__name__)
 
 
 class PendingFilter(admin.SimpleListFilter):
@@ -166,3 +169,64 @@ class DeadLetterAdmin(MessageBodyAdmin):
         skipped = queryset.count() - replayed
         self.message_user(request, f"{replayed} replayed; {skipped} skipped (no readable envelope, replayed "
                                    "before, or already applied).", messages.INFO)
+
+
+class RebuildAdmin(ReadOnlyAdmin):
+    """Blue/green rebuilds of the context's projections (``waybill.rebuild``): how far each
+    is, while the page refreshes itself; and, for who may act, buttons that start one in a
+    process of its own (or resume the unfinished one)."""
+
+    list_display = ("id", "projections", "status", "progress", "rate", "eta", "started_at", "switched_at",
+                    "running_on", "replaced", "error")
+    list_filter = ("status",)
+    change_list_template = "waybill/admin/rebuild_change_list.html"
+
+    @admin.display(description="progress")
+    def progress(self, row):
+        if not row.total:
+            return f"{row.done:,} events"
+        return format_html('<progress max="{}" value="{}"></progress> {} / {} ({}%)', row.total, row.done,
+                           f"{row.done:,}", f"{row.total:,}", min(100, round(100 * row.done / row.total)))
+
+    @admin.display(description="events/s")
+    def rate(self, row):
+        return f"{row.events_per_s:,.0f}" if row.events_per_s else "-"
+
+    @admin.display(description="ETA")
+    def eta(self, row):
+        seconds = row.eta_seconds
+        return "-" if seconds is None else f"{seconds:,.0f} s"
+
+    def _start_url_name(self) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_start"
+
+    def get_urls(self):
+        return [path("start/", self.admin_site.admin_view(self.start), name=self._start_url_name()),
+                *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        context = contexts.for_model(self.model)
+        return super().changelist_view(request, {
+            **(extra_context or {}),
+            "projections": sorted(context.projections),
+            "may_start": self.has_operate_permission(request),
+            "start_url": f"admin:{self._start_url_name()}",
+            "running": self.model.objects.using(context.database).filter(
+                status__in=[self.model.Status.REPLAYING, self.model.Status.SWITCHING]).exists(),
+        })
+
+    def start(self, request):
+        from . import rebuild
+
+        if request.method != "POST" or not self.has_operate_permission(request):
+            raise PermissionDenied
+        context = contexts.for_model(self.model)
+        name = request.POST.get("projection") or None
+        if name is not None and name not in context.projections:
+            raise Http404(f"no projection {name!r}")
+        process = rebuild.start_detached(context, [name] if name else None)
+        log.info("%s started a rebuild of %s of %s (process %d)", request.user, name or "every projection",
+                 context.name, process.pid)
+        self.message_user(request, f"Rebuild of {name or 'every projection'} started (process {process.pid}); "
+                                   "it resumes an unfinished one of the same projections.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"))

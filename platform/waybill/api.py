@@ -15,7 +15,7 @@ a context's messages without the context calling it; an import-linter contract
 """
 
 from . import jsonlimits
-from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin, RebuildAdmin
 from .backoff import backoff_delay
 from .batchend import at_batch_end, gathered_at_batch_end
 from .bus import bindings_changed
@@ -48,7 +48,7 @@ __all__ = [
     # The live read side: a push to a channel group from synchronous code.
     "group_send",
     # What a context's admin builds on.
-    "OutboxAdmin", "InboxAdmin", "DeadLetterAdmin", "ReadOnlyAdmin",
+    "OutboxAdmin", "InboxAdmin", "DeadLetterAdmin", "ReadOnlyAdmin", "RebuildAdmin",
     # Small tools: bounded JSON decoding, retry delays, giving memory back.
     "jsonlimits", "backoff_delay", "memory_release",
 ]

@@ -248,10 +248,10 @@ def all_contexts() -> list[BoundedContext]:
 
 
 def for_model(model: type) -> BoundedContext:
-    """The registration whose inbox or dead-letter table ``model`` is, or else the one
-    that publishes the outbox ``model``."""
+    """The registration whose inbox, dead-letter, replay-position or rebuild table ``model``
+    is, or else the one that publishes the outbox ``model``."""
     for context in _contexts.values():
-        if model in (context.inbox, context.dead_letters):
+        if model in (context.inbox, context.dead_letters, context.replay_positions, context.rebuilds):
             return context
     for context in _contexts.values():
         if model is context.outbox and context.relay:

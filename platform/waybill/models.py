@@ -155,6 +155,7 @@ class RebuildBase(models.Model):
     # Where the tables it replaced are kept until dropped (a schema, a file); "" once dropped.
     replaced = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
+    running_on = models.CharField(max_length=200, blank=True)  # host:pid of the process rebuilding it
 
     class Meta:
         abstract = True

@@ -33,10 +33,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connections, transaction
 from django.db.utils import load_backend
@@ -53,6 +58,12 @@ Status = RebuildBase.Status
 InboxStatus = InboxMessageBase.Status
 # How often the progress row is written (a row per batch would be a write per 500 messages).
 PROGRESS_EVERY_SECONDS = 1.0
+# A rebuild on another host that has not reported progress for this long has died.
+LEASE_SECONDS = 60.0
+
+
+class RebuildRunning(Exception):
+    """Another process is on a rebuild of this consumer's projections."""
 
 
 def projections_of(context: BoundedContext, names: list[str] | None) -> list[Projection]:
@@ -71,9 +82,7 @@ def rebuild(context: BoundedContext, names: list[str] | None = None, *,
     switch to them; an unfinished rebuild of the same projections is resumed."""
     projections = projections_of(context, names)
     chosen = sorted(projection.name for projection in projections)
-    rebuilds = context.rebuilds.objects.using(context.database)
-    row = rebuilds.filter(projections=chosen, status__in=[Status.REPLAYING, Status.SWITCHING]).first() \
-        or rebuilds.create(projections=chosen, total=_history_size())
+    row = _claimed(context, chosen)
     types = {spec.message_type for projection in projections for spec in projection.types}
     models = [model for projection in projections for model in projection.models]
     green = _Green(context, row)
@@ -86,19 +95,74 @@ def rebuild(context: BoundedContext, names: list[str] | None = None, *,
         row.status, row.updated_at = Status.SWITCHING, timezone.now()
         row.save(using=context.database)
         _switch(context, replay, green, models, types)
-        row.status, row.switched_at, row.updated_at, row.replaced = \
-            Status.SWITCHED, timezone.now(), timezone.now(), green.where
+        row.status, row.switched_at, row.updated_at, row.replaced, row.running_on = \
+            Status.SWITCHED, timezone.now(), timezone.now(), green.where, ""
         row.save(using=context.database)
         log.info("%s: rebuild %s of %s switched (%d applied, %d refused)", context.name, row.pk,
                  ", ".join(chosen), replay.progress.applied, replay.progress.refused)
         return row
     except BaseException as error:
+        row.running_on = ""
         if isinstance(error, Exception):
             row.status, row.error = Status.FAILED, f"{type(error).__name__}: {error}"
-            row.save(using=context.database)
+        row.save(using=context.database)
         raise
     finally:
         green.close()
+
+
+def _claimed(context: BoundedContext, chosen: list[str]) -> RebuildBase:
+    """The unfinished rebuild of ``chosen`` (or a new one), marked as this process's.
+    Refused while another process is on a rebuild: two would write the same green tables,
+    and two switches would each take the other's tables for the live ones."""
+    with transaction.atomic(using=context.database):
+        rebuilds = context.rebuilds.objects.using(context.database).select_for_update()
+        unfinished = list(rebuilds.filter(status__in=[Status.REPLAYING, Status.SWITCHING]))
+        for other in unfinished:
+            if _running(other):
+                raise RebuildRunning(f"rebuild {other.pk} of {', '.join(other.projections)} is running on "
+                                     f"{other.running_on} (last progress {other.updated_at:%Y-%m-%d %H:%M:%S})")
+        row = next((other for other in unfinished if other.projections == chosen), None) \
+            or context.rebuilds(projections=chosen, total=_history_size())
+        row.running_on, row.updated_at = _this_process(), timezone.now()
+        row.save(using=context.database)
+    return row
+
+
+def _running(row: RebuildBase) -> bool:
+    """Whether the process named on ``row`` is still at it: on this host, whether that pid
+    lives; on another, whether it reported progress lately."""
+    host, _, pid = row.running_on.rpartition(":")
+    if not host:
+        return False
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return (timezone.now() - row.updated_at).total_seconds() < LEASE_SECONDS
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start_detached(context: BoundedContext, names: list[str] | None = None) -> subprocess.Popen:
+    """Start ``manage.py rebuild`` for ``names`` as a process of its own (the admin's
+    action): a rebuild points its thread's database alias at the green tables, which must
+    not happen inside a web process's threads. Its log goes to ``WAYBILL_DATA_DIR``."""
+    projections_of(context, names)  # refused here, where the operator sees it
+    command = [sys.executable, "-m", "django", "rebuild", "--consumer", context.name, "--no-progress",
+               *(argument for name in names or () for argument in ("--projection", name))]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}
+    log_path = Path(settings.DATA_DIR) / f"rebuild-{context.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _replay(replay: Replay, green: _Green, row: RebuildBase, start, on_progress) -> None:

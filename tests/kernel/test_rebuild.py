@@ -8,12 +8,16 @@ a handler that has not said it may is refused. Services mode: tests/services/tes
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import random
 from decimal import Decimal
 
 import pytest
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from apps.inventory import services as inventory
 from apps.orders import services as orders
@@ -224,3 +228,46 @@ def test_a_replayed_handler_that_records_a_message_stops_the_replay_and_leaves_n
 
 def test_batched_handlers_say_replay_safe_explicitly():
     assert Batched(one=print, many=print).replay_safe is False
+
+
+def test_a_rewind_applies_the_history_again_to_the_live_tables_from_where_it_is_told(pump):
+    """As after the read database was restored from a backup: what it lost comes back."""
+    _scenario(pump, 7)
+    live = _projection_rows()["OrderSummary"]
+    lost = rm.OrderSummary.objects.using("readmodels").order_by("order_id")[:3]
+    rm.OrderSummary.objects.using("readmodels").filter(pk__in=[row.pk for row in lost]).delete()
+
+    call_command("rewind", consumer="readmodels", to="first", no_progress=True, stdout=io.StringIO())
+
+    assert _projection_rows()["OrderSummary"] == live
+    position = rm.ReplayPosition.objects.using("readmodels").get(name="rewind")
+    assert position.position == [batch for batch in history().read(FIRST)][-1][-1].position
+    with pytest.raises(CommandError, match="cannot rewind to"):
+        call_command("rewind", consumer="readmodels", to="2000-01-01T00:00:00+00:00", no_progress=True)
+    with pytest.raises(CommandError, match="inventory may not replay"):
+        call_command("rewind", consumer="inventory", to="first", no_progress=True)
+
+
+def test_the_admin_shows_a_rebuilds_progress_and_only_an_operator_may_start_one(pump, client, django_user_model,
+                                                                               monkeypatch):
+    _scenario(pump, 8)
+    rm.Rebuild.objects.using("readmodels").create(projections=["orders"], done=250, total=1000, events_per_s=50.0)
+    page = reverse("admin:readmodels_rebuild_changelist")
+    start = reverse("admin:readmodels_rebuild_start")
+    viewer = django_user_model.objects.create_user("viewer", password="x" * 20, is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_rebuild"))
+    client.force_login(viewer)
+    shown = client.get(page).content.decode()
+    assert '<progress max="1000" value="250">' in shown and "250 / 1,000 (25%)" in shown and "15 s" in shown
+    assert 'http-equiv="refresh"' in shown  # it follows a running rebuild
+    assert "Rebuild all projections" not in shown
+    assert client.post(start, {"projection": ""}).status_code == 403
+
+    started = []
+    monkeypatch.setattr(rebuild, "start_detached", lambda context, names: started.append((context.name, names))
+                        or type("Process", (), {"pid": 4242})())
+    client.force_login(django_user_model.objects.create_superuser("operator", password="x" * 20))
+    assert "Rebuild all projections" in client.get(page).content.decode()
+    assert client.post(start, {"projection": "catalog"}).status_code == 302
+    assert client.post(start, {"projection": "nothing"}).status_code == 404
+    assert started == [("readmodels", ["catalog"])]  # tests/e2e/test_rebuild_killed.py starts one for real

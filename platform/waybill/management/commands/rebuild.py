@@ -37,7 +37,7 @@ class Command(BaseCommand):
 
         try:
             row = rebuilds.rebuild(context, projections, on_progress=shown)
-        except (ReplayRefused, HistoryGone) as refused:
+        except (ReplayRefused, HistoryGone, rebuilds.RebuildRunning) as refused:
             raise CommandError(str(refused)) from None
         finally:
             if bar is not None:
