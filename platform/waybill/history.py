@@ -107,9 +107,15 @@ class StreamHistory:
         return last - first + 1
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
+        trimmed_from = None
         if isinstance(start, datetime):
             _refuse_before_horizon(start)
             offset: Any = start  # an AMQP timestamp: the first chunk published at or after it
+            # The size limit may have trimmed the stream after that time, not only the age
+            # limit: then the time lands on the stream's first message, and what was
+            # published between the two is gone (or there was none: it cannot tell).
+            first = self.first_offset()
+            trimmed_from = first if first else None
         elif isinstance(start, dict):
             offset = start["offset"] + 1
             first = self.first_offset()
@@ -121,6 +127,11 @@ class StreamHistory:
         else:
             raise ValueError(f"a start is FIRST, a position or a time, not {start!r}")
         for batch in self._consume({"x-stream-offset": offset}, batch=self.batch):
+            if trimmed_from is not None and _offset(batch[0]) == trimmed_from:
+                raise HistoryGone(f"cannot rewind to {start.isoformat()}: the history was trimmed to its size limit "
+                                  f"(WAYBILL_HISTORY_MAX_BYTES) and now starts at offset {trimmed_from}, which may be "
+                                  f"after that time")
+            trimmed_from = None
             yield [Recorded(Received.from_kombu(message), {"offset": _offset(message)}) for message in batch]
 
     def _consume(self, arguments: dict, *, batch: int) -> Iterator[list]:
@@ -151,17 +162,27 @@ def _offset(message) -> int:
 
 class OutboxArchive:
     """The history embedded: the sent events and documents of every context's outbox,
-    merged in the order they were sent. A position is ``{"sent": {context: [sent_at, ids]}}``:
-    per context, the send time of the last row read and the ids read at that time (a
-    later relay batch may be marked sent within the same millisecond)."""
+    merged in the order they were first sent (``first_sent_at``, which a message published
+    again keeps). A position is ``{"sent": {context: [first_sent_at, ids]}, "until": time}``:
+    per context, the send time of the last row read and the ids read at that time (a later
+    relay batch may be marked sent within the same millisecond), and up to when it had read.
+
+    Each pass reads only what was sent ``settle_seconds`` before it began: a relay's
+    transaction stamps its rows before it commits (on PostgreSQL with the time it began), so
+    a row stamped just before a later one may become visible after it; it is read on a
+    later pass instead of being passed over."""
 
     def __init__(self):
         self.batch = settings.WAYBILL_HISTORY_BATCH
+        self.settle_seconds = settings.WAYBILL_HISTORY_ARCHIVE_SETTLE_SECONDS
+
+    @staticmethod
+    def _archived(context: contexts.BoundedContext):
+        return context.outbox.objects.using(context.database).filter(kind__in=KINDS, first_sent_at__isnull=False)
 
     def size(self) -> int:
         """How many events and documents the archive holds."""
-        return sum(context.outbox.objects.using(context.database).filter(kind__in=KINDS, sent_at__isnull=False).count()
-                   for context in contexts.all_contexts() if context.relay)
+        return sum(self._archived(context).count() for context in contexts.all_contexts() if context.relay)
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
         owners = [context for context in contexts.all_contexts() if context.relay]
@@ -173,35 +194,36 @@ class OutboxArchive:
         elif isinstance(start, dict):
             for name, (sent_at, ids) in start["sent"].items():
                 cursors[name] = (datetime.fromisoformat(sent_at), list(ids))
-            if oldest := min((cursor[0] for cursor in cursors.values() if cursor), default=None):
-                _refuse_before_horizon(oldest)
+            # What it had read up to: a quiet context's last row may be older than that.
+            _refuse_before_horizon(datetime.fromisoformat(start["until"]))
         elif start != FIRST:
             raise ValueError(f"a start is FIRST, a position or a time, not {start!r}")
         while True:
-            rows = heapq.merge(*(self._after(context, cursors[context.name]) for context in owners),
-                               key=lambda pair: (pair[1].sent_at, pair[0], pair[1].id))
+            until = timezone.now() - timedelta(seconds=self.settle_seconds)
+            rows = heapq.merge(*(self._after(context, cursors[context.name], until) for context in owners),
+                               key=lambda pair: (pair[1].first_sent_at, pair[0], pair[1].id))
             batch = []
             for name, row in rows:
                 previous = cursors[name]
-                ids = previous[1] + [row.id] if previous and previous[0] == row.sent_at else [row.id]
-                cursors[name] = (row.sent_at, ids)
-                batch.append(Recorded(_received(row), _archive_position(cursors)))
+                ids = previous[1] + [row.id] if previous and previous[0] == row.first_sent_at else [row.id]
+                cursors[name] = (row.first_sent_at, ids)
+                batch.append(Recorded(_received(row), _archive_position(cursors, until)))
                 if len(batch) == self.batch:
                     break
             if not batch:
                 return
             yield batch
 
-    def _after(self, context: contexts.BoundedContext, cursor):
-        """Up to a batch of ``context``'s archive after ``cursor``, in order."""
-        rows = context.outbox.objects.using(context.database).filter(kind__in=KINDS, sent_at__isnull=False)
+    def _after(self, context: contexts.BoundedContext, cursor, until: datetime):
+        """Up to a batch of ``context``'s archive after ``cursor`` and up to ``until``, in order."""
+        rows = self._archived(context).filter(first_sent_at__lte=until)
         since = None
         if cursor is not None:
             since, ids = cursor
-            rows = rows.exclude(id__in=ids).filter(sent_at__gte=_just_before_its_millisecond(since))
-        found = [(context.name, row) for row in rows.order_by("sent_at", "id")[:self.batch]]
+            rows = rows.exclude(id__in=ids).filter(first_sent_at__gte=_just_before_its_millisecond(since))
+        found = [(context.name, row) for row in rows.order_by("first_sent_at", "id")[:self.batch]]
         # Compared again here, exactly: see _just_before_its_millisecond.
-        return [(name, row) for name, row in found if since is None or row.sent_at >= since]
+        return [(name, row) for name, row in found if since is None or row.first_sent_at >= since]
 
 
 def _just_before_its_millisecond(when: datetime) -> datetime:
@@ -217,5 +239,6 @@ def _received(row) -> Received:
     return Received.of(json.dumps(row.envelope, separators=(",", ":")), content_type=bus.JSON)
 
 
-def _archive_position(cursors: dict) -> dict:
-    return {"sent": {name: [cursor[0].isoformat(), list(cursor[1])] for name, cursor in cursors.items() if cursor}}
+def _archive_position(cursors: dict, until: datetime) -> dict:
+    return {"sent": {name: [cursor[0].isoformat(), list(cursor[1])] for name, cursor in cursors.items() if cursor},
+            "until": until.isoformat()}

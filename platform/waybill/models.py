@@ -33,6 +33,10 @@ class OutboxMessageBase(models.Model):
     envelope = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When the relay first published it, and never changed after (publishing it again resets
+    # ``sent_at`` only): the order of the event history embedded (``history.OutboxArchive``),
+    # which nothing rewrites.
+    first_sent_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
 
@@ -43,6 +47,7 @@ class OutboxMessageBase(models.Model):
             # The relay's work list: pending rows in commit order.
             models.Index(fields=["sent_at", "id"], name="%(app_label)s_outbox_pending"),
             models.Index(fields=["aggregate_id", "id"], name="%(app_label)s_outbox_aggregate"),
+            models.Index(fields=["first_sent_at", "id"], name="%(app_label)s_outbox_archive"),
             # The aggregates the relay holds back (a row of theirs failed to publish): usually
             # none, so asking whether a pending row's aggregate is among them is a lookup in
             # a small index, not a scan of the backlog for every batch. (After a broker outage
@@ -169,6 +174,18 @@ class RebuildBase(models.Model):
         if not self.total or not self.events_per_s or self.status != self.Status.REPLAYING:
             return None
         return max(self.total - self.done, 0) / self.events_per_s
+
+
+def first_sent_operations(app_label: str, model_name: str = "outboxmessage") -> list:
+    """The step of each context's migration that gave sent rows their ``first_sent_at`` (the
+    send time they had), written once for all of them, and frozen."""
+    from django.db import migrations
+
+    def forwards(apps, schema_editor):
+        rows = apps.get_model(app_label, model_name).objects.using(schema_editor.connection.alias)
+        rows.filter(sent_at__isnull=False, first_sent_at__isnull=True).update(first_sent_at=models.F("sent_at"))
+
+    return [migrations.RunPython(forwards, migrations.RunPython.noop)]
 
 
 def dead_letter_bytes_operations(app_label: str, *model_names: str) -> list:

@@ -45,7 +45,7 @@ from django.db import close_old_connections, connections, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, TextField
 from django.db.models.fields.json import KT, KeyTransform
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast, Now
+from django.db.models.functions import Cast, Coalesce, Now
 from kombu import Connection, Exchange, Producer
 
 from . import bus
@@ -222,7 +222,8 @@ class Relay:
     def _mark_sent(self, row_ids: list[int]) -> None:
         # One statement for the batch; database time, so every relay and the admin agree on ages.
         rows = self.context.outbox.objects.using(self.context.database)
-        rows.filter(_id_among(connections[self.context.database], row_ids)).update(sent_at=Now())
+        rows.filter(_id_among(connections[self.context.database], row_ids)).update(
+            sent_at=Now(), first_sent_at=Coalesce("first_sent_at", Now()))
 
     def _in_commit_order(self, claimed: list[_Row]) -> list[_Row]:
         """Drop rows whose aggregate has an earlier unsent row outside this batch."""

@@ -17,7 +17,7 @@ from apps.inventory import services as inventory
 from apps.inventory.models import OutboxMessage as InventoryOutbox
 from apps.orders import services as orders
 from apps.orders.models import OutboxMessage as OrdersOutbox
-from waybill import contexts, retention
+from waybill import contexts, operations, retention
 from waybill.history import FIRST, KINDS, HistoryGone, OutboxArchive, history
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -38,7 +38,8 @@ def _ids(recorded) -> list[str]:
 def _sent_events() -> set[str]:
     """Every event and document the outboxes sent (what the history must hold)."""
     return {str(row.message_id) for context in contexts.all_contexts() if context.relay
-            for row in context.outbox.objects.using(context.database).filter(sent_at__isnull=False, kind__in=KINDS)}
+            for row in context.outbox.objects.using(context.database).filter(first_sent_at__isnull=False,
+                                                                              kind__in=KINDS)}
 
 
 def _shop(pump, orders_placed: int = 2) -> None:
@@ -79,12 +80,12 @@ def test_a_row_sent_later_within_the_same_millisecond_as_rows_read_already_is_re
     rows = InventoryOutbox.objects.using("inventory").filter(kind__in=KINDS).order_by("id")
     late = rows.first()
     instant = timezone.now()
-    rows.exclude(id=late.id).update(sent_at=instant)
-    InventoryOutbox.objects.using("inventory").filter(id=late.id).update(sent_at=None)
+    rows.exclude(id=late.id).update(first_sent_at=instant)
+    InventoryOutbox.objects.using("inventory").filter(id=late.id).update(first_sent_at=None)
     read = _read(batch=2)
     # Then another relay batch marks a row with a smaller id sent at the same instant (a
     # transaction that committed late): a reader that had gone past it by id would miss it.
-    InventoryOutbox.objects.using("inventory").filter(id=late.id).update(sent_at=instant)
+    InventoryOutbox.objects.using("inventory").filter(id=late.id).update(first_sent_at=instant)
     assert _ids(_read(read[-1].position)) == [str(late.message_id)]
 
 
@@ -94,7 +95,8 @@ def test_from_a_time_and_not_before_what_it_keeps(pump, settings):
     orders.order_place(customer_id=7, lines=[orders.LineRequest("LAMP-1", 1)])
     pump.settle()
     sent_since = {str(row.message_id) for context in contexts.all_contexts() if context.relay
-                  for row in context.outbox.objects.using(context.database).filter(sent_at__gte=cut, kind__in=KINDS)}
+                  for row in context.outbox.objects.using(context.database).filter(first_sent_at__gte=cut,
+                                                                                                kind__in=KINDS)}
     assert sent_since and set(_ids(_read(cut))) == sent_since
     assert sorted(_ids(_read(cut, batch=1))) == sorted(sent_since)  # the time holds for every batch
 
@@ -102,9 +104,25 @@ def test_from_a_time_and_not_before_what_it_keeps(pump, settings):
     with pytest.raises(HistoryGone, match="holds everything only from"):
         _read(timezone.now() - timedelta(seconds=120))
     # A position from before what it keeps: what came after it may be gone already.
-    stale = {"sent": {"inventory": [(timezone.now() - timedelta(seconds=120)).isoformat(), []]}}
+    long_ago = (timezone.now() - timedelta(seconds=120)).isoformat()
     with pytest.raises(HistoryGone):
-        _read(stale)
+        _read({"sent": {"inventory": [long_ago, []]}, "until": long_ago})
+    # A context that sent nothing for longer than that is no reason to refuse: the reader
+    # had read everything up to its "until".
+    quiet = _read()[-1].position
+    assert _read({**quiet, "sent": {**quiet["sent"], "inventory": [long_ago, []]}}) is not None
+
+
+def test_a_message_published_again_keeps_its_place_in_the_history(pump):
+    """The history is append-only: an operator's republish (or the embedded recovery after
+    an unclean stop) sends a row again, and the archive still has it once, where it was."""
+    _shop(pump)
+    before = _ids(_read())
+    first = InventoryOutbox.objects.using("inventory").filter(kind__in=KINDS).order_by("id").first()
+    operations.outbox_republish(context_name="inventory", row_ids=[first.id])
+    assert str(first.message_id) in _ids(_read())  # unsent again, still in the history
+    pump.settle()
+    assert _ids(_read()) == before
 
 
 def test_embedded_the_outboxes_keep_events_and_documents_as_long_as_the_history(pump, settings):

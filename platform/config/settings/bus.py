@@ -87,6 +87,8 @@ WAYBILL_HISTORY_MAX_AGE_SECONDS = env.int(historylimits.MAX_AGE_VARIABLE, defaul
 # A reader of the history (a rebuild, a rewind) gets it in batches of at most this many,
 # and a replay commits once per batch, with its position.
 WAYBILL_HISTORY_BATCH = env.int("WAYBILL_HISTORY_BATCH", default=500)
+# Embedded, the archive is read up to this long ago (history.OutboxArchive says why).
+WAYBILL_HISTORY_ARCHIVE_SETTLE_SECONDS = env.float("WAYBILL_HISTORY_ARCHIVE_SETTLE_SECONDS", default=2.0)
 
 # --- Celery: JSON only (nothing that accepts pickle), late acks, bounded prefetch.
 CELERY_BROKER_URL = WAYBILL_BROKER_URL
