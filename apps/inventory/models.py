@@ -1,6 +1,7 @@
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from waybill.models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
@@ -30,6 +31,58 @@ class Product(models.Model):
     @property
     def available(self) -> int:
         return self.on_hand - self.reserved
+
+
+class StockEntry(models.Model):
+    """The stock ledger: every change of a product's stock, appended and never changed; the
+    product's ``on_hand`` and ``reserved`` are its fold, kept on the product row as an inline
+    projection written in the same transaction (``ledger.append``).
+
+    An entry is appended at the product's next version, expecting the version its writer
+    read: the row moves only from that version, and (sku, version) is unique, so of two
+    writers that read one version exactly one appends. Name and price changes move the
+    version too without an entry (they are not stock), so versions may skip."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened"  # the balance a product had when the ledger began (migration)
+        RECEIVED = "received"  # a new product's first stock
+        ADJUSTED = "adjusted"  # staff set on hand (a count, goods in, a write-off)
+        RESERVED = "reserved"  # held for an order
+        RELEASED = "released"  # given back from an order
+
+    sku = models.CharField(max_length=64)
+    version = models.PositiveBigIntegerField()  # the product's version after this entry
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    on_hand_delta = models.IntegerField(default=0)
+    reserved_delta = models.IntegerField(default=0)
+    order_id = models.UUIDField(null=True, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["sku", "version"]
+        verbose_name_plural = "stock entries"
+        constraints = [models.UniqueConstraint(fields=["sku", "version"], name="inventory_stock_entry_version")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} v{self.version} {self.kind} {self.on_hand_delta:+d}/{self.reserved_delta:+d}"
+
+
+class StockSnapshot(models.Model):
+    """A product's stock as the ledger folds to at ``version``, taken every
+    ``ledger.SNAPSHOT_EVERY`` versions: a fold starts from the last one, not the first entry."""
+
+    sku = models.CharField(max_length=64)
+    version = models.PositiveBigIntegerField()
+    on_hand = models.IntegerField()
+    reserved = models.IntegerField()
+    taken_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["sku", "-version"]
+        constraints = [models.UniqueConstraint(fields=["sku", "version"], name="inventory_stock_snapshot_version")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} at v{self.version}: {self.on_hand} on hand, {self.reserved} reserved"
 
 
 class Reservation(models.Model):

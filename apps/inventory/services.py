@@ -4,6 +4,7 @@ records its messages through the outbox inside it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -11,14 +12,17 @@ from decimal import Decimal
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import F
 
 from waybill.api import Message, outbox_record
 
-from . import contracts
+from . import contracts, ledger
 from .models import Product, Reservation
 
 DB = "inventory"
+# How often a reservation reads a product again when another writer appended to its
+# ledger between its read and its append (ledger.ConcurrencyConflict).
+APPEND_ATTEMPTS = 20
+log = logging.getLogger(__name__)
 
 
 class StockError(ValueError):
@@ -53,6 +57,7 @@ def product_create(*, sku: str, name: str, price: Decimal, on_hand: int) -> Prod
         if Product.objects.using(DB).filter(sku=sku).exists():
             raise StockError(f"A product with SKU {sku} already exists.")
         product = Product.objects.using(DB).create(sku=sku, name=name, price=price, on_hand=on_hand)
+        ledger.opened(product)
         _product_publish(product, listing_changed=True)
     return product
 
@@ -66,18 +71,18 @@ def product_update(
     with transaction.atomic(using=DB):
         product = Product.objects.using(DB).select_for_update().get(sku=sku)
         listing = (product.name, product.price)
-        if on_hand is not None:
-            if on_hand < product.reserved:
-                raise StockError(
-                    f"on_hand cannot go below the {product.reserved} units reserved for open orders."
-                )
-            product.on_hand = on_hand
-        if name is not None:
-            product.name = name
-        if price is not None:
-            product.price = price
-        product.version += 1
-        product.save(using=DB)
+        if on_hand is not None and on_hand < product.reserved:
+            raise StockError(f"on_hand cannot go below the {product.reserved} units reserved for open orders.")
+        product.name = name if name is not None else product.name
+        product.price = price if price is not None else product.price
+        if on_hand is not None and on_hand != product.on_hand:
+            # Stock moves through its ledger (one version for the whole change); the row is locked.
+            ledger.append(product, ledger.Change(sku, ledger.Kind.ADJUSTED, on_hand_delta=on_hand - product.on_hand),
+                          expected_version=product.version)
+            Product.objects.using(DB).filter(pk=product.pk).update(name=product.name, price=product.price)
+        else:
+            product.version += 1
+            product.save(using=DB)
         _product_publish(product, listing_changed=(product.name, product.price) != listing)
     return product
 
@@ -95,7 +100,7 @@ def stock_reserve(*, order_id: UUID, lines: list[contracts.StockLine]) -> Reserv
             return existing  # already decided, or cancelled before it arrived
         try:
             with transaction.atomic(using=DB):  # savepoint: a refused line undoes the others
-                products = _reserve_lines(lines)
+                products = _reserve_lines(order_id, lines)
         except StockError as refused:
             reservation = Reservation.objects.using(DB).create(
                 order_id=order_id, status=Reservation.Status.REJECTED, reason=str(refused),
@@ -123,18 +128,25 @@ def stock_reserve(*, order_id: UUID, lines: list[contracts.StockLine]) -> Reserv
     return reservation
 
 
-def _reserve_lines(lines: list[contracts.StockLine]) -> list[Product]:
+def _reserve_lines(order_id: UUID, lines: list[contracts.StockLine]) -> list[Product]:
     # Sorted by SKU so two orders touching the same products lock them in the same
     # order on PostgreSQL and cannot deadlock.
     for line in sorted(lines, key=lambda line: line.sku):
-        held = Product.objects.using(DB).filter(
-            sku=line.sku, on_hand__gte=F("reserved") + line.quantity
-        ).update(reserved=F("reserved") + line.quantity, version=F("version") + 1)
-        if not held:
+        change = ledger.Change(line.sku, ledger.Kind.RESERVED, reserved_delta=line.quantity, order_id=order_id)
+        for _ in range(APPEND_ATTEMPTS):
             product = Product.objects.using(DB).filter(sku=line.sku).first()
             if product is None:
                 raise _unknown_sku(line)
-            raise _not_enough(line, available=product.available)
+            if product.available < line.quantity:
+                raise _not_enough(line, available=product.available)
+            try:
+                # Decided on the version read; the row moves only from that version.
+                ledger.append(product, change, expected_version=product.version)
+                break
+            except ledger.ConcurrencyConflict:
+                log.info("stock of %s moved while reserving for %s: read again", line.sku, order_id)
+        else:
+            raise RuntimeError(f"stock of {line.sku} kept moving: {APPEND_ATTEMPTS} attempts to reserve it")
     return list(Product.objects.using(DB).filter(sku__in=[line.sku for line in lines]))
 
 
@@ -167,13 +179,14 @@ def stock_reserve_many(*, requests: list[StockRequest]) -> list[Reservation]:
         skus = sorted({line.sku for request in requests for line in request.lines})
         products = {p.sku: p for p in Product.objects.using(DB).select_for_update().filter(sku__in=skus).order_by("sku")}
         changed: dict[str, StockRequest] = {}  # sku -> the last request that held some of it
+        entries: list[tuple[ledger.Change, int]] = []  # the ledger's, at the versions they take
         created: list[Reservation] = []
         answers: list[tuple[StockRequest, Message, Reservation]] = []
         for request in requests:
             if request.order_id in decided:
                 continue  # already decided, or cancelled before it arrived (or twice in this run)
             try:
-                _hold(products, request.lines)
+                entries += _hold(products, request)
             except StockError as refused:
                 reservation = Reservation(order_id=request.order_id, status=Reservation.Status.REJECTED,
                                           reason=str(refused))
@@ -188,6 +201,7 @@ def stock_reserve_many(*, requests: list[StockRequest]) -> list[Reservation]:
             answers.append((request, answer, reservation))
         Reservation.objects.using(DB).bulk_create(created)
         Product.objects.using(DB).bulk_update([products[sku] for sku in sorted(changed)], ["reserved", "version"])
+        ledger.record(entries, states=products)  # the rows are locked: at the versions they were read
         for request, answer, reservation in answers:
             with request.on_behalf():
                 outbox_record(context="inventory", message=answer, aggregate_id=str(request.order_id),
@@ -200,20 +214,25 @@ def stock_reserve_many(*, requests: list[StockRequest]) -> list[Reservation]:
     return [decided[request.order_id] for request in requests]
 
 
-def _hold(products: dict[str, Product], lines: list[contracts.StockLine]) -> None:
+def _hold(products: dict[str, Product], request: StockRequest) -> list[tuple[ledger.Change, int]]:
     """``_reserve_lines`` in memory, on locked ``products``: all lines or none (and the
-    same refusals, in the same SKU order)."""
+    same refusals, in the same SKU order); the ledger's entries, at the versions they take
+    the products to."""
     held: dict[str, tuple[int, int]] = {}  # sku -> (reserved, version) if this order's lines pass
-    for line in sorted(lines, key=lambda line: line.sku):
+    entries = []
+    for line in sorted(request.lines, key=lambda line: line.sku):
         product = products.get(line.sku)
         if product is None:
             raise _unknown_sku(line)
         reserved, version = held.get(line.sku, (product.reserved, product.version))
         if product.on_hand < reserved + line.quantity:
             raise _not_enough(line, available=product.on_hand - reserved)
-        held[line.sku] = (reserved + line.quantity, version + 1)  # one conditional UPDATE per line
+        held[line.sku] = (reserved + line.quantity, version + 1)  # one appended entry per line
+        entries.append((ledger.Change(line.sku, ledger.Kind.RESERVED, reserved_delta=line.quantity,
+                                      order_id=request.order_id), version + 1))
     for sku, (reserved, version) in held.items():
         products[sku].reserved, products[sku].version = reserved, version
+    return entries
 
 
 # The refusals, worded once for both ways of reserving.
@@ -237,10 +256,12 @@ def stock_release(*, order_id: UUID) -> Reservation:
             reservation = Reservation.objects.using(DB).create(order_id=order_id, status=Reservation.Status.CANCELLED)
         elif reservation.status == Reservation.Status.RESERVED:
             lines = [contracts.StockLine.model_validate(line) for line in reservation.lines]
+            held = {product.sku: product for product in Product.objects.using(DB).select_for_update().filter(
+                sku__in=[line.sku for line in lines]).order_by("sku")}
             for line in sorted(lines, key=lambda line: line.sku):
-                Product.objects.using(DB).filter(sku=line.sku).update(
-                    reserved=F("reserved") - line.quantity, version=F("version") + 1
-                )
+                product = held[line.sku]  # locked: at the version read
+                ledger.append(product, ledger.Change(line.sku, ledger.Kind.RELEASED, reserved_delta=-line.quantity,
+                                                     order_id=order_id), expected_version=product.version)
             reservation.status = Reservation.Status.RELEASED
         reservation.version += 1
         reservation.save(using=DB)

@@ -85,6 +85,12 @@ def test_api_refusals_are_shown_not_swallowed(browser_platform, browse):
     row.get_by_label("On hand of Scarce teapot", exact=True).fill("5")
     row.get_by_role("button", name="Save on hand of Scarce teapot").click()
     expect(row.locator("[data-field=on_hand]")).to_have_text("5")  # back through the stream
+    # Its ledger: the entries that made those numbers, newest first.
+    row.get_by_role("button", name="Stock ledger of Scarce teapot").click()
+    ledger = staff.locator("waybill-stock-board section[data-role=ledger]")
+    expect(ledger.locator("h3")).to_contain_text("5 on hand, 0 reserved")
+    expect(ledger.locator("tbody tr td[data-label=Entry]")).to_have_text(["adjusted", "received"])
+    expect(ledger.locator("tbody tr td[data-label='On hand']")).to_have_text(["+3", "+2"])
 
     # Customer: the catalog followed that change live; a rate-limited order says when to retry.
     customer = browse.sign_in(browser_platform, "bob", "/")

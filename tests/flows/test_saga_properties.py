@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from apps.inventory import models as inventory_models
+from apps.inventory import ledger
 from apps.inventory import services as inventory
 from apps.orders import models as orders_models
 from apps.orders import payments, services
@@ -53,7 +54,7 @@ EVERY_TABLE = (
     orders_models.SagaStep, OrderSaga, OrderLine, Order, orders_models.ProductCopy, orders_models.OutboxMessage,
     orders_models.InboxMessage, orders_models.DeadLetter, orders_models.PaymentInboxMessage,
     orders_models.PaymentDeadLetter, orders_models.CircuitState,
-    Reservation, Product, inventory_models.OutboxMessage, inventory_models.InboxMessage, inventory_models.DeadLetter,
+    Reservation, Product, inventory_models.StockEntry, inventory_models.StockSnapshot, inventory_models.OutboxMessage, inventory_models.InboxMessage, inventory_models.DeadLetter,
     readmodels_models.OrderSummary, readmodels_models.CatalogItem, readmodels_models.OutboxMessage,
     readmodels_models.InboxMessage, readmodels_models.DeadLetter,
 )
@@ -267,6 +268,7 @@ class SagaMachine(RuleBasedStateMachine):
         for sku, envelope in (inventory_models.OutboxMessage.objects.filter(message_type="inventory.product_updated")
                               .order_by("id").values_list("aggregate_id", "envelope")):
             documents[sku] = envelope["payload"]  # the latest wins
+        assert ledger.fold_check() == []  # every row is its ledger's fold, from the start and from a snapshot
         for product in products:
             assert product.on_hand == ON_HAND[product.sku]
             assert 0 <= product.reserved <= product.on_hand, product

@@ -29,3 +29,20 @@ class ProductOutput(serializers.Serializer):
     reserved = serializers.IntegerField()
     available = serializers.IntegerField()
     version = serializers.IntegerField()
+
+
+class StockEntryOutput(serializers.Serializer):
+    version = serializers.IntegerField()
+    kind = serializers.CharField()
+    on_hand_delta = serializers.IntegerField()
+    reserved_delta = serializers.IntegerField()
+    order_id = serializers.UUIDField(allow_null=True)
+    recorded_at = serializers.DateTimeField()
+
+
+class StockLedgerOutput(serializers.Serializer):
+    sku = serializers.CharField()
+    on_hand = serializers.IntegerField(help_text="What the ledger folds to (equals the product's row).")
+    reserved = serializers.IntegerField()
+    version = serializers.IntegerField()
+    entries = StockEntryOutput(many=True, help_text="The latest entries, newest first (at most 200).")

@@ -7,8 +7,8 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import selectors, services
-from .serializers import ProductCreateInput, ProductOutput, ProductUpdateInput
+from .. import ledger, selectors, services
+from .serializers import ProductCreateInput, ProductOutput, ProductUpdateInput, StockLedgerOutput
 
 
 class ProductListCreateApi(APIView):
@@ -51,3 +51,15 @@ class ProductDetailApi(APIView):
         except services.StockError as refused:
             raise ValidationError({"on_hand": [str(refused)]}) from None
         return Response(ProductOutput(product).data)
+
+
+class ProductLedgerApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=StockLedgerOutput, summary="A product's stock ledger (staff)")
+    def get(self, request, sku: str):
+        if selectors.product_get(sku=sku) is None:
+            raise NotFound(f"No product with SKU {sku}.")
+        stock = ledger.fold(sku)
+        return Response(StockLedgerOutput({"sku": sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
+                                           "version": stock.version, "entries": ledger.entries_of(sku)}).data)

@@ -1,6 +1,8 @@
 // <waybill-stock-board> (staff): every product's on hand, reserved and available, live
 // (the `stock` stream), with on-hand editable in place through the inventory API. Refusals
-// (e.g. below what is reserved) are shown beside the row and announced.
+// (e.g. below what is reserved) are shown beside the row and announced. A product's stock
+// ledger (every entry that made its numbers: received, adjusted, reserved, released) opens
+// below the board.
 import { follow, keepNewer, renderTable } from "../frontend/helpers.js";
 
 const csrf = () =>
@@ -11,6 +13,22 @@ function reasons(body) {
   return Object.entries(body).map(([field, value]) =>
     `${field === "detail" || field === "non_field_errors" ? "" : `${field}: `}${[value].flat().join(" ")}`).join(" ");
 }
+
+async function productLedger(sku) {
+  let response;
+  try {
+    response = await fetch(`/api/v1/inventory/products/${encodeURIComponent(sku)}/ledger/`, {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    });
+  } catch {
+    throw new Error("The inventory service cannot be reached right now.");
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(reasons(body) || `The ledger could not be read (HTTP ${response.status}).`);
+  return body;
+}
+
+const signed = (n) => (n > 0 ? `+${n}` : n === 0 ? "" : String(n));
 
 async function productUpdate(sku, changes) {
   let response;
@@ -41,9 +59,18 @@ class WaybillStockBoard extends HTMLElement {
         <div class="scroll"><table class="responsive" hidden>
           <thead><tr><th scope="col">Product</th><th scope="col" class="num">On hand</th>
             <th scope="col" class="num">Reserved</th><th scope="col" class="num">Available</th>
-            <th scope="col">Change on hand</th></tr></thead>
+            <th scope="col">Change on hand</th><th scope="col">Ledger</th></tr></thead>
           <tbody></tbody>
         </table></div>
+        <section data-role="ledger" hidden aria-live="polite">
+          <h3></h3>
+          <div class="scroll"><table class="responsive">
+            <thead><tr><th scope="col" class="num">Version</th><th scope="col">Entry</th>
+              <th scope="col" class="num">On hand</th><th scope="col" class="num">Reserved</th>
+              <th scope="col">Order</th><th scope="col">Recorded</th></tr></thead>
+            <tbody></tbody>
+          </table></div>
+        </section>
       </section>`;
     follow("stock", (documents) => {
       for (const item of documents) keepNewer(this.#items, item.sku, item);
@@ -75,6 +102,38 @@ class WaybillStockBoard extends HTMLElement {
     });
   }
 
+  async #showLedger(sku) {
+    const panel = this.querySelector("section[data-role=ledger]");
+    const name = this.#items.get(sku)?.name ?? sku;
+    this.#alert("");
+    let ledger;
+    try {
+      ledger = await productLedger(sku);
+    } catch (error) {
+      this.#alert(`${name}: ${error.message}`);
+      return;
+    }
+    panel.querySelector("h3").textContent =
+      `Ledger of ${name} (${sku}): ${ledger.on_hand} on hand, ${ledger.reserved} reserved at version ${ledger.version}`;
+    const body = panel.querySelector("tbody");
+    body.replaceChildren(...ledger.entries.map((entry) => {
+      const row = document.createElement("tr");
+      for (const [label, text, num] of [
+        ["Version", entry.version, true], ["Entry", entry.kind, false],
+        ["On hand", signed(entry.on_hand_delta), true], ["Reserved", signed(entry.reserved_delta), true],
+        ["Order", entry.order_id ?? "", false], ["Recorded", new Date(entry.recorded_at).toLocaleString(), false],
+      ]) {
+        const cell = document.createElement("td");
+        cell.dataset.label = label;
+        if (num) cell.className = "num";
+        cell.textContent = String(text);
+        row.append(cell);
+      }
+      return row;
+    }));
+    panel.hidden = false;
+  }
+
   #row(item) {
     const row = document.createElement("tr");
     const id = `on-hand-${item.sku}`;
@@ -86,9 +145,13 @@ class WaybillStockBoard extends HTMLElement {
       <td data-label="Change"><form class="inline" novalidate>
         <label class="vh" for="${id}"></label>
         <input id="${id}" type="number" min="0" max="1000000" inputmode="numeric" required>
-        <button type="submit">Save</button></form></td>`;
+        <button type="submit">Save</button></form></td>
+      <td data-label="Ledger"><button type="button" data-role="ledger">Ledger</button></td>`;
     row.querySelector("label").textContent = `On hand of ${item.name}`;
-    row.querySelector("button").setAttribute("aria-label", `Save on hand of ${item.name}`);
+    row.querySelector("button[type=submit]").setAttribute("aria-label", `Save on hand of ${item.name}`);
+    const ledgerButton = row.querySelector("button[data-role=ledger]");
+    ledgerButton.setAttribute("aria-label", `Stock ledger of ${item.name}`);
+    ledgerButton.addEventListener("click", () => this.#showLedger(item.sku));
     const input = row.querySelector("input");
     input.addEventListener("input", () => (input.dataset.dirty = "1"));
     row.querySelector("form").addEventListener("submit", async (e) => {
