@@ -127,6 +127,14 @@ def _project(messages: list[tuple[Envelope, Message]]) -> None:
         services.catalog_items_project(products)
     if steps:
         services.order_steps_project(steps)
+        if sales := [_sale(step) for step in steps if step.state is not None]:
+            services.sales_project(sales)
+
+
+def _sale(step: services.OrderStep) -> services.OrderSale:
+    state = step.state
+    return services.OrderSale(order_id=step.order_id, order_version=state.order_version, status=state.status,
+                              occurred_at=step.occurred_at, lines=state.lines, currency=state.currency)
 
 
 # Replay-safe: it writes read rows only, and applies a message once (a timeline keeps each
@@ -143,4 +151,6 @@ PROJECTIONS = (
                models=(models.OrderSummary, models.OrderStatusCount, models.OrderThroughput, models.DashboardDelta)),
     Projection("catalog", types=(inventory.ProductUpdated,), models=(models.CatalogItem,)),
     Projection("gauges", types=tuple(GAUGES), models=(models.OutboxGauge, models.ProcessGauge)),
+    # Added after the others: filled from the past by ``manage.py rebuild --projection sales``.
+    Projection("sales", types=tuple(orders.SNAPSHOT_EVENTS), models=(models.SaleLine,)),
 )

@@ -61,6 +61,31 @@ class CatalogItem(models.Model):
         return f"{self.sku} ({self.available} available)"
 
 
+class SaleLine(models.Model):
+    """Sales per product per day: one row per line of each order, as orders' newest snapshot
+    of it says. A line counts as sold (``sold``) while its order is CONFIRMED, on the day
+    of its confirmation; a cancellation takes it out again. Kept per order and version, not
+    as counters, so that any arrival order and any repeat give the same rows (a projection
+    added after the fact, filled from the event history: ``manage.py rebuild --projection
+    sales``). The figures per day are sums over these rows (``selectors.sales_by_day``)."""
+
+    order_id = models.UUIDField()
+    sku = models.CharField(max_length=64)
+    order_version = models.PositiveBigIntegerField()
+    sold = models.BooleanField(default=False)
+    day = models.DateField(null=True, blank=True)  # of the confirmation, while sold
+    quantity = models.PositiveIntegerField()
+    revenue = models.DecimalField(max_digits=12, decimal_places=2)  # quantity x unit price
+    currency = models.CharField(max_length=3)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order_id", "sku"], name="readmodels_sale_line")]
+        indexes = [models.Index(fields=["day", "sku"], name="readmodels_sale_day", condition=models.Q(sold=True))]
+
+    def __str__(self) -> str:
+        return f"{self.sku} x{self.quantity} ({'sold ' + str(self.day) if self.sold else 'not sold'})"
+
+
 class OrderStatusCount(models.Model):
     """How many orders are in each status: the dashboard's totals, folded from
     ``DashboardDelta`` rows (see services.dashboard_publish)."""

@@ -3,13 +3,15 @@ returned (a document started by inventory's answer waits for orders' first messa
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from .models import CatalogItem, Dashboard, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge
+from .models import (
+    CatalogItem, Dashboard, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge, SaleLine,
+)
 from .documents import order_documents
 
 THROUGHPUT_MINUTES = 15
@@ -70,3 +72,12 @@ def dashboard_document(*, version: int | None = None, now: datetime | None = Non
         ],
         "throughput": throughput,
     }
+
+
+def sales_by_day(*, days: int, today: date | None = None) -> list[dict]:
+    """Units and revenue sold per product per day, the last ``days`` days up to ``today``
+    (UTC), by day then SKU."""
+    today = today or timezone.now().astimezone(UTC).date()
+    return list(SaleLine.objects.using("readmodels").filter(sold=True, day__gt=today - timedelta(days=days))
+                .values("day", "sku", "currency").annotate(quantity=Sum("quantity"), revenue=Sum("revenue"))
+                .order_by("day", "sku", "currency"))

@@ -26,6 +26,7 @@ from .documents import catalog_item_document, order_document, stock_item_documen
 from .live import changelog
 from .models import (
     CatalogItem, Dashboard, DashboardDelta, OrderStatusCount, OrderSummary, OrderThroughput, OutboxGauge, ProcessGauge,
+    SaleLine,
 )
 
 DB = "readmodels"
@@ -201,6 +202,54 @@ def _order_rows_locked(order_ids: set[UUID]) -> dict[UUID, OrderSummary]:
 def _timeline_order(entry: dict) -> tuple:
     # The message id breaks ties, so equal times sort the same in every rebuild.
     return entry["at"], STEP_RANK[entry["step"]], entry["message_id"]
+
+
+# --- sales per product per day ----------------------------------------------------------
+
+CONFIRMED = "CONFIRMED"
+
+
+@dataclass(frozen=True)
+class OrderSale:
+    """What an order's snapshot says of its sales: its lines, and whether it is confirmed."""
+
+    order_id: UUID
+    order_version: int
+    status: str
+    occurred_at: datetime
+    lines: list[dict]  # [{sku, quantity, unit_price}]
+    currency: str
+
+
+def sales_project(orders: list[OrderSale]) -> int:
+    """Keep each order's lines as its newest snapshot says: sold, on the day it was
+    confirmed, while it is CONFIRMED; not sold otherwise. Version-gated per order, so any
+    arrival order and any repeat give the same rows. Returns the lines it wrote."""
+    newest: dict[UUID, OrderSale] = {}
+    for order in orders:
+        if order.order_id not in newest or order.order_version > newest[order.order_id].order_version:
+            newest[order.order_id] = order
+    with transaction.atomic(using=DB):
+        rows = SaleLine.objects.using(DB)
+        existing = {(row.order_id, row.sku): row for row in rows.select_for_update().filter(order_id__in=newest)}
+        created, updated = [], []
+        for order in newest.values():
+            sold = order.status == CONFIRMED
+            for line in order.lines:
+                values = {"order_version": order.order_version, "sold": sold,
+                          "day": order.occurred_at.astimezone(UTC).date() if sold else None,
+                          "quantity": line["quantity"], "revenue": Decimal(line["unit_price"]) * line["quantity"],
+                          "currency": order.currency}
+                row = existing.get((order.order_id, line["sku"]))
+                if row is None:
+                    created.append(SaleLine(order_id=order.order_id, sku=line["sku"], **values))
+                elif row.order_version < order.order_version:
+                    for field, value in values.items():
+                        setattr(row, field, value)
+                    updated.append(row)
+        rows.bulk_create(created)
+        rows.bulk_update(updated, ["order_version", "sold", "day", "quantity", "revenue", "currency"])
+    return len(created) + len(updated)
 
 
 # --- catalog and stock board ------------------------------------------------------------

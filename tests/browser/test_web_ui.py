@@ -60,6 +60,7 @@ def test_a_customer_orders_and_watches_it_settle_while_staff_see_the_stock_fall(
     dashboard = board.locator("waybill-dashboard")
     expect(dashboard.locator("[data-status=CONFIRMED] dd")).to_have_text(re.compile(r"[1-9]"))
     expect(dashboard.locator("svg polyline[data-series=confirmed]")).to_have_count(1)
+    expect(dashboard.locator("[data-role=sales] svg rect").first).to_be_attached()  # today's sales
     expect(dashboard.locator("tbody tr[data-context=orders]")).to_have_count(1)
     expect(dashboard.locator("[data-role=processes-ok]")).to_be_visible()  # nothing crashing
     expect(dashboard.locator("[data-role=processes-table]")).to_be_hidden()

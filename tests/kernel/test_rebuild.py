@@ -271,3 +271,26 @@ def test_the_admin_shows_a_rebuilds_progress_and_only_an_operator_may_start_one(
     assert client.post(start, {"projection": "catalog"}).status_code == 302
     assert client.post(start, {"projection": "nothing"}).status_code == 404
     assert started == [("readmodels", ["catalog"])]  # tests/e2e/test_rebuild_killed.py starts one for real
+
+
+def test_a_projection_added_later_is_filled_from_the_past(pump, client, django_user_model):
+    """Sales per product per day, as if its table had just been added: empty while the
+    history holds every order; a rebuild of it alone fills it, and its API serves it."""
+    _scenario(pump, 9)
+    live = _projection_rows()["SaleLine"]
+    assert live
+    rm.SaleLine.objects.using("readmodels").all().delete()  # the new projection: nothing yet
+
+    rebuild.rebuild(_readmodels(), ["sales"])
+
+    assert _projection_rows()["SaleLine"] == live
+    confirmed = [summary for summary in rm.OrderSummary.objects.using("readmodels") if summary.status == "CONFIRMED"]
+    expected = {}
+    for summary in confirmed:
+        for line in summary.lines:
+            expected[line["sku"]] = expected.get(line["sku"], 0) + line["quantity"]
+    client.force_login(django_user_model.objects.create_user("staff", password="x" * 20, is_staff=True))
+    sold = client.get("/api/v1/read/sales/?days=1").json()
+    assert {row["sku"]: row["quantity"] for row in sold} == expected
+    assert client.get("/api/v1/read/sales/?days=0").json() == {"days": ["Ensure this value is greater than or "
+                                                                        "equal to 1."]}

@@ -99,3 +99,16 @@ class OrderPageOutput(serializers.Serializer):
 class ShopPageOutput(serializers.Serializer):
     catalog = CatalogItemOutput(many=True)
     recent_orders = OrderSummaryOutput(many=True, help_text="Your last 10 orders, most recently changed first.")
+
+
+class SalesQuery(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=90, default=14,
+                                    help_text="How many days back, today (UTC) included.")
+
+
+class SalesDayOutput(serializers.Serializer):
+    day = serializers.DateField()
+    sku = serializers.CharField()
+    quantity = serializers.IntegerField(help_text="Units sold: lines of orders confirmed that day and not cancelled.")
+    revenue = serializers.DecimalField(max_digits=14, decimal_places=2)
+    currency = serializers.CharField()

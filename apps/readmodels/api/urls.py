@@ -1,7 +1,8 @@
 from django.urls import path
 
 from .views import (
-    CatalogApi, DashboardApi, OrderPageApi, OrderSummaryDetailApi, OrderSummaryListApi, ShopPageApi, StockApi,
+    CatalogApi, DashboardApi, OrderPageApi, OrderSummaryDetailApi, OrderSummaryListApi, SalesApi, ShopPageApi,
+    StockApi,
 )
 
 urlpatterns = [
@@ -10,6 +11,7 @@ urlpatterns = [
     path("catalog/", CatalogApi.as_view(), name="read-catalog"),
     path("stock/", StockApi.as_view(), name="read-stock"),
     path("dashboard/", DashboardApi.as_view(), name="read-dashboard"),
+    path("sales/", SalesApi.as_view(), name="read-sales"),
     # Backend-for-frontend: what one page needs, in one call.
     path("pages/orders/<uuid:order_id>/", OrderPageApi.as_view(), name="page-order"),
     path("pages/shop/", ShopPageApi.as_view(), name="page-shop"),

@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 from .. import selectors
 from ..documents import catalog_item_document, order_document, stock_item_document
 from .serializers import (
-    CatalogItemOutput, DashboardOutput, OrderPageOutput, OrderSummaryOutput, ShopPageOutput, StockItemOutput,
+    CatalogItemOutput, DashboardOutput, OrderPageOutput, OrderSummaryOutput, SalesDayOutput, SalesQuery,
+    ShopPageOutput, StockItemOutput,
 )
 
 NOT_YOURS = OpenApiResponse(description="No such order of yours")
@@ -65,6 +66,17 @@ class DashboardApi(APIView):
                    summary="The operations dashboard: orders per status, outboxes, throughput")
     def get(self, request):
         return Response(DashboardOutput(selectors.dashboard_document()).data)
+
+
+class SalesApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[SalesQuery], responses={200: SalesDayOutput(many=True), 403: STAFF_ONLY},
+                   summary="Sales per product per day (staff)")
+    def get(self, request):
+        query = SalesQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(SalesDayOutput(selectors.sales_by_day(days=query.validated_data["days"]), many=True).data)
 
 
 class OrderPageApi(APIView):

@@ -2,6 +2,8 @@
 // the processes that keep crashing (as each context's supervisor reports them), and
 // throughput over the last minutes as a small inline SVG chart (no library). It follows
 // the `dashboard` stream, whose one document is replaced as a whole on every change.
+// Sales per product per day (the read API's /sales/) are read again when the dashboard
+// changes, at most every few seconds.
 import { follow } from "../frontend/helpers.js";
 
 // Drawn widest first, so a series hidden under another (placed = confirmed) still shows.
@@ -16,6 +18,10 @@ const STATES = {
   CRASH_LOOP: "crashes again and again, restarted each time",
 };
 
+const SALES_DAYS = 14;
+const SALES_EVERY_MS = 5000;
+const PALETTE = ["#143d59", "#2b7a0b", "#a4161a", "#c77d02", "#5a3d8a", "#0f7c86", "#8a8f96"];
+
 function svg(name, attributes = {}) {
   const node = document.createElementNS(SVG, name);
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
@@ -24,6 +30,8 @@ function svg(name, attributes = {}) {
 
 class WaybillDashboard extends HTMLElement {
   #document = null;
+  #salesAt = 0;
+  #salesTimer = null;
 
   connectedCallback() {
     this.innerHTML = `
@@ -55,12 +63,18 @@ class WaybillDashboard extends HTMLElement {
         <ul class="legend">${SERIES.map(([name, color]) =>
           `<li><span style="background:${color}"></span>${name}</li>`).join("")}</ul>
         <figure data-role="chart"></figure>
+      </section>
+      <section aria-labelledby="dash-sales" class="chart">
+        <h2 id="dash-sales">Sales per product per day</h2>
+        <ul class="legend" data-role="sales-legend"></ul>
+        <figure data-role="sales"><p class="muted">No sales in the last ${SALES_DAYS} days.</p></figure>
       </section>`;
     follow("dashboard", (documents) => {
       const latest = documents.at(-1);
       if (latest && (!this.#document || (latest.version ?? 0) >= (this.#document.version ?? 0))) {
         this.#document = latest;
         this.#render();
+        this.#salesSoon();
       }
     }, (reason) => {
       this.querySelector("[role=alert]").textContent = `The dashboard cannot be followed: ${reason}.`;
@@ -121,6 +135,79 @@ class WaybillDashboard extends HTMLElement {
         tr.append(td);
       }
       return tr;
+    }));
+  }
+
+  // At most every SALES_EVERY_MS: the dashboard changes far more often than a day's sales need showing.
+  #salesSoon() {
+    if (this.#salesTimer) return;
+    const wait = Math.max(0, this.#salesAt + SALES_EVERY_MS - Date.now());
+    this.#salesTimer = setTimeout(async () => {
+      this.#salesTimer = null;
+      this.#salesAt = Date.now();
+      try {
+        const response = await fetch(`/api/v1/read/sales/?days=${SALES_DAYS}`, {
+          credentials: "same-origin", headers: { Accept: "application/json" } });
+        if (response.ok) this.#sales(await response.json());
+      } catch {
+        // Shown again at the next change; the rest of the dashboard does not depend on it.
+      }
+    }, wait);
+  }
+
+  #sales(rows) {
+    const figure = this.querySelector("[data-role=sales]");
+    if (!rows.length) return;
+    const days = [...new Set(rows.map((row) => row.day))].sort();
+    const totals = new Map();
+    for (const row of rows) totals.set(row.sku, (totals.get(row.sku) ?? 0) + Number(row.revenue));
+    // The six best sellers by revenue have their own colour; the rest are "other".
+    const named = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, PALETTE.length - 1).map(([sku]) => sku);
+    const series = (sku) => (named.includes(sku) ? sku : "other");
+    const stacks = new Map(days.map((day) => [day, new Map()]));
+    for (const row of rows) {
+      const stack = stacks.get(row.day);
+      stack.set(series(row.sku), (stack.get(series(row.sku)) ?? 0) + row.quantity);
+    }
+    const order = [...named, ...(named.length < totals.size ? ["other"] : [])];
+    const width = 800, height = 220, pad = 30;
+    const max = Math.max(1, ...[...stacks.values()].map((stack) => [...stack.values()].reduce((a, b) => a + b, 0)));
+    const band = (width - 2 * pad) / days.length;
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+    const title = svg("title");
+    title.textContent = `Units sold per day over the last ${days.length} days with sales: ` +
+      days.map((day) => `${day}: ${[...stacks.get(day).values()].reduce((a, b) => a + b, 0)}`).join(", ");
+    chart.append(title);
+    days.forEach((day, i) => {
+      let y = height - pad;
+      for (const name of order) {
+        const units = stacks.get(day).get(name) ?? 0;
+        if (!units) continue;
+        const h = (units * (height - 2 * pad)) / max;
+        y -= h;
+        const bar = svg("rect", { x: (pad + i * band + band * 0.15).toFixed(1), y: y.toFixed(1),
+          width: (band * 0.7).toFixed(1), height: h.toFixed(1), fill: PALETTE[order.indexOf(name)] ?? PALETTE.at(-1),
+          "data-day": day, "data-series": name });
+        const tip = svg("title");
+        tip.textContent = `${day} ${name}: ${units}`;
+        bar.append(tip);
+        chart.append(bar);
+      }
+      const label = svg("text", { x: pad + i * band + band / 2, y: height - 8, "font-size": 11, fill: "#56616c",
+        "text-anchor": "middle" });
+      label.textContent = day.slice(5);
+      chart.append(label);
+    });
+    const top = svg("text", { x: 4, y: pad, "font-size": 12, fill: "#56616c" });
+    top.textContent = String(max);
+    chart.append(top);
+    figure.replaceChildren(chart);
+    this.querySelector("[data-role=sales-legend]").replaceChildren(...order.map((name, i) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.style.background = PALETTE[i] ?? PALETTE.at(-1);
+      li.append(swatch, name);
+      return li;
     }));
   }
 
