@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Max, Sum
 
 from .models import Product, StockEntry, StockSnapshot
 
 DB = "inventory"
-# A snapshot of a product's stock every this many versions.
+# A snapshot of a product's stock once it has moved this many versions past its last one.
 SNAPSHOT_EVERY = 50
 Kind = StockEntry.Kind
 
@@ -74,14 +74,15 @@ def record(entries: Iterable[tuple[Change, int]], *, states: dict[str, Product])
     rows = [StockEntry(sku=change.sku, version=version, kind=change.kind, on_hand_delta=change.on_hand_delta,
                        reserved_delta=change.reserved_delta, order_id=change.order_id) for change, version in entries]
     StockEntry.objects.using(DB).bulk_create(rows)  # (sku, version) is unique: a second writer fails here
-    due = {row.sku for row in rows if _snapshot_due(row.version)}
+    skus = sorted({row.sku for row in rows})
+    last = dict(StockSnapshot.objects.using(DB).filter(sku__in=skus).values("sku").annotate(
+        version=Max("version")).values_list("sku", "version"))
+    # Due once a product has crossed a multiple of SNAPSHOT_EVERY since its last snapshot
+    # (versions skip: a name or price change takes one without an entry); taken at the
+    # version it is at now, whose state the caller holds.
     StockSnapshot.objects.using(DB).bulk_create(
-        StockSnapshot(sku=sku, version=states[sku].version, on_hand=states[sku].on_hand,
-                      reserved=states[sku].reserved) for sku in sorted(due))
-
-
-def _snapshot_due(version: int) -> bool:
-    return version % SNAPSHOT_EVERY == 0
+        StockSnapshot(sku=sku, version=states[sku].version, on_hand=states[sku].on_hand, reserved=states[sku].reserved)
+        for sku in skus if states[sku].version // SNAPSHOT_EVERY > last.get(sku, 0) // SNAPSHOT_EVERY)
 
 
 def opened(product: Product, kind: str = Kind.RECEIVED) -> None:
@@ -110,7 +111,13 @@ def fold_check() -> list[str]:
     """Every product's row against its ledger folded from the first entry, and against its
     last snapshot plus the entries after it: what differs (nothing, when all is well)."""
     problems = []
-    with transaction.atomic(using=DB):  # one view of rows and ledger
+    with transaction.atomic(using=DB):
+        connection = transaction.get_connection(DB)
+        if connection.vendor == "postgresql":
+            # One view of rows and ledger for the whole check, so that a reservation that
+            # commits meanwhile is no false alarm (READ COMMITTED would see it halfway).
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for product in Product.objects.using(DB).order_by("sku"):
             full = fold(product.sku, from_snapshot=False)
             if (full.on_hand, full.reserved) != (product.on_hand, product.reserved):

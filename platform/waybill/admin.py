@@ -205,14 +205,15 @@ class RebuildAdmin(ReadOnlyAdmin):
                 *super().get_urls()]
 
     def changelist_view(self, request, extra_context=None):
+        from . import rebuild
+
         context = contexts.for_model(self.model)
         return super().changelist_view(request, {
             **(extra_context or {}),
             "projections": sorted(context.projections),
             "may_start": self.has_operate_permission(request),
             "start_url": f"admin:{self._start_url_name()}",
-            "running": self.model.objects.using(context.database).filter(
-                status__in=[self.model.Status.REPLAYING, self.model.Status.SWITCHING]).exists(),
+            "running": rebuild.running(context) is not None,
         })
 
     def start(self, request):
@@ -224,9 +225,14 @@ class RebuildAdmin(ReadOnlyAdmin):
         name = request.POST.get("projection") or None
         if name is not None and name not in context.projections:
             raise Http404(f"no projection {name!r}")
+        changelist = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        if (busy := rebuild.running(context)) is not None:
+            self.message_user(request, f"Rebuild {busy.pk} is running on {busy.running_on}: one at a time.",
+                              messages.WARNING)
+            return HttpResponseRedirect(changelist)
         process = rebuild.start_detached(context, [name] if name else None)
         log.info("%s started a rebuild of %s of %s (process %d)", request.user, name or "every projection",
                  context.name, process.pid)
         self.message_user(request, f"Rebuild of {name or 'every projection'} started (process {process.pid}); "
                                    "it resumes an unfinished one of the same projections.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"))
+        return HttpResponseRedirect(changelist)

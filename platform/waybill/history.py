@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 from kombu import Queue
 
@@ -105,6 +106,10 @@ class StreamHistory:
         for batch in self._consume({"x-stream-offset": "last"}, batch=self.batch):  # the last chunk
             last = _offset(batch[-1])
         return last - first + 1
+
+    def trimmed(self) -> bool:
+        """Whether retention has deleted the stream's first messages (its offsets start at 0)."""
+        return bool(self.first_offset())
 
     def read(self, start: Start = FIRST) -> Iterator[list[Recorded]]:
         trimmed_from = None
@@ -179,6 +184,19 @@ class OutboxArchive:
     @staticmethod
     def _archived(context: contexts.BoundedContext):
         return context.outbox.objects.using(context.database).filter(kind__in=KINDS, first_sent_at__isnull=False)
+
+    def trimmed(self) -> bool:
+        """Whether retention may have deleted some of it: a context's database is older than
+        what the history keeps (retention leaves no mark of what it deleted, so this errs on
+        the side of saying so)."""
+        from django.db.migrations.recorder import MigrationRecorder
+
+        for context in contexts.all_contexts():
+            if context.relay:
+                first = MigrationRecorder(connections[context.database]).migration_qs.order_by("applied").first()
+                if first is not None and first.applied < horizon():
+                    return True
+        return False
 
     def size(self) -> int:
         """How many events and documents the archive holds."""

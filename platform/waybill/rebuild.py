@@ -37,18 +37,19 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.utils import load_backend
 from django.utils import timezone
 
 from .contexts import BoundedContext, Projection
-from .history import FIRST, history
+from .history import FIRST, HistoryGone, history
 from .models import InboxMessageBase, RebuildBase
 from .replay import Progress, Replay, ReplayRefused
 
@@ -60,6 +61,9 @@ InboxStatus = InboxMessageBase.Status
 PROGRESS_EVERY_SECONDS = 1.0
 # A rebuild on another host that has not reported progress for this long has died.
 LEASE_SECONDS = 60.0
+# The switch waits at most this long for the live projection's tables, this many times.
+SWITCH_LOCK_TIMEOUT_MS = 5000
+SWITCH_ATTEMPTS = 5
 
 
 class RebuildRunning(Exception):
@@ -91,24 +95,35 @@ def rebuild(context: BoundedContext, names: list[str] | None = None, *,
         with green.installed():
             replay = Replay(context, name=f"rebuild-{row.pk}", types=types)
             start = replay.stored_position()
+        if start is None:
+            _refuse_incomplete()
         _replay(replay, green, row, start, on_progress)
         row.status, row.updated_at = Status.SWITCHING, timezone.now()
         row.save(using=context.database)
-        _switch(context, replay, green, models, types)
-        row.status, row.switched_at, row.updated_at, row.replaced, row.running_on = \
-            Status.SWITCHED, timezone.now(), timezone.now(), green.where, ""
-        row.save(using=context.database)
+        _switch(context, replay, green, row, models, types)
         log.info("%s: rebuild %s of %s switched (%d applied, %d refused)", context.name, row.pk,
                  ", ".join(chosen), replay.progress.applied, replay.progress.refused)
         return row
     except BaseException as error:
         row.running_on = ""
+        # Refused before anything was replayed: nothing to resume. Otherwise it stays
+        # resumable (its green tables and position are kept): running it again goes on.
+        if isinstance(error, HistoryGone) and row.done == 0:
+            row.status = Status.FAILED
         if isinstance(error, Exception):
-            row.status, row.error = Status.FAILED, f"{type(error).__name__}: {error}"
+            row.error = f"{type(error).__name__}: {error}"
         row.save(using=context.database)
         raise
     finally:
         green.close()
+
+
+def _refuse_incomplete() -> None:
+    """A rebuild from the start needs the whole history: rows built from what is left
+    would lack every older message, and the switch would make them the live ones."""
+    if history().trimmed():
+        raise HistoryGone("the history no longer holds everything from the start (its retention has deleted its "
+                          "oldest messages): a rebuild from it would lose what only those built")
 
 
 def _claimed(context: BoundedContext, chosen: list[str]) -> RebuildBase:
@@ -116,6 +131,13 @@ def _claimed(context: BoundedContext, chosen: list[str]) -> RebuildBase:
     Refused while another process is on a rebuild: two would write the same green tables,
     and two switches would each take the other's tables for the live ones."""
     with transaction.atomic(using=context.database):
+        connection = connections[context.database]
+        if connection.vendor == "postgresql":
+            # Two claims at once (a double click) must not both insert a rebuild: a row lock
+            # locks nothing while there is no row. SQLite's transactions take the write lock.
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {connection.ops.quote_name(context.rebuilds._meta.db_table)} "
+                               f"IN SHARE ROW EXCLUSIVE MODE")
         rebuilds = context.rebuilds.objects.using(context.database).select_for_update()
         unfinished = list(rebuilds.filter(status__in=[Status.REPLAYING, Status.SWITCHING]))
         for other in unfinished:
@@ -137,12 +159,10 @@ def _running(row: RebuildBase) -> bool:
         return False
     if host == socket.gethostname():
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        except (FileNotFoundError, ValueError):
             return False
-        except PermissionError:
-            return True
-        return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
     return (timezone.now() - row.updated_at).total_seconds() < LEASE_SECONDS
 
 
@@ -161,8 +181,17 @@ def start_detached(context: BoundedContext, names: list[str] | None = None) -> s
     log_path = Path(settings.DATA_DIR) / f"rebuild-{context.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    # Reaped when it ends, so that it does not linger as this process's zombie.
+    threading.Thread(target=process.wait, name=f"rebuild-{process.pid}", daemon=True).start()
+    return process
+
+
+def running(context: BoundedContext) -> RebuildBase | None:
+    """The rebuild of ``context`` a process is on now, if any."""
+    return next((row for row in context.rebuilds.objects.using(context.database).filter(
+        status__in=[Status.REPLAYING, Status.SWITCHING]) if _running(row)), None)
 
 
 def _replay(replay: Replay, green: _Green, row: RebuildBase, start, on_progress) -> None:
@@ -183,7 +212,8 @@ def _replay(replay: Replay, green: _Green, row: RebuildBase, start, on_progress)
     row.total = max(row.total or 0, row.done)
 
 
-def _switch(context: BoundedContext, replay: Replay, green: _Green, models: list, types: set[str]) -> None:
+def _switch(context: BoundedContext, replay: Replay, green: _Green, row: RebuildBase, models: list,
+            types: set[str]) -> None:
     live = context.inbox.objects.using(context.database)
 
     def missing_from_green() -> list[dict]:
@@ -201,16 +231,33 @@ def _switch(context: BoundedContext, replay: Replay, green: _Green, models: list
     # Most of the gap before the lock, the rest under it (what the live consumer applied meanwhile).
     with green.installed():
         replay.apply_published(missing_from_green())
-    with transaction.atomic(using=context.database):
-        connection = connections[context.database]
-        tables = [model._meta.db_table for model in models]
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {', '.join(map(connection.ops.quote_name, tables))} IN EXCLUSIVE MODE")
-        gap = missing_from_green()
-        with green.installed():
-            replay.apply_published(gap)
-        green.trade_places(connection, models)
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            with transaction.atomic(using=context.database):
+                connection = connections[context.database]
+                tables = [model._meta.db_table for model in models]
+                if connection.vendor == "postgresql":
+                    with connection.cursor() as cursor:
+                        # The live consumer's batches take these tables in their own order: a
+                        # switch that waits too long gives way (a deadlock is detected anyway)
+                        # and tries again, rather than holding the live projection up.
+                        cursor.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT_MS}ms'")
+                        cursor.execute(f"LOCK TABLE {', '.join(map(connection.ops.quote_name, tables))} "
+                                       f"IN EXCLUSIVE MODE")
+                gap = missing_from_green()
+                with green.installed():
+                    replay.apply_published(gap)
+                green.trade_places(connection, models)
+                # Marked switched in the switch's own transaction: a crash right after it
+                # must not resume the rebuild into the tables it replaced.
+                row.status, row.switched_at, row.updated_at, row.replaced, row.running_on = \
+                    Status.SWITCHED, timezone.now(), timezone.now(), green.where, ""
+                row.save(using=context.database)
+            break
+        except OperationalError as error:  # a lock timeout or a deadlock: nothing of the switch stayed
+            if attempt == SWITCH_ATTEMPTS:
+                raise
+            log.warning("%s: the switch of rebuild %s gave way (%s); trying again", context.name, row.pk, error)
     log.info("%s: %d messages the live consumer had applied first were applied at the switch", context.name,
              len(gap))
 
@@ -223,6 +270,9 @@ def drop_replaced(context: BoundedContext) -> list[str]:
         dropped.append(row.replaced)
         row.replaced = ""
         row.save(using=context.database, update_fields=["replaced"])
+    for row in context.rebuilds.objects.using(context.database).filter(status=Status.FAILED):
+        green = _Green(context, row)  # refused before it replayed: whatever it created goes
+        green.drop()
     return dropped
 
 

@@ -125,7 +125,8 @@ class Replay:
     def apply(self, batch: list[Recorded]) -> None:
         """One batch of the history, in one transaction with its position."""
         ready = [item for item in map(self._read, (recorded.received.body for recorded in batch)) if item]
-        with transaction.atomic(using=self.context.database):
+        # Off until after the commit: what a handler left for on_commit is refused too.
+        with side_effects_off(), transaction.atomic(using=self.context.database):
             self._apply(ready)
             position = batch[-1].position
             self._positions.update_or_create(name=self.name, defaults={
@@ -141,7 +142,7 @@ class Replay:
         before = self.progress.applied
         ready = [item for item in (self._read(Envelope.model_validate(envelope).to_json()) for envelope in envelopes)
                  if item]
-        with transaction.atomic(using=self.context.database):
+        with side_effects_off(), transaction.atomic(using=self.context.database):
             self._apply(ready)
         return self.progress.applied - before
 
@@ -170,7 +171,7 @@ class Replay:
                 seen.add(item.envelope.id)
                 fresh.append(item)
         rows = []
-        with side_effects_off(), batch_end(using=db) as end:
+        with batch_end(using=db) as end:
             for run in _runs(fresh):
                 if len(run) > 1 and isinstance(run[0].handler, Batched) and self._applied_together(run):
                     rows.extend(self._inbox_row(item, Status.PROCESSED) for item in run)

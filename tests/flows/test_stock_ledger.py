@@ -66,15 +66,28 @@ def test_a_snapshot_plus_the_entries_after_it_equals_the_full_fold(monkeypatch):
     monkeypatch.setattr(ledger, "SNAPSHOT_EVERY", 4)
     services.product_create(sku="LAMP-1", name="Lamp", price=Decimal("20.00"), on_hand=50)
     orders = [uuid.uuid4() for _ in range(13)]
-    for order in orders:
+    for n, order in enumerate(orders):
         services.stock_reserve(order_id=order, lines=[_line("LAMP-1", 2)])
+        if n % 5 == 4:
+            services.product_update(sku="LAMP-1", price=Decimal(20 + n))  # a version without an entry
+    services.stock_reserve_many(requests=[services.StockRequest(uuid.uuid4(), [_line("LAMP-1")]) for _ in range(6)])
     for order in orders[:5]:
         services.stock_release(order_id=order)
-    snapshots = list(StockSnapshot.objects.filter(sku="LAMP-1").order_by("version").values_list("version", flat=True))
-    assert snapshots == [4, 8, 12, 16]
+    services.product_update(sku="LAMP-1", on_hand=60)
+
+    snapshots = list(StockSnapshot.objects.filter(sku="LAMP-1").order_by("version"))
+    versions = [snapshot.version for snapshot in snapshots]
+    # One each time a multiple of 4 was crossed, however versions skipped (a price change,
+    # a batch of six reservations in one statement).
+    assert versions == sorted(set(versions)) and len(versions) >= 6 and versions[0] <= 4
+    assert all(later // 4 > earlier // 4 for earlier, later in zip(versions, versions[1:]))
+    for snapshot in snapshots:  # each holds the fold at its version
+        at = ledger.fold("LAMP-1", from_snapshot=False, up_to=snapshot.version)
+        assert (snapshot.on_hand, snapshot.reserved) == (at.on_hand, at.reserved)
     full = ledger.fold("LAMP-1", from_snapshot=False)
-    assert ledger.fold("LAMP-1") == full == ledger.Stock(on_hand=50, reserved=16, version=19)
-    for version in range(1, 20):  # at any version, from the snapshot before it
+    product = Product.objects.get(sku="LAMP-1")
+    assert ledger.fold("LAMP-1") == full == ledger.Stock(on_hand=60, reserved=22, version=product.version)
+    for version in range(1, product.version + 1):  # at any version, from the snapshot before it
         assert ledger.fold("LAMP-1", up_to=version) == ledger.fold("LAMP-1", from_snapshot=False, up_to=version)
 
 

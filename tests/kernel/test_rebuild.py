@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import random
+import socket
 from decimal import Decimal
 
 import pytest
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -28,9 +31,9 @@ from apps.readmodels import services as readmodels
 from apps.readmodels.handlers import PROJECTIONS
 from apps.webhooks.models import WebhookDelivery
 from waybill import contexts, outbox, rebuild
-from waybill.api import Batched, replay_safe
+from waybill.api import Batched, group_send, replay_safe
 from waybill.consumer import ContextConsumer
-from waybill.history import FIRST, history
+from waybill.history import FIRST, HistoryGone, history
 from waybill.replay import Replay, ReplayRefused
 from waybill.replaymode import SideEffectWhileReplaying
 
@@ -254,7 +257,9 @@ def test_a_rewind_applies_the_history_again_to_the_live_tables_from_where_it_is_
 def test_the_admin_shows_a_rebuilds_progress_and_only_an_operator_may_start_one(pump, client, django_user_model,
                                                                                monkeypatch):
     _scenario(pump, 8)
-    rm.Rebuild.objects.using("readmodels").create(projections=["orders"], done=250, total=1000, events_per_s=50.0)
+    running = rm.Rebuild.objects.using("readmodels").create(
+        projections=["orders"], done=250, total=1000, events_per_s=50.0,
+        running_on=f"{socket.gethostname()}:{os.getpid()}")  # this process: alive
     page = reverse("admin:readmodels_rebuild_changelist")
     start = reverse("admin:readmodels_rebuild_start")
     viewer = django_user_model.objects.create_user("viewer", password="x" * 20, is_staff=True)
@@ -271,6 +276,10 @@ def test_the_admin_shows_a_rebuilds_progress_and_only_an_operator_may_start_one(
                         or type("Process", (), {"pid": 4242})())
     client.force_login(django_user_model.objects.create_superuser("operator", password="x" * 20))
     assert "Rebuild all projections" in client.get(page).content.decode()
+    refused = client.post(start, {"projection": "catalog"}, follow=True).content.decode()
+    assert f"Rebuild {running.pk} is running" in refused and not started  # one at a time
+    rm.Rebuild.objects.using("readmodels").filter(pk=running.pk).update(running_on="")  # it died
+    assert 'http-equiv="refresh"' not in client.get(page).content.decode()
     assert client.post(start, {"projection": "catalog"}).status_code == 302
     assert client.post(start, {"projection": "nothing"}).status_code == 404
     assert started == [("readmodels", ["catalog"])]  # tests/e2e/test_rebuild_killed.py starts one for real
@@ -316,3 +325,48 @@ def test_events_stored_as_an_older_version_replay_through_the_upcasters(pump):
     rebuild.rebuild(_readmodels())
 
     assert _projection_rows() == live
+
+
+def test_a_rebuild_killed_right_after_its_switch_is_not_resumed_into_the_tables_it_replaced(pump, monkeypatch):
+    _scenario(pump, 11)
+    damaged = rm.OrderSummary.objects.using("readmodels").order_by("order_id").first()
+    rm.OrderSummary.objects.using("readmodels").filter(pk=damaged.pk).update(status="PENDING", timeline=[])
+    switch = rebuild._switch
+
+    def switched_then_killed(*args, **kwargs):
+        switch(*args, **kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(rebuild, "_switch", switched_then_killed)
+    with pytest.raises(_Killed):
+        rebuild.rebuild(_readmodels(), ["orders"])
+    monkeypatch.undo()
+    assert list(rm.Rebuild.objects.using("readmodels").values_list("status", flat=True)) == ["switched"]
+
+    rebuild.rebuild(_readmodels(), ["orders"])  # a new one, not a resume of the first
+    assert rm.Rebuild.objects.using("readmodels").count() == 2
+    mended = rm.OrderSummary.objects.using("readmodels").get(pk=damaged.pk)
+    assert mended.status != "PENDING" and mended.timeline
+
+
+def test_a_replayed_handler_that_pushes_after_its_commit_is_refused_too(pump, pushes):
+    _scenario(pump, 12)
+    context = _readmodels()
+
+    @replay_safe
+    def pushes_on_commit(envelope, message):
+        transaction.on_commit(lambda: group_send("catalog", {"type": "change"}), using="readmodels")
+
+    context = dataclasses.replace(context, handlers=dict.fromkeys(context.handlers, pushes_on_commit))
+    before = len(pushes)
+    with pytest.raises(SideEffectWhileReplaying, match="a push to catalog"):
+        Replay(context, name="test", inbox=False).run()
+    assert len(pushes) == before
+
+
+def test_a_rebuild_from_a_history_that_lost_its_oldest_messages_is_refused(pump, settings):
+    _scenario(pump, 13)
+    settings.WAYBILL_HISTORY_MAX_AGE_SECONDS = 0  # the databases are older than what it keeps
+    with pytest.raises(HistoryGone, match="no longer holds everything from the start"):
+        rebuild.rebuild(_readmodels())
+    assert list(rm.Rebuild.objects.using("readmodels").values_list("status", flat=True)) == ["failed"]

@@ -28,8 +28,9 @@ def sign_in(deployment, users=("alice", "admin")) -> dict[str, str]:
     """An API token per demo user."""
     result = {}
     for user in users:
+        # A password hash takes a while; on a machine busy with a whole test run, longer than httpx's 5 s.
         response = httpx.post(f"{deployment.base_url}/api/v1/auth/token/",
-                              json={"username": user, "password": "waybill-demo"})
+                              json={"username": user, "password": "waybill-demo"}, timeout=30)
         assert response.status_code == 200, response.text
         result[user] = response.json()["token"]
     return result

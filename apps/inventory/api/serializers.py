@@ -42,7 +42,8 @@ class StockEntryOutput(serializers.Serializer):
 
 class StockLedgerOutput(serializers.Serializer):
     sku = serializers.CharField()
-    on_hand = serializers.IntegerField(help_text="What the ledger folds to (equals the product's row).")
+    on_hand = serializers.IntegerField(help_text="What the ledger folds to (`manage.py stock_fold_check` compares "
+                                                 "it with the product's row).")
     reserved = serializers.IntegerField()
     version = serializers.IntegerField()
     entries = StockEntryOutput(many=True, help_text="The latest entries, newest first (at most 200).")
