@@ -92,12 +92,12 @@ def rebuild(context: BoundedContext, names: list[str] | None = None, *,
     green = _Green(context, row)
     try:
         green.create()
+        replay = Replay(context, name=f"rebuild-{row.pk}", types=types)
         with green.installed():
-            replay = Replay(context, name=f"rebuild-{row.pk}", types=types)
-            start = replay.stored_position()
-        if start is None:
+            resumed = replay.stored_position() is not None
+        if not resumed:
             _refuse_incomplete()
-        _replay(replay, green, row, start, on_progress)
+        _replay(replay, green, row, on_progress)
         row.status, row.updated_at = Status.SWITCHING, timezone.now()
         row.save(using=context.database)
         _switch(context, replay, green, row, models, types)
@@ -194,20 +194,22 @@ def running(context: BoundedContext) -> RebuildBase | None:
         status__in=[Status.REPLAYING, Status.SWITCHING]) if _running(row)), None)
 
 
-def _replay(replay: Replay, green: _Green, row: RebuildBase, start, on_progress) -> None:
+def _replay(replay: Replay, green: _Green, row: RebuildBase, on_progress) -> None:
+    """The replay into the green tables, its progress on the rebuild's row about once a second."""
     began, reported, read_before = time.monotonic(), 0.0, row.done
-    for batch in history().read(start if start is not None else FIRST):
-        with green.installed():
-            replay.apply(batch)
-        row.done = read_before + replay.progress.read
-        now = time.monotonic()
+
+    def progressed(progress: Progress) -> None:
+        nonlocal reported
+        row.done = read_before + progress.read
         if on_progress:
-            on_progress(row, replay.progress)
-        if now - reported >= PROGRESS_EVERY_SECONDS:
+            on_progress(row, progress)
+        if (now := time.monotonic()) - reported >= PROGRESS_EVERY_SECONDS:
             reported = now
-            row.events_per_s = replay.progress.read / max(now - began, 1e-6)
+            row.events_per_s = progress.read / max(now - began, 1e-6)
             row.updated_at = timezone.now()
             row.save(using=replay.context.database, update_fields=["done", "events_per_s", "updated_at"])
+
+    replay.run(FIRST, on_batch=progressed, applying=green.installed)
     row.events_per_s = replay.progress.read / max(time.monotonic() - began, 1e-6) if replay.progress.read else None
     row.total = max(row.total or 0, row.done)
 

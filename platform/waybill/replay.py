@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -109,13 +110,19 @@ class Replay:
         self._positions.filter(name=self.name).delete()
 
     def run(self, start: Start = FIRST, *, on_batch: Callable[[Progress], None] | None = None,
-            stop: threading.Event | None = None) -> Progress:
+            stop: threading.Event | None = None,
+            applying: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> Progress:
         """Apply the history from where this replay stopped (or from ``start`` if it never
         ran) until it has caught up; ``on_batch`` after each commit; ``stop`` ends it
-        between batches."""
-        stored = self.stored_position()
+        between batches. ``applying()`` is entered around each batch's transaction and the
+        read of the position, not around the reads of the history (a rebuild points the
+        context's database at its green tables there, and the embedded history is read from
+        the live outboxes)."""
+        with applying():
+            stored = self.stored_position()
         for batch in history().read(stored if stored is not None else start):
-            self.apply(batch)
+            with applying():
+                self.apply(batch)
             if on_batch:
                 on_batch(self.progress)
             if stop is not None and stop.is_set():
