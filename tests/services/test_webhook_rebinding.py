@@ -27,15 +27,17 @@ def _bindings(rabbitmq, queue: str) -> set[str]:
     return {row[2] for row in rows if len(row) == 3 and row[0] == bus.EVENTS.name and row[1] == queue}
 
 
-def test_the_webhooks_user_binds_its_own_queue_to_its_types_and_nothing_else(rabbitmq, broker_urls):
+def test_the_webhooks_user_binds_its_own_queue_to_its_types_and_nothing_else(broker_urls):
     with Connection(broker_urls["admin"]) as admin:
         bus.declare(admin)  # the topology step (its database is not reachable here: bound later)
     with Connection(broker_urls["webhooks"]) as webhooks:
         channel = webhooks.channel()
+        # Bind-ok is the broker granting it. Not checked in the broker's list of bindings:
+        # when the shared deployment runs, its webhooks worker's resync (every
+        # WAYBILL_BINDINGS_RESYNC_SECONDS) unbinds a type no endpoint wants, at any moment
+        # (CI saw it between the two lines).
         channel.queue_bind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=SPARE)
-        assert SPARE in _bindings(rabbitmq, "waybill.webhooks")
         channel.queue_unbind(queue="waybill.webhooks", exchange=bus.EVENTS.name, routing_key=SPARE)
-        assert SPARE not in _bindings(rabbitmq, "waybill.webhooks")
         # Not to a routing key its manifest does not call bindable (topic permissions)...
         for key in (PROBE, "orders.payment_requested", "#"):
             with pytest.raises(AccessRefused, match="ACCESS_REFUSED"):
