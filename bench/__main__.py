@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only relay,consume,pipeline,websocket,connections]`: run the scenarios one
+"""`python -m bench [--quick] [--only relay,consume,pipeline,websocket,connections,rebuild]`: run the scenarios one
 after the other (never side by side: they would measure each other), then write
 docs/benchmarks/results.json, results.md and the charts."""
 
@@ -13,7 +13,7 @@ import time
 from .harness import RESULTS_DIR, Run, machine, write_results
 from .report import write_report
 
-SCENARIOS = ("relay", "consume", "pipeline", "websocket", "connections")
+SCENARIOS = ("relay", "consume", "pipeline", "websocket", "connections", "rebuild")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,27 @@ def markdown(results: dict) -> str:
                   f"{_fmt(refused.get('websockets_4429'))} + {_fmt(refused.get('sse_429'))} of "
                   f"{_fmt(live.get('tried_past_the_limit'))} + {_fmt(live.get('tried_past_the_limit'))} |",
                   "", live.get("method", ""), ""]
+    rebuild = results.get("rebuild")
+    if rebuild:
+        goal = (rebuild.get("goals") or {}).get("rebuild_at_least_3x_live") or {}
+        lines += [f"## Rebuild: {_fmt(rebuild.get('events'))} historical events replayed into the read models, "
+                  "beside the live consumer", "",
+                  "| consumer | events/s (median) | spread | CPU ms per event: consumer + servers = total |",
+                  "|---|---:|---:|---:|"]
+        for label, prefix in (("readmodels' live worker (services mode), draining its queue", "live_"),
+                              ("`manage.py rebuild` (blue/green), from the history stream", "")):
+            own, servers = rebuild.get(f"{prefix}cpu_ms_per_event"), rebuild.get(f"{prefix}servers_cpu_ms_per_event")
+            total = own + servers if own is not None and servers is not None else None
+            lines.append(f"| {label} | {_fmt(rebuild.get(f'{prefix}events_per_s'))} | "
+                         f"{_spread(rebuild, f'{prefix}events_per_s')} | {_fmt(own, 2)} + {_fmt(servers, 2)} = "
+                         f"{_fmt(total, 2)} |")
+        lines += ["", f"Rebuild / live: **{_fmt(rebuild.get('ratio'), 2)}x** the events per second (goal "
+                      f"{rebuild.get('goal', '>= 3x')}: {'met' if goal.get('met') else 'missed'}). The whole command "
+                      f"(start-up, the green schema's migration and the switch included): "
+                      f"{_fmt(rebuild.get('events_per_s_command'))} events/s, "
+                      f"{_fmt(rebuild.get('ratio_command'), 2)}x the live rate, "
+                      f"{_fmt(rebuild.get('cpu_ms_per_event_command'), 2)} ms of its CPU per event.",
+                  "", rebuild.get("method", ""), ""]
     history = results.get("history")
     if history:
         lines += ["## Before and after", "", history.get("note", ""), "",
@@ -197,6 +218,13 @@ def charts(results: dict, directory: Path) -> list[Path]:
         used = [consume[key].get("backlog_used") or 0 for key in CONSUME_SYSTEMS if consume.get(key)]
         bars("consume", CONSUME_SYSTEMS, consume, "messages_per_s", "messages per second (median)",
              f"Draining a queued backlog ({min(used):,}-{max(used):,} messages a run)", (9, 2.5), fontsize=10)
+    rebuild = results.get("rebuild")
+    if rebuild:
+        bars("rebuild", {"live": "readmodels' live worker", "rebuild": "manage.py rebuild"},
+             {"live": {"events_per_s": rebuild.get("live_events_per_s")},
+              "rebuild": {"events_per_s": rebuild.get("events_per_s")}}, "events_per_s",
+             "events per second (median)",
+             f"{rebuild.get('events', 0):,} events into the read models: live and rebuilt", (8, 2.2))
     pipeline = results.get("pipeline")
     if pipeline:
         fig, ax = plt.subplots(figsize=(8, 3.5))
