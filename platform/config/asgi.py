@@ -12,6 +12,7 @@ django_application = get_asgi_application()  # sets Django up before the imports
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from waybill import metrics  # noqa: E402
 from waybill.manifest import resolve  # noqa: E402
 
 from .wsauth import WebSocketGate  # noqa: E402
@@ -23,6 +24,10 @@ websocket_urlpatterns = [
     if (routes := settings.WAYBILL_MANIFESTS[name].websockets)
     for pattern in resolve(routes)
 ]
+
+# Where WAYBILL_METRICS_ADDR is set, this process's figures on that address too (every
+# web process loads this module once; runplatform's runtime shares it).
+metrics.serve_configured()
 
 application = ProtocolTypeRouter(
     {

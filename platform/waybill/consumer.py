@@ -43,7 +43,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from kombu.message import Message as KombuMessage
 
-from . import bus
+from . import bus, metrics
 from .backoff import Reconnects, backoff_delay
 from .batchend import batch_end
 from .contexts import Batched, BatchItem, BoundedContext, ExternalCall, Handler
@@ -179,9 +179,12 @@ class ContextConsumer:
         committed."""
         outcomes: list[Outcome | None] = [None] * len(batch)
         ready: list[tuple[int, _Ready]] = []
+        # Each message's type for the metrics, once it was read (refused ones stay unread).
+        types = [metrics.UNREAD_TYPE] * len(batch)
 
         def outcome_is(index: int, outcome: Outcome) -> None:
             outcomes[index] = outcome
+            metrics.consumed(self.context, types[index], outcome)
             if settled is not None:
                 settled(index, outcome)
 
@@ -197,7 +200,9 @@ class ContextConsumer:
             )
             if not isinstance(result, _Ready):
                 outcome_is(index, result)
-            elif isinstance(result.handler, ExternalCall):
+                continue
+            types[index] = result.envelope.type
+            if isinstance(result.handler, ExternalCall):
                 apply_ready()  # what came before it first
                 # Even while stopping: given back unacked, it would be lost on the in-memory
                 # transport, whose clean stop counts on every taken message being handled.
@@ -340,7 +345,8 @@ class ContextConsumer:
                     continue
                 for index, item in run:
                     try:
-                        with self._handling(item.envelope), self._savepoint(connection, item.envelope.type):
+                        with metrics.handler_timed(self.context.name, item.envelope.type), \
+                                self._handling(item.envelope), self._savepoint(connection, item.envelope.type):
                             item.handler(item.envelope, item.payload)
                     except _BatchAborted:
                         raise
@@ -376,7 +382,10 @@ class ContextConsumer:
                            handling=functools.partial(self._entered, span, item.envelope))
                  for span, (_, item) in zip(spans, run, strict=True)]
         try:
-            with self._savepoint(connection, items[0].envelope.type):
+            # One time for the run, shared equally among its messages: their statements are
+            # shared, so no message's own part can be told apart.
+            with metrics.handler_timed(self.context.name, *(item.envelope.type for item in items)), \
+                    self._savepoint(connection, items[0].envelope.type):
                 handler.many(items)
         except Exception as error:  # noqa: BLE001 - each message is applied alone next, unless aborted
             for span in filter(None, spans):
@@ -450,11 +459,13 @@ class ContextConsumer:
 
     def _apply_once(self, envelope: Envelope, payload: Message, handler: Handler) -> Outcome:
         db = self.context.database
+        # An external call and its record are one message's handling: observed once.
+        clock = metrics.HandlerClock(self.context.name, envelope.type)
         try:
             if isinstance(handler, ExternalCall):
                 if self._inbox.filter(message_id=envelope.id).exclude(status=Status.RETRYING).exists():
                     return Outcome.DUPLICATE
-                with handling(envelope):
+                with handling(envelope), clock.running():
                     result = handler.call(envelope, payload)  # outside any transaction
                 apply = lambda: handler.record(envelope, payload, result)  # noqa: E731
             else:
@@ -464,7 +475,8 @@ class ContextConsumer:
                 if row is not None and row.status != Status.RETRYING:
                     return Outcome.DUPLICATE
                 with batch_end(using=db) as end, handling(envelope):
-                    apply()
+                    with clock.running():
+                        apply()
                     end.run()
                 self._processed(row or self._new_inbox_row(envelope)).save(using=db)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried, then dead-lettered
@@ -472,6 +484,8 @@ class ContextConsumer:
                     self._inbox.filter(message_id=envelope.id, status=Status.PROCESSED).exists():
                 return Outcome.DUPLICATE  # a concurrent delivery of the same message won
             return self._failed_attempt(envelope, exc)
+        finally:
+            clock.observe()
         return Outcome.APPLIED
 
     def _failed(self, envelope: Envelope, error: str, *, permanent: bool) -> Outcome:
@@ -564,10 +578,11 @@ class ContextConsumer:
             if not claimed:
                 continue
             received = Received.of(json.dumps(row.envelope, default=repr), content_type=bus.JSON)
-            self._as_one_message(
+            outcome = self._as_one_message(
                 lambda row=row, received=received: self._retry(row, received),
                 unhandled=lambda error, row=row, received=received: self._retry_unhandled(row, received, error),
             )
+            metrics.consumed(self.context, row.message_type, outcome)
         return len(due)
 
     def _retry(self, row: InboxMessageBase, received: Received) -> Outcome:

@@ -120,6 +120,10 @@ class Context:
     # (each context's migrations run with its own database and role alone). Each must be
     # idempotent: they run on every deployment.
     after_migrate: tuple[str, ...] = ()
+    # "module:attribute" of its Prometheus collectors (a tuple of prometheus_client custom
+    # collectors: ``describe()`` and ``collect()``), measured at scrape time in every
+    # process that hosts the context (``waybill.metrics``): orders' sagas by state, say.
+    metrics: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api", MappingProxyType(dict(self.api)))

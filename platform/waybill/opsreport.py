@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from . import contexts, supervisor
@@ -128,21 +129,54 @@ def _crashing(context: contexts.BoundedContext) -> dict[str, str] | None:
         return None
 
 
-def _measure(context: contexts.BoundedContext, now: datetime) -> OutboxMeasured:
+@dataclass(frozen=True)
+class OutboxFigures:
+    """How one context's outbox and dead letters look at one moment: what the operations
+    report sends and the Prometheus metrics of the process that relays it show
+    (``waybill.metrics``), measured in one place. ``dead_letters``: not-yet-replayed dead
+    letters per consumer sharing the context's database."""
+
+    pending: int
+    oldest_pending_age_s: float | None
+    parked: int
+    dead_letters: dict[str, int]
+    dead_letters_total: int  # each table once, however many consumers share it
+
+
+def outbox_figures(context: contexts.BoundedContext, now: datetime) -> OutboxFigures:
+    """Counts through the outbox's indexes (unsent rows are the head of ``outbox_pending``)
+    and the dead-letter tables, which stay small: cheap enough to ask at every scrape."""
     db = context.database
     unsent = context.outbox.objects.using(db).filter(sent_at__isnull=True)
     max_attempts = settings.WAYBILL_RELAY_MAX_ATTEMPTS
-    pending = unsent.filter(publish_attempts__lt=max_attempts)
-    figures = pending.aggregate(oldest=Min("created_at"))
+    figures = unsent.filter(publish_attempts__lt=max_attempts).aggregate(
+        oldest=Min("created_at"), pending=Count("id"))
     oldest = figures["oldest"]
-    dead_letter_models = {c.dead_letters for c in contexts.all_contexts() if c.database == db}
-    dead_letters = sum(model.objects.using(db).filter(replayed_at__isnull=True).count()
-                       for model in dead_letter_models)
-    return OutboxMeasured(
-        context=context.name,
-        pending=pending.count(),
+    # Once per table: a table two registrations shared would otherwise count twice.
+    counted: dict[type, int] = {}
+    dead_letters = {}
+    for consumer in contexts.all_contexts():
+        if consumer.database == db:
+            model = consumer.dead_letters
+            if model not in counted:
+                counted[model] = model.objects.using(db).filter(replayed_at__isnull=True).count()
+            dead_letters[consumer.name] = counted[model]
+    return OutboxFigures(
+        pending=figures["pending"],
         oldest_pending_age_s=round(max((now - oldest).total_seconds(), 0.0), 3) if oldest else None,
         parked=unsent.filter(publish_attempts__gte=max_attempts).count(),
         dead_letters=dead_letters,
+        dead_letters_total=sum(counted.values()),
+    )
+
+
+def _measure(context: contexts.BoundedContext, now: datetime) -> OutboxMeasured:
+    figures = outbox_figures(context, now)
+    return OutboxMeasured(
+        context=context.name,
+        pending=figures.pending,
+        oldest_pending_age_s=figures.oldest_pending_age_s,
+        parked=figures.parked,
+        dead_letters=figures.dead_letters_total,
         measured_at=now,
     )

@@ -48,7 +48,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Coalesce, Now
 from kombu import Connection, Exchange, Producer
 
-from . import bus
+from . import bus, metrics
 from .backoff import Reconnects
 from .contexts import BoundedContext
 from .outbox import notify_channel, wakeup_event
@@ -66,6 +66,7 @@ class Relay:
         self._producer: Producer | None = None
         self._channel: amqp.Channel | None = None  # py-amqp's, when publishing to RabbitMQ
         self._confirms: _Confirms | None = None
+        metrics.outbox_watch(context)  # this process relays it: its backlog is this process's to report
 
     # --- one pass -------------------------------------------------------------------
     def drain(self) -> int:
@@ -169,6 +170,7 @@ class Relay:
                     break  # the connection is gone: later windows wait for the next pass
             if sent:
                 self._mark_sent(sent)
+        metrics.published(ctx, len(sent))  # committed: marked sent
         if error is not None:
             # A fresh channel next time: on this one, delivery tags may no longer match the
             # rows (a publish that failed after its tag was counted), or answers may still come.

@@ -40,8 +40,10 @@ def _hosted():
 class ContextConsumers(bootsteps.StartStopStep):
     def start(self, worker):
         # Only once Django is set up (the worker's init did it by now).
+        from . import metrics
         from .runtime import start_consumers
 
+        metrics.serve_configured()  # in the worker's main process, where the consumer threads count
         hosted = _hosted()
         self._stop = threading.Event()
         self._threads = [thread for context in hosted

@@ -1,4 +1,4 @@
-"""What operators see of a process: its traces (OpenTelemetry) and its supervisor."""
+"""What operators see of a process: its traces (OpenTelemetry), its supervisor and its metrics."""
 
 from .contexts import WAYBILL_CONTEXTS
 from .environment import env
@@ -14,3 +14,11 @@ WAYBILL_SERVICE_NAME = env.str("WAYBILL_SERVICE_NAME", default="waybill-" + "-".
 # and the operations report name the processes of this process's contexts that keep
 # crashing. Empty (embedded mode, compose): nothing to ask.
 WAYBILL_SUPERVISOR_URL = env.str("WAYBILL_SUPERVISOR_URL", default="")
+
+# Metrics for machines (Prometheus, waybill.metrics), never public: this process's figures
+# on prometheus_client's own HTTP server at this host:port when set (every process: web,
+# worker, relay; meant for loopback or a private network, not the gateway), and the web
+# processes' /metrics page to staff, or to whoever shows this token as
+# "Authorization: Bearer <token>" (a scraper that has no user).
+WAYBILL_METRICS_ADDR = env.str("WAYBILL_METRICS_ADDR", default="")
+WAYBILL_METRICS_TOKEN = env.str("WAYBILL_METRICS_TOKEN", default="")

@@ -4,7 +4,7 @@ import threading
 from django.conf import settings
 from django.core.management import BaseCommand
 
-from waybill import contexts
+from waybill import contexts, metrics
 from waybill.runtime import Runtime
 
 
@@ -18,6 +18,7 @@ class Command(BaseCommand):
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
+        metrics.serve_configured()
         runtime = Runtime(contexts.all_contexts(), consumers=False)
         runtime.start()
         self.stdout.write(f"relay running for {', '.join(settings.WAYBILL_CONTEXTS)}")

@@ -3,7 +3,7 @@ import threading
 
 from django.core.management import BaseCommand, CommandError
 
-from waybill import bus, contexts
+from waybill import bus, contexts, metrics
 from waybill.runtime import start_translators
 
 
@@ -20,6 +20,7 @@ class Command(BaseCommand):
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
+        metrics.serve_configured()
         threads = [thread for context in lagging for thread in start_translators(context, stopping)]
         self.stdout.write(f"translating for {', '.join(context.name for context in lagging)}")
         stopping.wait()
