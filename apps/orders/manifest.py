@@ -30,4 +30,6 @@ CONTEXT = Context(
     # between two runs that the saga clock takes for an outage.
     jobs=(Job("apps.orders.saga:saga_expire_overdue", every=1.0),),
     variables=("WAYBILL_PAYMENT_GATEWAY_URL", "WAYBILL_PAYMENT_API_KEY"),
+    # Sagas by state and the payment breaker, for Prometheus.
+    metrics="apps.orders.metrics:COLLECTORS",
 )

@@ -20,4 +20,6 @@ CONTEXT = Context(
         # behind gets a snapshot); repeating a delete of old rows is harmless.
         Job("apps.readmodels.live.changelog:changes_prune", every=600.0),
     ),
+    # The live connections of this process, for Prometheus.
+    metrics="apps.readmodels.metrics:COLLECTORS",
 )
