@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from waybill import catalog, health
 
 from .auth import ThrottledLoginView, TokenObtainView
+from .metrics import metrics_page
 
 # A process serves the API of the contexts it hosts (WAYBILL_CONTEXTS) and nothing else,
 # mounted where each manifest says; the gateway sends each prefix to its context's service.
@@ -27,6 +28,8 @@ urlpatterns = [
     path("api/asyncapi/", catalog.catalog_page, name="asyncapi"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # This process's Prometheus figures, to staff and the metrics token (config/metrics.py).
+    path("metrics", metrics_page, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
