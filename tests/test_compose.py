@@ -282,3 +282,11 @@ def test_the_gateways_body_limit_is_the_settings_default():
 
     assert settings.WAYBILL_REQUEST_MAX_BYTES == MAX_BODY_BYTES
     assert f"client_max_body_size {MAX_BODY_BYTES};" in NGINX_TEXT
+
+
+@pytest.mark.parametrize("process", WAYBILL_PROCESSES, ids=lambda p: p.name)
+def test_every_process_serves_its_metrics_on_the_compose_network_alone(process):
+    service = SERVICES[process.name]
+    host, port = resolve(service["environment"]["WAYBILL_METRICS_ADDR"]).rsplit(":", 1)
+    assert (host, service["expose"]) == ("0.0.0.0", [port])
+    assert "ports" not in service  # published to no host: the metrics server has no sign-in

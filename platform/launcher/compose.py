@@ -160,12 +160,19 @@ def _process_health(process: Process) -> dict:
     return _health(("python", "/app/deploy/healthcheck.py", port))
 
 
+# Every Waybill process serves its Prometheus metrics here (waybill.metrics), on the
+# compose network only: the port is published to no host, and nothing routes to it.
+METRICS_PORT = "9100"
+METRICS_ENVIRONMENT = {"WAYBILL_METRICS_ADDR": _variable("WAYBILL_METRICS_ADDR", f"0.0.0.0:{METRICS_PORT}")}
+
+
 def _process_service(process: Process) -> dict:
     if process.kind == "sandbox":  # the payment provider's stand-in: no database, no broker
         return _app(process.command, process_environment(process), healthcheck=_process_health(process),
                     volumes=["payment-sandbox-data:/app/var/payment-sandbox"], restart=RESTART.compose)
     return _app(
-        process.command, process_environment(process),
+        process.command, process_environment(process) | METRICS_ENVIRONMENT,
+        expose=[METRICS_PORT],
         depends_on={"setup": {"condition": "service_completed_successfully"},
                     **_healthy("postgres", "rabbitmq", "redis")},
         healthcheck=_process_health(process),
