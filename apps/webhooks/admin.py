@@ -4,8 +4,9 @@ The endpoints' secrets never show here. Redelivering takes the "operate" permiss
 (the model's change permission, as every messaging action: ``waybill.admin.ReadOnlyAdmin``)."""
 
 from django.contrib import admin, messages
+from django.urls import reverse
 
-from waybill.api import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin
+from waybill.api import ConsoleNote, DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin, audit_record, flow_notes
 
 from . import services
 from .models import DeadLetter, InboxMessage, OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -47,12 +48,25 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Redeliver now (a fresh set of tries)", permissions=["operate"])
     def redeliver(self, request, queryset):
+        chosen = list(queryset)
         count = services.webhook_deliveries_redeliver(
-            delivery_ids=list(queryset.values_list("id", flat=True)), by=request.user.get_username())
+            delivery_ids=[delivery.id for delivery in chosen], by=request.user.get_username())
+        audit_record(request.user, chosen, action="redeliver")
         skipped = queryset.count() - count
         self.message_user(request, f"{count} deliveries will be sent again now; {skipped} skipped "
                                    "(endpoint deleted, or the event not expressible in its version).",
                           messages.SUCCESS)
+
+
+@flow_notes("webhooks")
+def deliveries_in_flow(message_ids):
+    """Each endpoint's delivery of an event of the flow."""
+    deliveries = WebhookDelivery.objects.filter(message_id__in=message_ids).select_related("endpoint")
+    for delivery in deliveries.order_by("created_at"):
+        yield ConsoleNote(
+            message_id=delivery.message_id, context="webhooks", what=f"delivery to {delivery.endpoint.url}",
+            status=delivery.status, attempts=delivery.attempts, at=delivery.delivered_at or delivery.created_at,
+            error=delivery.last_error, url=reverse("admin:webhooks_webhookdelivery_change", args=[delivery.id]))
 
 
 admin.site.register(OutboxMessage, OutboxAdmin)

@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import contexts, operations
+from . import contexts, operations, rights
 from .wire import preview
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,15 @@ class MessageBodyAdmin(ReadOnlyAdmin):
         return response
 
 
+def _flow(term) -> str:
+    from .console_admin import flow_link
+
+    return flow_link(term) if term else "-"
+
+
 class OutboxAdmin(MessageBodyAdmin):
     list_display = ("id", "message_type", "aggregate_id", "aggregate_version", "created_at",
-                    "sent_at", "age", "publish_attempts")
+                    "sent_at", "age", "publish_attempts", "skipped_at", "flow")
     list_filter = (PendingFilter, "message_type")
     search_fields = ("message_id", "aggregate_id", "message_type")
     actions = ("republish",)
@@ -119,32 +125,45 @@ class OutboxAdmin(MessageBodyAdmin):
             return "-"
         return timezone.now() - row.created_at
 
+    @admin.display(description="flow")
+    def flow(self, row):
+        return _flow(row.message_id)
+
     @admin.action(description="Publish again (consumers drop what they already applied)",
                   permissions=["operate"])
     def republish(self, request, queryset):
         name = contexts.for_model(self.model).name
-        count = operations.outbox_republish(context_name=name, row_ids=list(queryset.values_list("id", flat=True)))
+        rows = list(queryset)
+        count = operations.outbox_republish(context_name=name, row_ids=[row.id for row in rows])
+        rights.record(request.user, rows, action="republish")
         self.message_user(request, f"{count} messages queued for publishing.", messages.SUCCESS)
 
 
 class InboxAdmin(MessageBodyAdmin):
     list_display = ("message_type", "message_id", "status", "attempts", "received_at",
-                    "processed_at", "processed_by", "next_attempt_at", "last_error")
+                    "processed_at", "processed_by", "next_attempt_at", "last_error", "flow")
     list_filter = ("status", "message_type")
     search_fields = ("message_id", "message_type", "last_error")
     actions = ("retry_now",)
 
+    @admin.display(description="flow")
+    def flow(self, row):
+        return _flow(row.message_id)
+
     @admin.action(description="Retry now", permissions=["operate"])
     def retry_now(self, request, queryset):
         name = contexts.for_model(self.model).name
-        count = operations.inbox_retry_now(context_name=name, row_ids=list(queryset.values_list("id", flat=True)))
+        rows = list(queryset.defer("envelope"))
+        count = operations.inbox_retry_now(context_name=name, row_ids=[row.id for row in rows])
+        rights.record(request.user, rows, action="retry now")
         self.message_user(request, f"{count} retries brought forward.", messages.SUCCESS)
 
 
 class DeadLetterAdmin(MessageBodyAdmin):
-    list_display = ("created_at", "message_type", "reason", "attempts", "body_size", "content_type", "routing_key",
-                    "replayed_at")
-    list_filter = ("message_type", ("replayed_at", admin.EmptyFieldListFilter))
+    list_display = ("created_at", "message_type", "reason_kind", "reason", "attempts", "body_size", "content_type",
+                    "routing_key", "replayed_at", "discarded_at", "cause", "flow")
+    list_filter = ("reason_kind", "message_type", ("replayed_at", admin.EmptyFieldListFilter),
+                   ("discarded_at", admin.EmptyFieldListFilter))
     search_fields = ("message_id", "message_type", "reason", "preview")
     body_field = "body"
 
@@ -163,9 +182,19 @@ class DeadLetterAdmin(MessageBodyAdmin):
     actions = ("replay",)
     ordering = (F("created_at").desc(),)
 
+    @admin.display(description="cause")
+    def cause(self, row):
+        from .console_admin import letter_url
+
+        return format_html('<a href="{}">cause chain</a>', letter_url(contexts.for_model(self.model).name, row.pk))
+
+    @admin.display(description="flow")
+    def flow(self, row):
+        return _flow(row.message_id)
+
     @admin.action(description="Replay (fresh tries through the inbox)", permissions=["operate"])
     def replay(self, request, queryset):
-        replayed = sum(operations.dead_letter_replay(dead_letter=letter) for letter in queryset)
+        replayed = operations.dead_letters_redrive(letters=list(queryset), by=request.user)
         skipped = queryset.count() - replayed
         self.message_user(request, f"{replayed} replayed; {skipped} skipped (no readable envelope, replayed "
                                    "before, or already applied).", messages.INFO)
@@ -236,3 +265,6 @@ class RebuildAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Rebuild of {name or 'every projection'} started (process {process.pid}); "
                                    "it resumes an unfinished one of the same projections.", messages.SUCCESS)
         return HttpResponseRedirect(changelist)
+
+
+from . import console_admin  # noqa: E402, F401 - registers the operations console with the admin

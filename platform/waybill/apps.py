@@ -1,5 +1,6 @@
 from django.apps import AppConfig, apps
 from django.conf import settings
+from django.db.models.signals import post_migrate
 
 
 class WaybillConfig(AppConfig):
@@ -15,8 +16,17 @@ class WaybillConfig(AppConfig):
             declared = settings.WAYBILL_MANIFESTS[name]
             contexts.register_manifest(declared)
             apps.get_app_config(name).verbose_name = declared.title
+        # The console's groups, whenever the identity store is migrated.
+        post_migrate.connect(_console_groups, sender=self)
         telemetry.configure(
             service_name=settings.WAYBILL_SERVICE_NAME,
             exporter=settings.WAYBILL_OTEL_EXPORTER,
             console_path=settings.WAYBILL_OTEL_CONSOLE_FILE,
         )
+
+
+def _console_groups(sender, using, **kwargs) -> None:
+    from . import rights
+
+    if using == "default":
+        rights.ensure_groups(using=using)

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,7 @@ from . import bus, metrics
 from .backoff import Reconnects, backoff_delay
 from .batchend import batch_end
 from .contexts import Batched, BatchItem, BoundedContext, ExternalCall, Handler
+from .failures import Failure
 from .models import InboxMessageBase
 from .messages import Envelope, Message, MessageRefused, parse, read_as, uuid_or_none
 from .outbox import handling
@@ -437,11 +439,11 @@ class ContextConsumer:
     def _failed_attempt(self, envelope: Envelope, error: Exception) -> Outcome:
         """The retry path for a handler's exception, as ``_apply_once`` takes it."""
         if isinstance(error, PermanentFailure):
-            return self._failed(envelope, f"permanent failure: {error}", permanent=True)
+            return self._failed(envelope, f"permanent failure: {error}", permanent=True, exception=error)
         if isinstance(error, IntegrityError):
-            return self._failed(envelope, "IntegrityError in handler", permanent=False)
+            return self._failed(envelope, "IntegrityError in handler", permanent=False, exception=error)
         log.warning("%s: %s %s failed: %r", self.context.name, envelope.type, envelope.id, error)
-        return self._failed(envelope, f"{type(error).__name__}: {error}", permanent=False)
+        return self._failed(envelope, f"{type(error).__name__}: {error}", permanent=False, exception=error)
 
     def _new_inbox_row(self, envelope: Envelope) -> InboxMessageBase:
         # As published: a retry reads it again, converting it again to what its handler reads.
@@ -488,7 +490,8 @@ class ContextConsumer:
             clock.observe()
         return Outcome.APPLIED
 
-    def _failed(self, envelope: Envelope, error: str, *, permanent: bool) -> Outcome:
+    def _failed(self, envelope: Envelope, error: str, *, permanent: bool,
+                exception: BaseException | None = None) -> Outcome:
         db = self.context.database
         error = storable(error, 4000)
         with transaction.atomic(using=db):
@@ -513,7 +516,7 @@ class ContextConsumer:
                 return self._dead_letter(
                     Received.of(published.to_json(), content_type=bus.JSON),
                     error if permanent else f"gave up after {row.attempts} attempts: {error}",
-                    envelope=published.model_dump(mode="json"), attempts=row.attempts,
+                    envelope=published.model_dump(mode="json"), attempts=row.attempts, exception=exception,
                 )
             delay = backoff_delay(
                 row.attempts,
@@ -526,14 +529,17 @@ class ContextConsumer:
         return Outcome.RETRY_SCHEDULED
 
     def _dead_letter(self, received: Received, reason: str, *, envelope: dict | None = None,
-                     attempts: int = 1) -> Outcome:
-        """Store the message as a dead letter, with everything known about it. Raises if
-        even that cannot be stored; ``_as_one_message`` then falls back to the minimum."""
+                     attempts: int = 1, exception: BaseException | None = None) -> Outcome:
+        """Store the message as a dead letter, with everything known about it (the handler's
+        exception too, when one gave it up). Raises if even that cannot be stored;
+        ``_as_one_message`` then falls back to the minimum."""
         known = envelope or {}
+        message_type = storable(str(known.get("type", "")), 120)
         self.context.dead_letters.objects.using(self.context.database).create(
             message_id=uuid_or_none(known.get("id")),
-            message_type=storable(str(known.get("type", "")), 120),
+            message_type=message_type,
             reason=storable(reason, 4000),
+            **_cause_fields(reason, message_type, exception),
             attempts=attempts,
             **_body_fields(received),
             content_type=received.content_type,
@@ -551,7 +557,7 @@ class ContextConsumer:
         to the broker's dead-letter exchange (``Outcome.UNSTORABLE``)."""
         try:
             self.context.dead_letters.objects.using(self.context.database).create(
-                reason=storable(reason, 4000), **_body_fields(received))
+                reason=storable(reason, 4000), **_cause_fields(reason, "", None), **_body_fields(received))
         except Exception:  # noqa: BLE001 - the broker keeps it instead
             log.critical("%s could not store a dead letter (%s); rejecting the message to %s. Its start: %s",
                          self.context.name, storable(reason, 300), bus.DEAD.name,
@@ -725,6 +731,15 @@ def _body_fields(received: Received) -> dict:
     """A dead letter's body: the exact bytes, their size and the bounded preview people read."""
     return {"body": received.body, "body_size": len(received.body),
             "preview": preview(received.body, settings.WAYBILL_MESSAGE_PREVIEW_BYTES)}
+
+
+def _cause_fields(reason: str, message_type: str, exception: BaseException | None) -> dict:
+    """A dead letter's cause, grouped (``waybill.failures``), with the traceback of the
+    exception that gave it up when there was one."""
+    failure = Failure.of(reason, error=exception)
+    trace = "".join(traceback.format_exception(exception)) if exception is not None else ""
+    return {"reason_kind": failure.kind, "error_type": failure.error_type[:200],
+            "fingerprint": failure.fingerprint(message_type), "traceback": storable(trace, 16000)}
 
 
 def _describe(error: Exception) -> str:

@@ -39,6 +39,11 @@ class OutboxMessageBase(models.Model):
     first_sent_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # An operator skipped it (``operations.outbox_skip``): never published, so the rows of its
+    # aggregate behind it may go. ``sent_at`` is set too, so nothing waits for it; with no
+    # ``first_sent_at`` it is in no event history.
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.TextField(blank=True)
 
     class Meta:
         abstract = True
@@ -112,10 +117,27 @@ class DeadLetterBase(models.Model):
     routing_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     replayed_at = models.DateTimeField(null=True, blank=True)
+    # Why, grouped (``waybill.failures``): one cause, one fingerprint, whatever the message.
+    reason_kind = models.CharField(max_length=16, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    fingerprint = models.CharField(max_length=20, blank=True)
+    traceback = models.TextField(blank=True)  # the handler's, at its last attempt
+    # An operator gave it up for good (``operations.dead_letters_discard``), and why.
+    discarded_at = models.DateTimeField(null=True, blank=True)
+    discard_reason = models.TextField(blank=True)
 
     class Meta:
         abstract = True
         ordering = ["-created_at"]
+        indexes = [
+            # The console's groups: the open dead letters of each cause.
+            models.Index(fields=["fingerprint", "created_at"], condition=Q(replayed_at__isnull=True,
+                         discarded_at__isnull=True), name="%(app_label)s_%(class)s_open"),
+        ]
+
+    @property
+    def is_open(self) -> bool:
+        return self.replayed_at is None and self.discarded_at is None
 
     def __str__(self) -> str:
         return f"{self.message_type or '(unreadable)'}: {self.reason[:80]}"
@@ -188,6 +210,25 @@ def first_sent_operations(app_label: str, model_name: str = "outboxmessage") -> 
     return [migrations.RunPython(forwards, migrations.RunPython.noop)]
 
 
+def dead_letter_causes_operations(app_label: str, *model_names: str) -> list:
+    """The step of each context's migration that gave existing dead letters their kind,
+    exception type and fingerprint, read from the reason they were stored with (written
+    once for all of them; ``waybill.failures`` reads reasons as the consumer words them)."""
+    from django.db import migrations
+
+    from .failures import Failure
+
+    def forwards(apps, schema_editor):
+        for model_name in model_names:
+            rows = apps.get_model(app_label, model_name).objects.using(schema_editor.connection.alias)
+            for pk, reason, message_type in rows.values_list("pk", "reason", "message_type").iterator():
+                failure = Failure.of(reason)
+                rows.filter(pk=pk).update(reason_kind=failure.kind, error_type=failure.error_type[:200],
+                                          fingerprint=failure.fingerprint(message_type))
+
+    return [migrations.RunPython(forwards, migrations.RunPython.noop)]
+
+
 def dead_letter_bytes_operations(app_label: str, *model_names: str) -> list:
     """The operations of each context's migration that made dead-letter bodies binary,
     written once for all of them, and frozen: later changes of ``DeadLetterBase`` get
@@ -233,3 +274,20 @@ def dead_letter_bytes_operations(app_label: str, *model_names: str) -> list:
         migrations.RunPython(forwards, backwards),
         *(migrations.RemoveField(model_name, "text_body") for model_name in model_names),
     ]
+
+
+class Console(models.Model):
+    """The operations console (``waybill.console_admin``) has no table: this model carries its
+    rights, in the identity store beside the others. Looking and acting are separate, so an
+    operators group may look while acting (redrive, discard, republish, skip, compensate)
+    takes more; the groups are made at migrate time (``waybill.apps``)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_console", "Can look at the operations console"),
+            ("operate_console", "Can act from the operations console (redrive, discard, republish, skip)"),
+        ]
+        verbose_name = "operations console"
+        verbose_name_plural = "operations console"

@@ -38,6 +38,38 @@ def handling(envelope: Envelope) -> Iterator[None]:
         _handling.reset(token)
 
 
+# The flow that what is recorded outside any handler belongs to (an HTTP request, a
+# command run): every message it records shares one correlation id, so the console traces
+# an order's placed event and its saga's first command as one flow. Outside one, each root
+# message starts a flow of its own.
+_correlation: ContextVar[uuid.UUID | None] = ContextVar("waybill_correlation", default=None)
+
+
+@contextlib.contextmanager
+def correlated(correlation_id: uuid.UUID | None = None) -> Iterator[uuid.UUID]:
+    """Messages recorded inside (outside a handler) share one correlation id, a fresh one
+    unless given."""
+    correlation_id = correlation_id or uuid.uuid4()
+    token = _correlation.set(correlation_id)
+    try:
+        yield correlation_id
+    finally:
+        _correlation.reset(token)
+
+
+def correlation_middleware(get_response):
+    """One correlation id per HTTP request, for the messages it records, given back in the
+    ``X-Correlation-ID`` response header so that a client (or an operator) can quote it."""
+
+    def middleware(request):
+        with correlated() as correlation_id:
+            response = get_response(request)
+        response["X-Correlation-ID"] = str(correlation_id)
+        return response
+
+    return middleware
+
+
 # Relays sleep on these; a commit that wrote outbox rows wakes its context's relay at
 # once, so the happy path has no polling delay.
 _wakeups: defaultdict[str, threading.Event] = defaultdict(threading.Event)
@@ -68,7 +100,7 @@ def outbox_record(
         aggregate_id=str(aggregate_id),
         aggregate_version=aggregate_version,
         occurred_at=timezone.now(),
-        correlation_id=cause.correlation_id if cause else uuid.uuid4(),
+        correlation_id=cause.correlation_id if cause else (_correlation.get() or uuid.uuid4()),
         causation_id=cause.id if cause else None,
         traceparent=current_traceparent() or (cause.traceparent if cause else None),
         payload=message.model_dump(mode="json"),

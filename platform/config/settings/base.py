@@ -46,6 +46,8 @@ MIDDLEWARE = [
     # Outermost, so every error under /api/ passes it on the way out (config/api.py).
     "config.api.api_json_errors",
     "django.middleware.security.SecurityMiddleware",
+    # One correlation id per request for the messages it records (waybill.outbox).
+    "waybill.outbox.correlation_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -17,6 +17,10 @@ WAYBILL_BROKER_TRANSPORT_OPTIONS = {
     # Publisher confirms: the relay marks a row sent only after the broker has it.
     "confirm_publish": True,
 }
+# RabbitMQ's management API (http://user:password@host:15672), for the operations console:
+# the only place that counts a queue's unacknowledged messages. Without it the console
+# asks the broker itself (ready messages and consumers). The shell gets the admin account's.
+WAYBILL_BROKER_MANAGEMENT_URL = env.str("WAYBILL_BROKER_MANAGEMENT_URL", default="")
 # Partitions per consumer queue (see waybill.bus): 1 = one queue that competing workers
 # share; N > 1 = N queues with a single active consumer each, for strict per-aggregate order.
 WAYBILL_PARTITIONS = env.int("WAYBILL_PARTITIONS", default=1)

@@ -22,3 +22,6 @@ WAYBILL_SUPERVISOR_URL = env.str("WAYBILL_SUPERVISOR_URL", default="")
 # "Authorization: Bearer <token>" (a scraper that has no user).
 WAYBILL_METRICS_ADDR = env.str("WAYBILL_METRICS_ADDR", default="")
 WAYBILL_METRICS_TOKEN = env.str("WAYBILL_METRICS_TOKEN", default="")
+# Where the operations console links a trace id: a URL with "{trace_id}" in it, e.g.
+# http://127.0.0.1:16686/trace/{trace_id} for Jaeger; empty, the id is shown unlinked.
+WAYBILL_TRACE_URL_TEMPLATE = env.str("WAYBILL_TRACE_URL_TEMPLATE", default="")
