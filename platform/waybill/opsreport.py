@@ -159,7 +159,8 @@ def outbox_figures(context: contexts.BoundedContext, now: datetime) -> OutboxFig
         if consumer.database == db:
             model = consumer.dead_letters
             if model not in counted:
-                counted[model] = model.objects.using(db).filter(replayed_at__isnull=True, discarded_at__isnull=True).count()
+                counted[model] = model.objects.using(db).filter(
+                    replayed_at__isnull=True, discarded_at__isnull=True).count()
             dead_letters[consumer.name] = counted[model]
     return OutboxFigures(
         pending=figures["pending"],
