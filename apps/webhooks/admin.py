@@ -6,7 +6,16 @@ The endpoints' secrets never show here. Redelivering takes the "operate" permiss
 from django.contrib import admin, messages
 from django.urls import reverse
 
-from waybill.api import ConsoleNote, DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin, audit_record, flow_notes
+from waybill.api import (
+    ConsoleNote,
+    DeadLetterAdmin,
+    InboxAdmin,
+    OutboxAdmin,
+    ReadOnlyAdmin,
+    audit_record,
+    flow_link,
+    flow_notes,
+)
 
 from . import services
 from .models import DeadLetter, InboxMessage, OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -34,7 +43,7 @@ class WebhookAttemptInline(admin.TabularInline):
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "event_type", "endpoint_url", "status", "attempts", "last_status_code",
-                    "last_response_ms", "last_error", "next_attempt_at", "delivered_at", "redeliveries")
+                    "last_response_ms", "last_error", "next_attempt_at", "delivered_at", "redeliveries", "flow")
     list_filter = ("status", "event_type")
     search_fields = ("id", "message_id", "endpoint__url", "last_error")
     list_select_related = ("endpoint",)
@@ -45,6 +54,10 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="endpoint")
     def endpoint_url(self, row):
         return row.endpoint.url
+
+    @admin.display(description="flow")
+    def flow(self, row):
+        return flow_link(row.message_id, "its event's flow")
 
     @admin.action(description="Redeliver now (a fresh set of tries)", permissions=["operate"])
     def redeliver(self, request, queryset):

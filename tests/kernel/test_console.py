@@ -22,6 +22,7 @@ from apps.inventory.models import Product
 from apps.orders.models import Order, OrderSaga, PaymentDeadLetter
 from apps.readmodels.models import CatalogItem
 from apps.readmodels.models import DeadLetter as ReadDeadLetter
+from apps.webhooks import services as webhooks
 from tests.poison import order_placed
 from waybill import console, rights
 from waybill.consumer import Outcome
@@ -64,6 +65,9 @@ def place_order(client, customer, sku="LAMP-1", quantity=1) -> str:
 
 
 def test_the_flow_of_one_order_shows_every_hop_in_causation_order(client, pump, shop, people):
+    webhooks.webhook_endpoint_register(owner_id=people["customer"].pk, owner_is_staff=False,
+                                       url="http://127.0.0.1:9/orders-hook", event_types=["orders.order_confirmed"])
+    pump.rebind("webhooks")
     order_id = place_order(client, people["customer"])
     pump.settle()
     assert Order.objects.get(id=order_id).status == "CONFIRMED"
@@ -85,6 +89,9 @@ def test_the_flow_of_one_order_shows_every_hop_in_causation_order(client, pump, 
     charge = next(hop for hop in flow.hops if hop.type == "orders.charge_payment")
     assert [d.consumer for d in charge.deliveries] == ["payments"]
     assert any(note.context == "orders" and "saga step charge_payment" in note.what for note in charge.notes)
+    confirmed = next(hop for hop in flow.hops if hop.type == "orders.order_confirmed")
+    assert [(n.context, n.what, n.status) for n in confirmed.notes if n.context == "webhooks"] == \
+        [("webhooks", "delivery to http://127.0.0.1:9/orders-hook", "pending")]
 
     # Every way in finds the same flow: a message id, the correlation id, from any row's page.
     assert [h.message_id for h in console.flow(str(charge.message_id)).hops] == [h.message_id for h in flow.hops]
