@@ -64,6 +64,10 @@ def test_compensate_now_brings_the_deadline_forward(operator, pump, payment_sand
     pump.settle()
     order.refresh_from_db()
     assert (order.status, order.reason) == ("REJECTED", "Payment did not complete in time.")
+    from django.contrib.admin.models import LogEntry
+
+    [entry] = LogEntry.objects.filter(object_id=str(order.id))  # the act, in the admin's history
+    assert (entry.user.username, entry.change_message) == ("operator", "compensate now")
 
 
 def _dead_letter(pump, poison: Poison) -> ReadDeadLetter:

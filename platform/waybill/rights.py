@@ -67,7 +67,7 @@ def record(user, rows: Iterable[Model], *, action: str, reason: str = "", detail
     history lives in the identity store and names them by content type and id."""
     rows = list(rows)
     message = "; ".join(part for part in (
-        f"console: {action}", f"why: {reason}" if reason else "", detail) if part)
+        action, f"why: {reason}" if reason else "", detail) if part)
     if rows:
         # Plain text, which the admin's history pages show as it is.
         LogEntry.objects.log_actions(user_id=user.pk, queryset=rows, action_flag=CHANGE,

@@ -162,8 +162,8 @@ def test_a_poison_message_and_a_handler_bug_are_two_groups_redriven_once_the_cau
     assert ReadDeadLetter.objects.filter(discard_reason__contains="a broken producer").exists()
 
     history = list(LogEntry.objects.filter(user=people["lead"]).values_list("change_message", flat=True))
-    assert sum("console: redrive; why: URL fixed" in m for m in history) == 3
-    assert sum("console: discard; why: a broken producer" in m for m in history) == poison.count
+    assert sum("redrive; why: URL fixed" in m for m in history) == 3
+    assert sum("discard; why: a broken producer" in m for m in history) == poison.count
 
 
 def test_a_redrive_that_would_apply_a_message_after_a_later_one_is_flagged_first(client, pump, shop, people):
@@ -220,7 +220,7 @@ def test_a_parked_row_is_a_blocked_key_and_republishing_it_releases_the_rows_beh
     assert not InventoryOutbox.objects.filter(sent_at__isnull=True).exists()
     assert CatalogItem.objects.get(sku="LAMP-1").name == "Lamp, renamed"
     assert not [k for health in console.outbox_health() for k in health.blocked]
-    assert LogEntry.objects.filter(user=people["lead"], change_message__startswith="console: republish").count() == 1
+    assert LogEntry.objects.filter(user=people["lead"], change_message__startswith="republish").count() == 1
 
 
 def test_a_skip_needs_a_reason_and_lets_the_rows_behind_go(client, pump, shop, people, settings):
