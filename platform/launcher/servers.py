@@ -409,7 +409,8 @@ class RabbitMQServer(_Server):
     HOME is ``data_dir`` because that is where Erlang looks for the cookie that
     rabbitmqctl must share with the node. Runs as the calling user (root is fine for
     Erlang). `plugins` lists plugins to enable; ``rabbitmq_stomp`` also gets a free port
-    (``.stomp_port``). The admin user (``.admin_url``, vhost "/") is created on first boot
+    (``.stomp_port``), ``rabbitmq_management`` one on loopback for its HTTP API
+    (``.management_port``, ``.management_url`` as the admin). The admin user (``.admin_url``, vhost "/") is created on first boot
     from the config file (``default_user``), which saves slow rabbitmqctl calls.
     """
 
@@ -424,6 +425,7 @@ class RabbitMQServer(_Server):
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.stomp_port = free_port() if "rabbitmq_stomp" in self.plugins else None
+        self.management_port = free_port() if "rabbitmq_management" in self.plugins else None
         self._epmd: subprocess.Popen | None = None
 
     @property
@@ -433,6 +435,14 @@ class RabbitMQServer(_Server):
     @property
     def admin_url(self) -> str:
         return self.url(self.admin_user, self.admin_password, vhost="")
+
+    @property
+    def management_url(self) -> str:
+        """The management API's base URL with the admin's credentials (what
+        ``WAYBILL_BROKER_MANAGEMENT_URL`` takes); "" without the plugin."""
+        if self.management_port is None:
+            return ""
+        return f"http://{self.admin_user}:{self.admin_password}@{HOST}:{self.management_port}"
 
     def url(self, user: str, password: str, vhost: str) -> str:
         """amqp URL; vhost "" is the default vhost "/"."""
@@ -478,6 +488,9 @@ class RabbitMQServer(_Server):
         ]
         if self.stomp_port:
             config.append(f"stomp.listeners.tcp.1 = {HOST}:{self.stomp_port}")
+        if self.management_port:
+            # Loopback only: the API acts with whatever account signs in, the admin's too.
+            config += [f"management.tcp.ip = {HOST}", f"management.tcp.port = {self.management_port}"]
         (d / "rabbitmq.conf").write_text("\n".join(config) + "\n")
         os.chmod(d / "rabbitmq.conf", 0o600)  # it holds the admin password
         # Our own epmd, in the foreground, as our child: we know which one to stop, and
@@ -498,7 +511,7 @@ class RabbitMQServer(_Server):
 
         # A plain TCP probe first: it fails at once, while a failed kombu connect()
         # sleeps 2 s before its own retry. The AMQP listener opens late in the boot.
-        for port in filter(None, (self.port, self.stomp_port)):
+        for port in filter(None, (self.port, self.stomp_port, self.management_port)):
             socket.create_connection((HOST, port), timeout=1).close()
         with Connection(self.admin_url, connect_timeout=2) as conn:
             conn.connect()  # the broker answers AMQP and the admin user exists
