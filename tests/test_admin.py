@@ -55,8 +55,12 @@ def test_compensate_now_brings_the_deadline_forward(operator, pump, payment_sand
     order, _ = orders.order_place(customer_id=1, lines=[orders.LineRequest("LAMP-1", 1)])
     pump.settle()
     assert OrderSaga.objects.get(order_id=order.id).step == "charge_payment"
-    response = operator.post(reverse("admin:orders_ordersaga_changelist"),
-                             {"action": "compensate_now", "_selected_action": [str(order.id)]})
+    changelist = reverse("admin:orders_ordersaga_changelist")
+    asked = operator.post(changelist, {"action": "compensate_now", "_selected_action": [str(order.id)]})
+    assert asked.status_code == 200 and "Why (kept in the admin" in asked.content.decode()  # asks first
+    assert OrderSaga.objects.get(order_id=order.id).step == "charge_payment"
+    response = operator.post(changelist, {"action": "compensate_now", "_selected_action": [str(order.id)],
+                                          "reason": "the customer called", "confirm": "Compensate now"})
     assert response.status_code == 302
     from apps.orders.saga import saga_expire_overdue
 
@@ -67,7 +71,7 @@ def test_compensate_now_brings_the_deadline_forward(operator, pump, payment_sand
     from django.contrib.admin.models import LogEntry
 
     [entry] = LogEntry.objects.filter(object_id=str(order.id))  # the act, in the admin's history
-    assert (entry.user.username, entry.change_message) == ("operator", "compensate now")
+    assert (entry.user.username, entry.change_message) == ("operator", "compensate now; why: the customer called")
 
 
 def _dead_letter(pump, poison: Poison) -> ReadDeadLetter:

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, Value, When
 from django.db.models.functions import Now
@@ -9,12 +10,13 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from waybill.api import (
-    ConsoleNote,
+    FlowNote,
     DeadLetterAdmin,
     InboxAdmin,
     OutboxAdmin,
     ReadOnlyAdmin,
     audit_record,
+    console_link,
     flow_link,
     flow_notes,
     flow_url,
@@ -127,11 +129,21 @@ class OrderSagaAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Compensate now (bring the deadline forward)", permissions=["operate"])
     def compensate_now(self, request, queryset):
+        """Asks first, with the reason the admin's history keeps (a compensation refunds and
+        rejects: not an act to take without saying why)."""
+        reason = request.POST.get("reason", "").strip()
+        if "confirm" not in request.POST or not reason:
+            return TemplateResponse(request, "orders/admin/compensate_confirm.html", {
+                **self.admin_site.each_context(request), "title": "Compensate these sagas now?",
+                "opts": self.opts, "sagas": queryset, "missing_reason": "confirm" in request.POST,
+                "selected": ACTION_CHECKBOX_NAME,
+            })
         sagas_chosen = list(queryset)
         count = sagas.saga_deadline_bring_forward(order_ids=[saga.order_id for saga in sagas_chosen])
-        audit_record(request.user, sagas_chosen, action="compensate now")
+        audit_record(request.user, sagas_chosen, action="compensate now", reason=reason)
         self.message_user(request, f"{count} sagas will compensate at the next sweep (about a second).",
                           messages.SUCCESS)
+        return None
 
     # --- the live board ----------------------------------------------------------------------
     def get_urls(self):
@@ -141,6 +153,7 @@ class OrderSagaAdmin(ReadOnlyAdmin):
                 *super().get_urls()]
 
     def board(self, request):
+        # The saga table's own view right: the board shows what its list shows, live.
         if not self.has_view_permission(request):
             raise PermissionDenied
         return TemplateResponse(request, "orders/admin/saga_board.html", {
@@ -187,11 +200,14 @@ class OrderSagaAdmin(ReadOnlyAdmin):
         }
 
 
+console_link("Sagas board", "admin:orders_ordersaga_board")
+
+
 @flow_notes("orders")
 def saga_steps_in_flow(message_ids):
     """The saga's steps that sent a message of the flow."""
     for step in SagaStep.objects.using(sagas.DB).filter(message_id__in=message_ids).order_by("id"):
-        yield ConsoleNote(message_id=step.message_id, context="orders", what=f"saga step {step.step}",
+        yield FlowNote(message_id=step.message_id, context="orders", what=f"saga step {step.step}",
                           status=step.event, at=step.at, error=step.reason,
                           url=reverse("admin:orders_ordersaga_change", args=[step.saga_id]))
 

@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 
 from waybill.api import (
-    ConsoleNote,
+    FlowNote,
     DeadLetterAdmin,
     InboxAdmin,
     OutboxAdmin,
@@ -76,7 +76,7 @@ def deliveries_in_flow(message_ids):
     """Each endpoint's delivery of an event of the flow."""
     deliveries = WebhookDelivery.objects.filter(message_id__in=message_ids).select_related("endpoint")
     for delivery in deliveries.order_by("created_at"):
-        yield ConsoleNote(
+        yield FlowNote(
             message_id=delivery.message_id, context="webhooks", what=f"delivery to {delivery.endpoint.url}",
             status=delivery.status, attempts=delivery.attempts, at=delivery.delivered_at or delivery.created_at,
             error=delivery.last_error, url=reverse("admin:webhooks_webhookdelivery_change", args=[delivery.id]))

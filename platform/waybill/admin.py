@@ -41,11 +41,12 @@ class PendingFilter(admin.SimpleListFilter):
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Messages are facts: operators act on them, never edit them. Acting (the actions)
-    takes the model's change permission; viewing alone does not."""
+    takes the model's change permission or the console's operate right; viewing alone does not."""
 
     def has_operate_permission(self, request) -> bool:
+        # The console's operate right is the right to act on every messaging table.
         opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}") or rights.may_operate(request.user)
 
     def has_add_permission(self, request):
         return False
@@ -135,7 +136,7 @@ class OutboxAdmin(MessageBodyAdmin):
         name = contexts.for_model(self.model).name
         rows = list(queryset)
         count = operations.outbox_republish(context_name=name, row_ids=[row.id for row in rows])
-        rights.record(request.user, rows, action="republish")
+        rights.audit_record(request.user, rows, action="republish")
         self.message_user(request, f"{count} messages queued for publishing.", messages.SUCCESS)
 
 
@@ -155,7 +156,7 @@ class InboxAdmin(MessageBodyAdmin):
         name = contexts.for_model(self.model).name
         rows = list(queryset.defer("envelope"))
         count = operations.inbox_retry_now(context_name=name, row_ids=[row.id for row in rows])
-        rights.record(request.user, rows, action="retry now")
+        rights.audit_record(request.user, rows, action="retry now")
         self.message_user(request, f"{count} retries brought forward.", messages.SUCCESS)
 
 
@@ -194,10 +195,18 @@ class DeadLetterAdmin(MessageBodyAdmin):
 
     @admin.action(description="Replay (fresh tries through the inbox)", permissions=["operate"])
     def replay(self, request, queryset):
-        replayed = operations.dead_letters_redrive(letters=list(queryset), by=request.user)
-        skipped = queryset.count() - replayed
-        self.message_user(request, f"{replayed} replayed; {skipped} skipped (no readable envelope, replayed "
-                                   "before, or already applied).", messages.INFO)
+        from . import console
+        from .console_admin import redrive_summary
+
+        ctx = contexts.for_model(self.model)
+        letters = console.in_redrive_order(console.as_dead_letter_rows(
+            ctx, queryset.defer(None).defer("body", "preview", "traceback").order_by("created_at")))
+        # As the console does: a message behind a later one of its aggregate is left out here;
+        # its group's page in the console can include it.
+        flagged = console.out_of_order(letters)
+        chosen = [letter for letter in letters if (letter.consumer, letter.id) not in flagged]
+        outcomes = operations.dead_letters_redrive(letters=console.dead_letter_rows(chosen), by=request.user)
+        self.message_user(request, redrive_summary(outcomes, left_out=len(flagged)), messages.INFO)
 
 
 class RebuildAdmin(ReadOnlyAdmin):

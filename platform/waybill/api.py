@@ -26,10 +26,9 @@ from .messages import Envelope, Kind, Message, MessageRefused, message, parse
 from .opsreport import OutboxMeasured, ProcessesSupervised
 from .outbox import outbox_record
 from .channelgroups import group_send
-from .console import Note as ConsoleNote
-from .console import flow_notes
+from .console import FlowNote, console_link, flow_notes
 from .console_admin import flow_link, flow_url
-from .rights import record as audit_record
+from .rights import audit_record
 from .replaymode import replaying
 
 __all__ = [
@@ -54,8 +53,9 @@ __all__ = [
     # What a context's admin builds on.
     "OutboxAdmin", "InboxAdmin", "DeadLetterAdmin", "ReadOnlyAdmin", "RebuildAdmin",
     # The operations console: what a context adds to a flow (a saga's steps, a webhook's
-    # deliveries), a link to a flow from any page, and the record of an operator's act.
-    "flow_notes", "ConsoleNote", "flow_link", "flow_url", "audit_record",
+    # deliveries) and to its navigation, a link to a flow from any page, and the record of
+    # an operator's act.
+    "flow_notes", "FlowNote", "console_link", "flow_link", "flow_url", "audit_record",
     # Small tools: bounded JSON decoding, retry delays, giving memory back.
     "jsonlimits", "backoff_delay", "memory_release",
 ]

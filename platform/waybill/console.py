@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
@@ -39,7 +39,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu import Connection
 
-from . import bus, contexts
+from . import bus, contexts, opsreport
 from .models import DeadLetterBase, InboxMessageBase, OutboxMessageBase
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # --- what contexts add to a flow ---------------------------------------------------------
 @dataclass(frozen=True)
-class Note:
+class FlowNote:
     """Something a context did about a message of a flow that no inbox says: a saga's step,
     a webhook's delivery. ``message_id`` is the message it is about (sent or handled)."""
 
@@ -67,7 +67,7 @@ class Note:
     url: str = ""
 
 
-NoteSource = Callable[[set[uuid.UUID]], Iterable[Note]]
+NoteSource = Callable[[set[uuid.UUID]], Iterable[FlowNote]]
 _note_sources: dict[str, NoteSource] = {}
 
 
@@ -80,6 +80,22 @@ def flow_notes(context_name: str) -> Callable[[NoteSource], NoteSource]:
         return source
 
     return register
+
+
+@dataclass(frozen=True)
+class ConsoleLink:
+    title: str
+    url_name: str  # an admin URL name, e.g. "admin:orders_ordersaga_board"
+
+
+console_links: list[ConsoleLink] = []
+
+
+def console_link(title: str, url_name: str) -> None:
+    """Add a context's own operations page (the order saga's board) to the console's
+    navigation. From the context's admin module."""
+    if all(link.url_name != url_name for link in console_links):
+        console_links.append(ConsoleLink(title, url_name))
 
 
 # --- one flow ------------------------------------------------------------------------------
@@ -122,7 +138,7 @@ class Hop:
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
+    notes: list[FlowNote] = field(default_factory=list)
     children: list[Hop] = field(default_factory=list)
     depth: int = 0
     after_cause: timedelta | None = None  # committed after its cause was committed
@@ -188,7 +204,7 @@ class Flow:
         return sorted({h.trace_id for h in self.hops if h.trace_id})
 
     @property
-    def notes(self) -> list[Note]:
+    def notes(self) -> list[FlowNote]:
         return [note for hop in self.hops for note in hop.notes]
 
 
@@ -253,19 +269,19 @@ def _consumers() -> list[contexts.BoundedContext]:
 
 
 def _correlations_for(term: str) -> set[str]:
-    found: set[str] = set()
+    found: dict[str, None] = {}  # in the order found: each query asks for the newest first
     if not term:
-        return found
+        return set()
 
     def take(rows) -> None:
         for envelope in rows:
             if isinstance(envelope, dict) and envelope.get("correlation_id"):
-                found.add(str(envelope["correlation_id"]))
+                found.setdefault(str(envelope["correlation_id"]), None)
 
     if TRACE_ID.match(term.lower()):  # 32 hex digits: a trace id (a UUID is written with dashes)
         for ctx in _outboxes():
             take(ctx.outbox.objects.using(ctx.database).alias(traceparent=KT("envelope__traceparent"))
-                 .filter(traceparent__contains=f"-{term.lower()}-")
+                 .filter(traceparent__contains=f"-{term.lower()}-").order_by("-id")
                  .values_list("envelope", flat=True)[:FLOW_MESSAGES_LIMIT])
     elif _is_uuid(term):
         term = str(uuid.UUID(term))
@@ -279,12 +295,12 @@ def _correlations_for(term: str) -> set[str]:
             take(ctx.inbox.objects.using(ctx.database).filter(message_id=term).values_list("envelope", flat=True))
             take(ctx.dead_letters.objects.using(ctx.database).filter(message_id=term)
                  .values_list("envelope", flat=True))
-        found.add(term)  # a correlation id itself
+        found.setdefault(term, None)  # a correlation id itself
     else:  # another aggregate's key, e.g. a product's SKU: its latest flows
         for ctx in _outboxes():
             take(ctx.outbox.objects.using(ctx.database).filter(aggregate_id=term).order_by("-id")
                  .values_list("envelope", flat=True)[:FLOW_CORRELATIONS_LIMIT])
-    return set(sorted(found)[:FLOW_CORRELATIONS_LIMIT]) if len(found) > FLOW_CORRELATIONS_LIMIT else found
+    return set(list(found)[:FLOW_CORRELATIONS_LIMIT])
 
 
 def _hop_of(envelope: dict) -> Hop | None:
@@ -477,56 +493,88 @@ def dead_letter(consumer: str, letter_id: int) -> tuple[contexts.BoundedContext,
 
 
 def dead_letter_rows(letters: list[DeadLetterRow]) -> list[DeadLetterBase]:
-    """The rows themselves, from each consumer's table."""
+    """The rows themselves, from each consumer's table, in the order given."""
     wanted: dict[str, list[int]] = defaultdict(list)
     for letter in letters:
         wanted[letter.consumer].append(letter.id)
-    rows: list[DeadLetterBase] = []
+    found: dict[tuple[str, int], DeadLetterBase] = {}
     for ctx in _dead_letter_models():
         if ids := wanted.get(ctx.name):
-            rows += list(ctx.dead_letters.objects.using(ctx.database).filter(pk__in=ids).order_by("created_at"))
-    return rows
+            found.update({(ctx.name, row.pk): row
+                          for row in ctx.dead_letters.objects.using(ctx.database).filter(pk__in=ids)})
+    return [found[key] for key in ((letter.consumer, letter.id) for letter in letters) if key in found]
+
+
+def as_dead_letter_rows(ctx: contexts.BoundedContext, letters: Iterable[DeadLetterBase]) -> list[DeadLetterRow]:
+    return [_dead_letter_row(ctx, letter) for letter in letters]
 
 
 def out_of_order(letters: list[DeadLetterRow]) -> dict[tuple[str, int], str]:
     """The dead letters whose redrive would apply a message after a later one of its
-    aggregate: their consumer already applied a message of the same aggregate (from the same
-    producer, whose versions they share) with a higher version. (consumer, id) -> why."""
+    aggregate: their consumer already applied a message that its producer's outbox committed
+    later for the same aggregate. "Later" is the relay's order (the outbox row's id within
+    one outbox and aggregate), not the version: one aggregate's messages may count different
+    versions (an order's saga and the order itself). A message no outbox holds any more is
+    compared by version with the applied ones of its own type. (consumer, id) -> why."""
     flagged: dict[tuple[str, int], str] = {}
     by_consumer: dict[str, list[DeadLetterRow]] = defaultdict(list)
     for letter in letters:
-        if letter.aggregate_id and letter.aggregate_version is not None:
+        if letter.aggregate_id and letter.message_id:
             by_consumer[letter.consumer].append(letter)
     for ctx in _consumers():
         mine = by_consumer.get(ctx.name)
         if not mine:
             continue
-        applied: dict[tuple[str, str], tuple[int, str]] = {}
-        rows = (ctx.inbox.objects.using(ctx.database)
-                .filter(status=InboxMessageBase.Status.PROCESSED,
-                        envelope__aggregate_id__in=sorted({letter.aggregate_id for letter in mine}))
-                .values_list("message_type", "envelope__aggregate_id", "envelope__aggregate_version"))
-        for message_type, aggregate_id, version in rows:
-            key = (_producer_of(message_type), str(aggregate_id))
-            if isinstance(version, int) and version > applied.get(key, (-1, ""))[0]:
-                applied[key] = (version, message_type)
+        applied = list(ctx.inbox.objects.using(ctx.database)
+                       .filter(status=InboxMessageBase.Status.PROCESSED,
+                               envelope__aggregate_id__in=sorted({letter.aggregate_id for letter in mine}))
+                       .values_list("message_id", "message_type", "envelope__aggregate_id",
+                                    "envelope__aggregate_version"))
+        positions = _outbox_positions([letter.message_id for letter in mine] + [row[0] for row in applied])
         for letter in mine:
-            later = applied.get((_producer_of(letter.message_type), letter.aggregate_id))
-            if later and later[0] > letter.aggregate_version:
-                flagged[(letter.consumer, letter.id)] = (
-                    f"{ctx.name} already applied {later[1]} v{later[0]} of {letter.aggregate_id}, "
-                    f"later than this v{letter.aggregate_version}")
+            here = positions.get(letter.message_id)
+            for message_id, message_type, aggregate_id, version in applied:
+                if str(aggregate_id) != letter.aggregate_id:
+                    continue
+                there = positions.get(message_id)
+                if here and there:
+                    later = there[0] == here[0] and there[1] > here[1]
+                else:
+                    later = (message_type == letter.message_type and isinstance(version, int)
+                             and letter.aggregate_version is not None and version > letter.aggregate_version)
+                if later:
+                    flagged[(letter.consumer, letter.id)] = (
+                        f"{ctx.name} already applied {message_type} v{version} of {letter.aggregate_id}, "
+                        f"committed after this one")
+                    break
     return flagged
 
 
-def _producer_of(message_type: str) -> str:
-    return message_type.split(".", 1)[0]
+def _outbox_positions(message_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    """Where each message sits in its producer's outbox: (context, row id), through the
+    outboxes' unique index on the message id."""
+    positions: dict[uuid.UUID, tuple[str, int]] = {}
+    wanted = sorted({str(m) for m in message_ids if m})
+    for ctx in _outboxes():
+        for start in range(0, len(wanted), 500):
+            rows = ctx.outbox.objects.using(ctx.database).filter(message_id__in=wanted[start:start + 500])
+            for message_id, row_id in rows.values_list("message_id", "id"):
+                positions[message_id] = (ctx.name, row_id)
+    return positions
+
+
+def in_redrive_order(letters: list[DeadLetterRow]) -> list[DeadLetterRow]:
+    """Letters in the order their messages were committed (per outbox and aggregate), so a
+    redrive of one aggregate's messages retries them in that order."""
+    positions = _outbox_positions([letter.message_id for letter in letters])
+    return sorted(letters, key=lambda letter: (positions.get(letter.message_id, ("", 0)),
+                                               letter.aggregate_version or 0, letter.created_at))
 
 
 # --- outbox health -------------------------------------------------------------------------
 @dataclass
 class BlockedKey:
-    """An aggregate whose head row is parked: its later rows wait behind it."""
+    """An aggregate with a parked row: its other unsent rows wait (``waiting``)."""
 
     context: str
     aggregate_id: str
@@ -581,43 +629,42 @@ def outbox_health() -> list[OutboxHealth]:
 
 def _outbox_health(ctx: contexts.BoundedContext) -> OutboxHealth:
     now = timezone.now()
+    figures = opsreport.outbox_figures(ctx, now)  # what the metrics and the dashboard say too
     rows = ctx.outbox.objects.using(ctx.database)
-    unsent = rows.filter(sent_at__isnull=True)
-    max_attempts = settings.WAYBILL_RELAY_MAX_ATTEMPTS
-    pending = unsent.filter(publish_attempts__lt=max_attempts)
-    oldest = unsent.aggregate(oldest=Min("created_at"))["oldest"]
     since = (now - timedelta(minutes=RATE_MINUTES)).replace(second=0, microsecond=0)
     counted = dict(rows.filter(first_sent_at__gte=since).annotate(minute=TruncMinute("first_sent_at"))
                    .values("minute").annotate(n=Count("id")).order_by().values_list("minute", "n"))
     minutes = [since + timedelta(minutes=i) for i in range(RATE_MINUTES + 1)]
     per_minute = [(minute, counted.get(minute, 0)) for minute in minutes if minute <= now]
+    age = figures.oldest_pending_age_s
     return OutboxHealth(
-        context=ctx.name, backlog=pending.count(), parked=unsent.filter(publish_attempts__gte=max_attempts).count(),
-        failing=pending.filter(publish_attempts__gt=0).count(),
-        oldest_unsent_age=(now - oldest) if oldest else None, published_per_minute=per_minute,
+        context=ctx.name, backlog=figures.pending, parked=figures.parked,
+        failing=rows.filter(sent_at__isnull=True, publish_attempts__gt=0,
+                            publish_attempts__lt=settings.WAYBILL_RELAY_MAX_ATTEMPTS).count(),
+        oldest_unsent_age=timedelta(seconds=age) if age is not None else None, published_per_minute=per_minute,
         blocked=blocked_keys(ctx))
 
 
 def blocked_keys(ctx: contexts.BoundedContext) -> list[BlockedKey]:
+    """The aggregates the relay holds back: as ``Relay.publish_batch`` has it, every unsent row
+    of an aggregate waits while any unsent row of it is parked. One key per aggregate, named
+    by its first parked row (the one to republish or skip)."""
     rows = ctx.outbox.objects.using(ctx.database)
     unsent = rows.filter(sent_at__isnull=True)
     # Through the index of failing rows (``outbox_failing``): parked rows are among them.
     parked = unsent.filter(publish_attempts__gte=settings.WAYBILL_RELAY_MAX_ATTEMPTS).order_by("id")
-    heads: dict[str, OutboxMessageBase] = {}
+    blockers: dict[str, OutboxMessageBase] = {}
     for row in parked.defer("envelope")[:200]:
-        heads.setdefault(row.aggregate_id, row)
+        blockers.setdefault(row.aggregate_id, row)
     keys = []
-    for aggregate_id, head in heads.items():
-        earlier = unsent.filter(aggregate_id=aggregate_id, id__lt=head.id).exists()
-        if earlier:
-            continue  # an earlier unsent row is the head; it is listed if parked
-        envelope = rows.filter(pk=head.pk).values_list("envelope", flat=True).first() or {}
+    for aggregate_id, blocker in blockers.items():
+        envelope = rows.filter(pk=blocker.pk).values_list("envelope", flat=True).first() or {}
         keys.append(BlockedKey(
-            context=ctx.name, aggregate_id=aggregate_id, row_id=head.id, message_id=head.message_id,
-            message_type=head.message_type, since=head.created_at,
-            waiting=unsent.filter(aggregate_id=aggregate_id, id__gt=head.id).count(),
-            attempts=head.publish_attempts, last_error=head.last_error,
-            correlation_id=str(envelope.get("correlation_id", "")), url=admin_url(head)))
+            context=ctx.name, aggregate_id=aggregate_id, row_id=blocker.id, message_id=blocker.message_id,
+            message_type=blocker.message_type, since=blocker.created_at,
+            waiting=unsent.filter(aggregate_id=aggregate_id).exclude(id=blocker.id).count(),
+            attempts=blocker.publish_attempts, last_error=blocker.last_error,
+            correlation_id=str(envelope.get("correlation_id", "")), url=admin_url(blocker)))
     return keys
 
 
@@ -691,24 +738,31 @@ def queue_figures(names: list[str]) -> dict[str, QueueFigures]:
 
 
 def _management_figures(names: list[str]) -> dict[str, QueueFigures]:
-    url = settings.WAYBILL_BROKER_MANAGEMENT_URL.rstrip("/")
+    # The credentials go as basic auth, never in the URL: an error's text (shown to whoever
+    # may look) would carry the URL, password and all.
+    parts = urlsplit(settings.WAYBILL_BROKER_MANAGEMENT_URL)
+    base = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""),
+                       parts.path.rstrip("/"), "", ""))
+    auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
     vhost = quote(Connection(settings.WAYBILL_BROKER_URL).virtual_host or "/", safe="")
-    result = {}
+    source = "management API"
     try:
-        with httpx.Client(timeout=5) as client:
-            answer = client.get(f"{url}/api/queues/{vhost}", params={
-                "columns": "name,messages_ready,messages_unacknowledged,consumers"})
-            answer.raise_for_status()
-            known = {q["name"]: q for q in answer.json()}
-    except (httpx.HTTPError, ValueError) as exc:
-        return {name: QueueFigures(name, None, None, None, "management API", error=f"{type(exc).__name__}: {exc}")
-                for name in names}
+        with httpx.Client(timeout=5, auth=auth) as client:
+            answer = client.get(f"{base}/api/queues/{vhost}",
+                                params={"columns": "name,messages_ready,messages_unacknowledged,consumers"})
+        if answer.status_code != 200:
+            raise ValueError(f"the management API answered {answer.status_code}")
+        known = {q["name"]: q for q in answer.json()}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        log.warning("the console could not read the broker's management API: %s", type(exc).__name__)
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} (see the log)"
+        return {name: QueueFigures(name, None, None, None, source, error=reason) for name in names}
+    result = {}
     for name in names:
         queue = known.get(name)
         result[name] = QueueFigures(
             name, queue.get("messages_ready"), queue.get("messages_unacknowledged"), queue.get("consumers"),
-            "management API") if queue else QueueFigures(name, None, None, None, "management API",
-                                                         error="no such queue")
+            source) if queue else QueueFigures(name, None, None, None, source, error="no such queue")
     return result
 
 

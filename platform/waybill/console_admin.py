@@ -23,6 +23,20 @@ from . import console, contexts, operations, rights
 from .models import Console
 
 
+def redrive_summary(outcomes: dict[operations.Redrive, int], *, left_out: int = 0) -> str:
+    Redrive = operations.Redrive
+    parts = [f"{outcomes[Redrive.REDRIVEN]} dead letters redriven through their consumers' inboxes"]
+    if outcomes[Redrive.ALREADY_HANDLED]:
+        parts.append(f"{outcomes[Redrive.ALREADY_HANDLED]} closed: their consumer had applied them meanwhile")
+    if outcomes[Redrive.NOT_REDRIVABLE]:
+        parts.append(f"{outcomes[Redrive.NOT_REDRIVABLE]} not redrivable (no readable envelope, or redriven "
+                     "or discarded before)")
+    if left_out:
+        parts.append(f"{left_out} left out: a later message of their aggregate was applied (include them "
+                     "from the console's group page)")
+    return "; ".join(parts) + "."
+
+
 def flow_url(term: object) -> str:
     return f"{reverse('admin:waybill_console_flow')}?{urlencode({'q': str(term)})}"
 
@@ -82,6 +96,7 @@ class ConsoleAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request), "title": title, "opts": self.model._meta,
             "may_operate": rights.may_operate(request.user),
             "is_nav_sidebar_enabled": False,  # wide tables: the page needs the width
+            "console_links": [{"title": link.title, "url": reverse(link.url_name)} for link in console.console_links],
             **context,
         })
 
@@ -141,17 +156,14 @@ class ConsoleAdmin(admin.ModelAdmin):
     # --- acts ------------------------------------------------------------------------------
     def redrive(self, request, fingerprint):
         self._acting(request)
-        letters = console.open_dead_letters(fingerprint)
+        letters = console.in_redrive_order(console.open_dead_letters(fingerprint))
         flagged = console.out_of_order(letters)
         chosen = letters if request.POST.get("include_out_of_order") else \
             [letter for letter in letters if (letter.consumer, letter.id) not in flagged]
-        rows = self._rows(chosen)
-        count = operations.dead_letters_redrive(letters=rows, by=request.user,
-                                                reason=request.POST.get("reason", "").strip())
-        left = len(letters) - count
-        self.message_user(request, f"{count} dead letters redriven through their consumers' inboxes"
-                                   + (f"; {left} left (out of order, unreadable or already applied)." if left else "."),
-                          messages.SUCCESS if count else messages.WARNING)
+        outcomes = operations.dead_letters_redrive(letters=console.dead_letter_rows(chosen), by=request.user,
+                                                   reason=request.POST.get("reason", "").strip())
+        self.message_user(request, redrive_summary(outcomes, left_out=len(letters) - len(chosen)),
+                          messages.SUCCESS if outcomes[operations.Redrive.REDRIVEN] else messages.WARNING)
         return HttpResponseRedirect(reverse("admin:waybill_console_group", args=[fingerprint]))
 
     def discard(self, request, fingerprint):
@@ -172,7 +184,7 @@ class ConsoleAdmin(admin.ModelAdmin):
         if row is None:
             raise Http404
         count = operations.outbox_republish(context_name=context_name, row_ids=[row_id])
-        rights.record(request.user, [row], action="republish", reason=request.POST.get("reason", "").strip(),
+        rights.audit_record(request.user, [row], action="republish", reason=request.POST.get("reason", "").strip(),
                       detail=f"{row.message_type} {row.message_id} of {row.aggregate_id}")
         self.message_user(request, f"{count} row queued for publishing; the rows behind it follow once it is sent.",
                           messages.SUCCESS)

@@ -135,10 +135,6 @@ class DeadLetterBase(models.Model):
                          discarded_at__isnull=True), name="%(app_label)s_%(class)s_open"),
         ]
 
-    @property
-    def is_open(self) -> bool:
-        return self.replayed_at is None and self.discarded_at is None
-
     def __str__(self) -> str:
         return f"{self.message_type or '(unreadable)'}: {self.reason[:80]}"
 

@@ -49,10 +49,11 @@ def ensure_groups(*, using: str = "default") -> None:
     rights = Permission.objects.using(using).filter(content_type__app_label__in=labels)
     looking = rights.filter(codename__startswith="view_")
     acting = rights.filter(codename__startswith="change_") | rights.filter(codename="operate_console")
+    # Added, never set: what an administrator gave a group besides is kept across migrates.
     operators, _ = Group.objects.using(using).get_or_create(name=OPERATORS)
-    operators.permissions.set(looking)
+    operators.permissions.add(*looking)
     leads, _ = Group.objects.using(using).get_or_create(name=LEADS)
-    leads.permissions.set(looking | acting)
+    leads.permissions.add(*(looking | acting))
 
 
 def _context_labels() -> list[str]:
@@ -61,7 +62,7 @@ def _context_labels() -> list[str]:
     return list(settings.WAYBILL_MANIFESTS)
 
 
-def record(user, rows: Iterable[Model], *, action: str, reason: str = "", detail: str = "") -> int:
+def audit_record(user, rows: Iterable[Model], *, action: str, reason: str = "", detail: str = "") -> int:
     """Write one admin history entry per row: ``action`` (e.g. "redrive"), by ``user``, now,
     with ``reason`` and ``detail``. The rows may live in any context's database; the
     history lives in the identity store and names them by content type and id."""

@@ -88,7 +88,7 @@ def test_failing_handler_is_retried_with_backoff_then_dead_lettered(pump, lamp, 
 
     # The operator fixes the cause and replays: the message applies exactly once.
     monkeypatch.undo()
-    assert operations.dead_letter_replay(dead_letter=letter) is True
+    assert operations.dead_letter_replay(dead_letter=letter) == operations.Redrive.REDRIVEN
     assert consumer.retry_due() == 1
     assert InboxMessage.objects.get().status == "processed"
     assert _reserved() == 1

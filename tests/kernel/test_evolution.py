@@ -149,7 +149,7 @@ def test_a_version_not_known_here_is_dead_lettered_with_the_known_ones_and_repla
     # replays through the normal path.
     v3 = _v3()
     consumer = _consumer(v3, seen)
-    assert operations.dead_letter_replay(dead_letter=letter) is True
+    assert operations.dead_letter_replay(dead_letter=letter) == operations.Redrive.REDRIVEN
     assert consumer.retry_due() == 1
     assert seen == [(3, v3(**body))]
     assert InboxMessage.objects.get().status == "processed"
