@@ -410,8 +410,9 @@ class RabbitMQServer(_Server):
     rabbitmqctl must share with the node. Runs as the calling user (root is fine for
     Erlang). `plugins` lists plugins to enable; ``rabbitmq_stomp`` also gets a free port
     (``.stomp_port``), ``rabbitmq_management`` one on loopback for its HTTP API
-    (``.management_port``, ``.management_url`` as the admin). The admin user (``.admin_url``, vhost "/") is created on first boot
-    from the config file (``default_user``), which saves slow rabbitmqctl calls.
+    (``.management_port``, ``.management_url`` as the admin). The admin user
+    (``.admin_url``, vhost "/") is created on first boot from the config file
+    (``default_user``), which saves slow rabbitmqctl calls.
     """
 
     name = "RabbitMQ"
