@@ -56,7 +56,8 @@ def postgres(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory):
     _require_servers()
-    with RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")) as server:
+    # With the management plugin, as `make up` runs it: the console's queue figures.
+    with RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"), plugins=("rabbitmq_management",)) as server:
         yield server
 
 
@@ -80,11 +81,13 @@ def broker_urls(rabbitmq) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def services_deployment(pg_urls, broker_urls, redis, tmp_path_factory):
+def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory):
     """Every context as its own processes, on its own database and broker user, behind
-    the nginx gateway (``base_url``). Tests that kill a process start it again."""
+    the nginx gateway (``base_url``). Tests that kill a process start it again. As under
+    `make up`, the shell holds the management API."""
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
                   broker_urls=broker_urls, redis_url=redis.url,
+                  broker_management_url=rabbitmq.management_url,
                   extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
                          # These tests stop relays, workers and the broker on purpose: with
                          # the default deadlines a slow machine would see sagas compensate

@@ -100,6 +100,19 @@ def test_each_process_talks_as_its_own_context(process):
     assert (broker.hostname, broker.path) == ("rabbitmq", "/waybill")
 
 
+def test_only_the_shell_holds_the_management_api_as_the_admin():
+    """The console's queue figures; a context with the admin's management credentials
+    could read and purge every other context's queues."""
+    holders = {name for name, service in SERVICES.items()
+               if "WAYBILL_BROKER_MANAGEMENT_URL" in service.get("environment", {})}
+    assert holders == {"shell-web"}
+    url = urlsplit(service_env("shell-web", WAYBILL_SECRET_KEY="x")["WAYBILL_BROKER_MANAGEMENT_URL"])
+    admin_password = resolve(compose.broker_password("admin"))
+    assert (url.scheme, url.username, url.password, url.hostname, url.port) == (
+        "http", compose.ADMIN_USER, admin_password, "rabbitmq", 15672)
+    assert SERVICES["rabbitmq"]["image"].endswith("-management")  # the image that has the plugin
+
+
 def test_app_processes_wait_for_setup_and_healthy_servers():
     for process in WAYBILL_PROCESSES:
         depends = dict(SERVICES[process.name]["depends_on"])

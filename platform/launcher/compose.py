@@ -106,6 +106,8 @@ def stack() -> Stack:
         secret_key="${WAYBILL_SECRET_KEY:?set WAYBILL_SECRET_KEY in .env, see the top of docker-compose.yml}",
         settings_module=SETTINGS,
         otel_exporter=_variable("WAYBILL_OTEL_EXPORTER", "none"),
+        # The image's plugin, on its default port inside the compose network.
+        broker_management_url=f"http://{ADMIN_USER}:{broker_password('admin')}@rabbitmq:15672",
     )
 
 

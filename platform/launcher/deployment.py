@@ -54,6 +54,12 @@ COMMON_VARIABLES = (
 SUPERVISOR_VARIABLE = "WAYBILL_SUPERVISOR_URL"
 
 
+# RabbitMQ's management API with the admin account (config/settings/bus.py): the shell's
+# alone, for the operations console's queue figures. No context process gets it: with it,
+# a context could read and purge every other context's queues.
+MANAGEMENT_VARIABLE = "WAYBILL_BROKER_MANAGEMENT_URL"
+
+
 def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
@@ -139,7 +145,7 @@ def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None,
                                   ("python", "manage.py", "runtranslator"), (*variables, LAGGING_VARIABLE)))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(alias) for alias in DATABASES[1:]))
     result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
-                          (*shell_variables, "WAYBILL_DB_POOL")))
+                          (*shell_variables, "WAYBILL_DB_POOL", MANAGEMENT_VARIABLE)))
     result.append(Process("payment-sandbox", None, "sandbox", (
         "python", "-m", "paymentsandbox", "--host", host, "--port", port_of.get("payment-sandbox", "8000"),
         "--data-dir", "var/payment-sandbox",

@@ -14,7 +14,8 @@ from pathlib import Path
 from waybill import historylimits
 
 from .deployment import (
-    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANIFESTS, SUPERVISOR_VARIABLE, Process, database_variable,
+    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANAGEMENT_VARIABLE, MANIFESTS, SUPERVISOR_VARIABLE, Process,
+    database_variable,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +37,8 @@ class Stack:
     # WAYBILL_LAGGING: consumers whose code lags (waybill.translator); the topology step and
     # the translators read it.
     lagging: str = ""
+    # RabbitMQ's management API as the admin (http://user:password@host:port): the shell's only.
+    broker_management_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
     def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
@@ -79,6 +82,8 @@ class Stack:
             return {**base, "PYTHONPATH": str(REPO / "platform"), "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         if process.context is None:  # the shell: every context's models, no broker user of its own
             env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
+            if self.broker_management_url:
+                env[MANAGEMENT_VARIABLE] = self.broker_management_url
         else:
             env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
         if process.is_web:

@@ -196,8 +196,9 @@ def run() -> int:
     signal.signal(signal.SIGTERM, _terminate)
 
     # Every worker and relay thread keeps its connections (CONN_MAX_AGE): room for them all.
+    # The management plugin: the console's queue figures (unacknowledged counts), ~0.5 s more to start.
     servers = [PostgresServer(workdir / "postgres", fast=False, settings={"max_connections": "300"}),
-               RabbitMQServer(workdir / "rabbitmq", node=RABBITMQ_NODE),
+               RabbitMQServer(workdir / "rabbitmq", node=RABBITMQ_NODE, plugins=("rabbitmq_management",)),
                RedisServer(workdir / "redis", persistent=True)]
     postgres, rabbitmq, redis = servers
     supervisor = Supervisor(workdir / "supervisor", logs=workdir / "logs")
@@ -224,6 +225,7 @@ def run() -> int:
             otel_exporter=os.environ.get("WAYBILL_OTEL_EXPORTER", "none"),
             supervisor_url=supervisor.url,
             lagging=lagging,
+            broker_management_url=rabbitmq.management_url,
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()
