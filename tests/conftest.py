@@ -16,9 +16,10 @@ import os
 
 import pytest
 
+from launcher.deployment import processes
 from launcher.provision import provision_postgres, provision_rabbitmq
 from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
-from launcher.stack import Stack
+from launcher.stack import Stack, metrics_addresses
 
 from launcher.services import ServicesDeployment
 
@@ -84,10 +85,10 @@ def broker_urls(rabbitmq) -> dict[str, str]:
 def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory):
     """Every context as its own processes, on its own database and broker user, behind
     the nginx gateway (``base_url``). Tests that kill a process start it again. As under
-    `make up`, the shell holds the management API."""
+    `make up`, the shell holds the management API and every process serves its metrics."""
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
                   broker_urls=broker_urls, redis_url=redis.url,
-                  broker_management_url=rabbitmq.management_url,
+                  broker_management_url=rabbitmq.management_url, metrics_addresses=metrics_addresses(processes()),
                   extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
                          # These tests stop relays, workers and the broker on purpose: with
                          # the default deadlines a slow machine would see sagas compensate

@@ -58,6 +58,9 @@ SUPERVISOR_VARIABLE = "WAYBILL_SUPERVISOR_URL"
 # alone, for the operations console's queue figures. No context process gets it: with it,
 # a context could read and purge every other context's queues.
 MANAGEMENT_VARIABLE = "WAYBILL_BROKER_MANAGEMENT_URL"
+# Where a process serves its Prometheus metrics, unauthenticated (waybill.metrics): the
+# launcher gives every Waybill process (not the sandbox) a loopback port of its own.
+METRICS_VARIABLE = "WAYBILL_METRICS_ADDR"
 
 
 def database_variable(alias: str) -> str:

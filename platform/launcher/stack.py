@@ -8,15 +8,19 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from waybill import historylimits
 
 from .deployment import (
-    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANAGEMENT_VARIABLE, MANIFESTS, SUPERVISOR_VARIABLE, Process,
-    database_variable,
+    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANAGEMENT_VARIABLE, MANIFESTS, METRICS_VARIABLE, SUPERVISOR_VARIABLE,
+    Process, database_variable,
 )
+from .servers import HOST, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,6 +43,8 @@ class Stack:
     lagging: str = ""
     # RabbitMQ's management API as the admin (http://user:password@host:port): the shell's only.
     broker_management_url: str = ""
+    # Process name -> host:port of its metrics (metrics_addresses); a process not named has none.
+    metrics_addresses: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
     def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
@@ -89,6 +95,8 @@ class Stack:
         if process.is_web:
             # Under ASGI persistent connections are not reused (see config/settings/contexts.py).
             env["WAYBILL_DB_POOL"] = "true"
+        if process.name in self.metrics_addresses:
+            env[METRICS_VARIABLE] = self.metrics_addresses[process.name]
         return {**env, **dict(process.fixed)}
 
     def cwd(self, process: Process) -> Path:
@@ -123,3 +131,21 @@ class Stack:
         self.manage("declare_topology", env=everything)
         if demo:
             self.manage("load_demo", env=self.env(contexts=("inventory",), broker="inventory", service_name="demo"))
+
+
+def metrics_addresses(processes: Iterable[Process]) -> dict[str, str]:
+    """A free loopback port for each Waybill process's metrics (the sandbox is none), chosen
+    once: a process the supervisor starts again serves where it did, so a scrape
+    configuration written at the start stays true for the whole run."""
+    return {p.name: f"{HOST}:{free_port()}" for p in processes if p.kind != "sandbox"}
+
+
+def prometheus_config(addresses: dict[str, str]) -> str:
+    """A Prometheus scrape configuration (``prometheus.yml``) of ``addresses``: one job, a
+    target per process with a ``process`` label, since every process reports the same
+    metric names and only the label tells them apart."""
+    return yaml.safe_dump({"scrape_configs": [{
+        "job_name": "waybill",
+        "static_configs": [{"targets": [address], "labels": {"process": name}}
+                           for name, address in addresses.items()],
+    }]}, sort_keys=False)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from waybill.supervisor import CRASH_LOOP, CRASH_LOOPS_FILE
 
-from .deployment import Process
+from .deployment import METRICS_VARIABLE, Process
 from .gateway import Gateway
 from .polling import wait_for
 from .servers import _Server, _setpriv
@@ -330,9 +330,14 @@ def process_program(stack: Stack, process: Process, *, name: str | None = None, 
     replaces the command (a profiler around it, say)."""
     name = name or process.name
     argv = list(argv or stack.argv(process))
-    if name != process.name and process.kind == "worker":
-        argv[argv.index("-n") + 1] = f"{name}@%h"  # Celery node names must differ
-    return program(name, argv, cwd=stack.cwd(process), env={**stack.process_env(process), **(env or {})})
+    base = stack.process_env(process)
+    if name != process.name:
+        if process.kind == "worker":
+            argv[argv.index("-n") + 1] = f"{name}@%h"  # Celery node names must differ
+        # The address is the process's own: a second instance could not bind it, and would
+        # crash at its start again and again.
+        base.pop(METRICS_VARIABLE, None)
+    return program(name, argv, cwd=stack.cwd(process), env={**base, **(env or {})})
 
 
 def gateway_program(gateway: Gateway) -> Program:

@@ -11,7 +11,8 @@ user per context, migrates, declares the bus topology, loads the demo data, then
 process of ``deployment.processes()`` plus the nginx gateway under supervisord
 (``launcher.supervision``): a process that exits is started again, one that keeps crashing
 is given up on and reported, and the others keep running. Every process's log is printed
-here with its name in front.
+here with its name in front. Each Waybill process serves its metrics on a loopback port of
+its own, listed in ``prometheus.yml`` in the folder (a scrape configuration) and by ``status``.
 
 The folder outlives the processes: the databases (PostgreSQL with fsync on), the broker's
 data (a fixed node name, so RabbitMQ finds its queues again on new ports), Redis's
@@ -31,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from . import provision
 from .deployment import LAGGING_VARIABLE, processes
 from .gateway import Gateway, upstreams
@@ -38,12 +41,14 @@ from .polling import wait_for
 from .servers import (PostgresServer, RabbitMQServer, RedisServer, free_port, kill_group, missing_packages,
                       stored_secret)
 from .services import answers
-from .stack import REPO, Stack
+from .stack import REPO, Stack, metrics_addresses, prometheus_config
 from .supervision import Supervisor, control_socket, gateway_program, process_program, rpc
 
 SERVICES_DIR_VARIABLE = "WAYBILL_SERVICES_DIR"
 # RabbitMQ keeps its data under its node's name: the same at every start.
 RABBITMQ_NODE = "waybill@localhost"
+# Every process's metrics address, for an operator's Prometheus (and for `make status`).
+PROMETHEUS_FILE = "prometheus.yml"
 # How long a start waits for what an earlier, killed run left stopping (its servers and
 # supervisor stop by themselves once the launcher is gone: parent-death signals).
 LEFTOVER_TIMEOUT = 90.0
@@ -211,6 +216,8 @@ def run() -> int:
         lagging = os.environ.get(LAGGING_VARIABLE, "")
         port_of = {p.name: str(free_port()) for p in processes() if p.listens}
         deployment = processes(port_of=port_of, lagging=lagging)
+        metrics = metrics_addresses(deployment)
+        (workdir / PROMETHEUS_FILE).write_text(prometheus_config(metrics))
         secrets = workdir / "secrets"
         secrets.mkdir(mode=0o700, exist_ok=True)
         stack = Stack(
@@ -226,6 +233,7 @@ def run() -> int:
             supervisor_url=supervisor.url,
             lagging=lagging,
             broker_management_url=rabbitmq.management_url,
+            metrics_addresses=metrics,
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
         stack.prepare()
@@ -269,9 +277,21 @@ def status() -> int:
     if not Pids(workdir).launcher() or not socket.exists():
         print(f"nothing is running in {workdir}")
         return 1
+    metrics = _metrics_targets(workdir / PROMETHEUS_FILE)
     for info in rpc(f"unix://{socket}").supervisor.getAllProcessInfo():
-        print(f"{info['name']:<28} {info['statename']:<9} {info['description']}")
+        address = metrics.get(info["name"], "")
+        print(f"{info['name']:<28} {info['statename']:<9} {address:<21} {info['description']}")
     return 0
+
+
+def _metrics_targets(path: Path) -> dict[str, str]:
+    """Process name -> metrics address, as this run's scrape configuration has them."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {static["labels"]["process"]: target for job in config["scrape_configs"]
+            for static in job["static_configs"] for target in static["targets"]}
 
 
 def down() -> int:
