@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import time
-import xmlrpc.client
+import xmlrpc.client  # nosec B411 - defused by waybill.supervisor, imported below, before any call
 from dataclasses import dataclass
 from pathlib import Path
 

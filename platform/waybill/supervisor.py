@@ -13,12 +13,18 @@ import http.client
 import json
 import socket
 import time
-import xmlrpc.client
+import xmlrpc.client  # nosec B411 - defused below, before any answer is parsed
 from collections.abc import Iterable
 from pathlib import Path
 from xml.parsers.expat import ExpatError
 
+from defusedxml.xmlrpc import monkey_patch
 from django.conf import settings
+
+# The supervisor is ours, on a Unix socket only its user can open; still, nothing parses
+# XML here with entity expansion or unbounded decompression: defusedxml's parser refuses
+# both, for every xmlrpc.client in the process (the launcher's too, which imports this).
+monkey_patch()
 
 # supervisord's states of a process that is not doing its job although nobody stopped it:
 # failing to start and retried with backoff, or given up on.
