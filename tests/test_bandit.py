@@ -33,6 +33,6 @@ def test_the_supervisors_answers_are_parsed_with_entities_refused():
     bomb = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
             "<methodResponse><params><param><value><string>&b;</string></value></param></params>"
             "</methodResponse>")
-    parser, unmarshaller = xmlrpc.client.getparser()
+    parser, _ = xmlrpc.client.getparser()
     with pytest.raises(EntitiesForbidden):
         parser.feed(bomb)

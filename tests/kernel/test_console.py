@@ -10,7 +10,6 @@ import json
 import uuid
 from decimal import Decimal
 
-import httpx
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
@@ -28,7 +27,6 @@ from apps.webhooks import services as webhooks
 from tests.poison import order_placed
 from waybill import console, operations, rights
 from waybill.consumer import Outcome
-from waybill.outbox import outbox_record
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
