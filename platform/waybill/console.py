@@ -162,10 +162,6 @@ class Hop:
             return "retrying"
         return "published" if self.deliveries or self.producer else "seen"
 
-    @property
-    def sent_at(self) -> datetime | None:
-        return self.published_at or self.committed_at or self.occurred_at
-
 
 @dataclass
 class DeadLetterRow:
@@ -195,17 +191,12 @@ class DeadLetterRow:
 class Flow:
     term: str
     correlation_ids: list[str]
-    roots: list[Hop]
     hops: list[Hop]  # every hop, in tree order (a hop's causes before it), with its depth
     truncated: bool = False
 
     @property
     def trace_ids(self) -> list[str]:
         return sorted({h.trace_id for h in self.hops if h.trace_id})
-
-    @property
-    def notes(self) -> list[FlowNote]:
-        return [note for hop in self.hops for note in hop.notes]
 
 
 def trace_url(trace_id: str) -> str:
@@ -243,8 +234,8 @@ def flow(term: str) -> Flow:
 
     for root in roots:
         walk(root, 0)
-    return Flow(term=term, correlation_ids=sorted({hop.correlation_id for hop in ordered}), roots=roots,
-                hops=ordered, truncated=truncated)
+    return Flow(term=term, correlation_ids=sorted({hop.correlation_id for hop in ordered}), hops=ordered,
+                truncated=truncated)
 
 
 def _in_time(hop: Hop):
@@ -321,7 +312,6 @@ def _hop_of(envelope: dict) -> Hop | None:
 def _hops(correlations: set[str]) -> dict[uuid.UUID, Hop]:
     hops: dict[uuid.UUID, Hop] = {}
     wanted = sorted(correlations)
-    max_attempts = settings.WAYBILL_RELAY_MAX_ATTEMPTS
 
     def hop_for(envelope: dict) -> Hop | None:
         hop = _hop_of(envelope) if isinstance(envelope, dict) else None
@@ -333,15 +323,8 @@ def _hops(correlations: set[str]) -> dict[uuid.UUID, Hop]:
         rows = (ctx.outbox.objects.using(ctx.database).filter(envelope__correlation_id__in=wanted)
                 .order_by("id")[:FLOW_MESSAGES_LIMIT])
         for row in rows:
-            hop = hop_for(row.envelope)
-            if hop is None:
-                continue
-            hop.producer, hop.kind = ctx.name, row.kind
-            hop.committed_at, hop.published_at = row.created_at, row.first_sent_at or row.sent_at
-            hop.publish_attempts, hop.publish_error, hop.skipped_at = row.publish_attempts, row.last_error, \
-                row.skipped_at
-            hop.parked = row.sent_at is None and row.publish_attempts >= max_attempts
-            hop.url = admin_url(row)
+            if (hop := hop_for(row.envelope)) is not None:
+                _as_its_outbox_has_it(hop, ctx, row)
     for ctx in _consumers():
         inbox = (ctx.inbox.objects.using(ctx.database).filter(envelope__correlation_id__in=wanted)
                  .order_by("received_at")[:FLOW_MESSAGES_LIMIT])
@@ -360,6 +343,15 @@ def _hops(correlations: set[str]) -> dict[uuid.UUID, Hop]:
             if hop is not None:
                 hop.dead_letters.append(_dead_letter_row(ctx, letter))
     return hops
+
+
+def _as_its_outbox_has_it(hop: Hop, ctx: contexts.BoundedContext, row: OutboxMessageBase) -> None:
+    """What the producer's outbox row says of a message: who, when, and how its publishing went."""
+    hop.producer, hop.kind = ctx.name, row.kind
+    hop.committed_at, hop.published_at = row.created_at, row.first_sent_at or row.sent_at
+    hop.publish_attempts, hop.publish_error, hop.skipped_at = row.publish_attempts, row.last_error, row.skipped_at
+    hop.parked = row.sent_at is None and row.publish_attempts >= settings.WAYBILL_RELAY_MAX_ATTEMPTS
+    hop.url = admin_url(row)
 
 
 def _attach_notes(hops: dict[uuid.UUID, Hop]) -> None:
@@ -391,10 +383,8 @@ def cause_chain(envelope: dict | None) -> list[Hop]:
         for ctx in _outboxes():
             row = ctx.outbox.objects.using(ctx.database).filter(message_id=cause).first()
             if row is not None:
-                found = _hop_of(row.envelope)
-                if found is not None:
-                    found.producer, found.committed_at = ctx.name, row.created_at
-                    found.published_at, found.url = row.first_sent_at or row.sent_at, admin_url(row)
+                if (found := _hop_of(row.envelope)) is not None:
+                    _as_its_outbox_has_it(found, ctx, row)
                 break
         if found is None:
             chain.append(Hop(message_id=uuid.UUID(str(cause)), type="(no longer in any outbox)", version=None,

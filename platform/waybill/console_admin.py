@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from . import console, contexts, operations, rights
+from .admin import ReadOnlyAdmin
 from .models import Console
 
 
@@ -52,7 +53,7 @@ def flow_link(term: object, text: str = "flow") -> str:
 
 
 @admin.register(Console)
-class ConsoleAdmin(admin.ModelAdmin):
+class ConsoleAdmin(ReadOnlyAdmin):
     """The console's pages hang off this table-less model: the admin's index lists it for
     whoever may look, and its URLs live under /admin/waybill/console/."""
 
@@ -61,15 +62,6 @@ class ConsoleAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return rights.may_view(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view

@@ -588,7 +588,9 @@ class ContextConsumer:
                 lambda row=row, received=received: self._retry(row, received),
                 unhandled=lambda error, row=row, received=received: self._retry_unhandled(row, received, error),
             )
-            metrics.consumed(self.context, row.message_type, outcome)
+            # An inbox row of a type no longer handled counts as unread, as on the bus.
+            handled = self.context.handler_for(row.message_type) is not None
+            metrics.consumed(self.context, row.message_type if handled else metrics.UNREAD_TYPE, outcome)
         return len(due)
 
     def _retry(self, row: InboxMessageBase, received: Received) -> Outcome:

@@ -68,8 +68,7 @@ MESSAGES_PUBLISHED = Counter(
 
 # --- counted as it happens -----------------------------------------------------------------
 def consumed(context: contexts.BoundedContext, message_type: str, outcome: str) -> None:
-    if message_type != UNREAD_TYPE and context.handler_for(message_type) is None:
-        message_type = UNREAD_TYPE  # an inbox row of a type no longer handled: same reason
+    """``message_type``: one ``context`` handles, or ``UNREAD_TYPE`` (the caller knows which)."""
     MESSAGES_CONSUMED.labels(context.name, message_type, str(outcome)).inc()
 
 
