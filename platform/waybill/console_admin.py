@@ -20,7 +20,6 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from . import console, contexts, operations, rights
-from .admin import ReadOnlyAdmin
 from .models import Console
 
 
@@ -53,15 +52,26 @@ def flow_link(term: object, text: str = "flow") -> str:
 
 
 @admin.register(Console)
-class ConsoleAdmin(ReadOnlyAdmin):
+class ConsoleAdmin(admin.ModelAdmin):
     """The console's pages hang off this table-less model: the admin's index lists it for
-    whoever may look, and its URLs live under /admin/waybill/console/."""
+    whoever may look, and its URLs live under /admin/waybill/console/. (Not a
+    ``waybill.admin.ReadOnlyAdmin``: that module registers this one, and the import would
+    make a cycle.)"""
 
     def has_view_permission(self, request, obj=None):
         return rights.may_view(request.user)
 
     def has_module_permission(self, request):
         return rights.may_view(request.user)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view
