@@ -81,14 +81,20 @@ def broker_urls(rabbitmq) -> dict[str, str]:
     return provision_rabbitmq(rabbitmq)
 
 
+# The shared deployment runs two readmodels web replicas behind the gateway (the one that
+# holds the WebSockets): every test that follows a push goes through either, and
+# tests/services/test_replicas.py takes one out and puts it back.
+SERVICES_REPLICAS = "readmodels-web=2"
+
+
 @pytest.fixture(scope="session")
 def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory):
     """Every context as its own processes, on its own database and broker user, behind
     the nginx gateway (``base_url``). Tests that kill a process start it again. As under
     `make up`, the shell holds the management API and every process serves its metrics."""
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
-                  broker_urls=broker_urls, redis_url=redis.url,
-                  broker_management_url=rabbitmq.management_url, metrics_addresses=metrics_addresses(processes()),
+                  broker_urls=broker_urls, redis_url=redis.url, broker_management_url=rabbitmq.management_url,
+                  metrics_addresses=metrics_addresses(processes(replicas=SERVICES_REPLICAS)),
                   extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
                          # These tests stop relays, workers and the broker on purpose: with
                          # the default deadlines a slow machine would see sagas compensate
@@ -97,6 +103,6 @@ def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory)
                          "WAYBILL_SAGA_RESERVE_SECONDS": "900", "WAYBILL_SAGA_PAYMENT_SECONDS": "900",
                          "WAYBILL_SAGA_RELEASE_SECONDS": "900"})
     stack.prepare()
-    deployment = ServicesDeployment(stack, stack.workdir).start()
+    deployment = ServicesDeployment(stack, stack.workdir, replicas=SERVICES_REPLICAS).start()
     yield deployment
     deployment.stop()

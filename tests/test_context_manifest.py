@@ -29,6 +29,7 @@ FILES = {
                          inbox="LabelInbox", dead_letters="LabelDeadLetter", bulkhead=True),
             ),
             jobs=(Job("throwaway.parcels.handlers:parcels_tick", every=30.0),),
+            replicas={"labels-worker": 2},
         )
     """,
     # A context's own table, and the outbox, inbox and dead letters every context has (and
@@ -88,6 +89,7 @@ print(json.dumps({
     "processes": {p.name: dict(p.fixed) for p in deployment.processes() if p.context == "parcels"},
     "routes": {prefix: ctx for prefix, ctx in deployment.ROUTES.items() if ctx == "parcels"},
     "compose": sorted(name for name in compose.services() if name.startswith("parcels")),
+    "compose_replicas": compose.services()["parcels-labels-worker"]["deploy"],
     "compose_databases": compose.services()["postgres"]["environment"]["WAYBILL_DATABASE_ALIASES"],
     "broker_read": [p["read"] for p in definitions["permissions"] if p["user"] == "waybill_parcels"],
 }))
@@ -126,10 +128,12 @@ def test_one_more_context_from_its_manifest_alone_appears_everywhere(throwaway):
     }
     assert seen["processes"] == {
         "parcels-web": {}, "parcels-worker": {"WAYBILL_CONSUMERS": "parcels"},
-        "parcels-labels-worker": {"WAYBILL_CONSUMERS": "labels"}, "parcels-relay": {},
+        "parcels-labels-worker": {"WAYBILL_CONSUMERS": "labels"},
+        "parcels-labels-worker-2": {"WAYBILL_CONSUMERS": "labels"}, "parcels-relay": {},
     }
     assert seen["routes"] == {"/api/v1/parcels/": "parcels", "/static/parcels/": "parcels"}
     assert seen["compose"] == ["parcels-labels-worker", "parcels-relay", "parcels-web", "parcels-worker"]
+    assert seen["compose_replicas"] == {"replicas": 2}
     assert "parcels" in seen["compose_databases"].split()
     assert seen["broker_read"] == [r"^(waybill\.parcels(\.p\d+)?|waybill\.labels(\.p\d+)?|"
                                    r"waybill\.translator\.parcels(\.p\d+)?|waybill\.translator\.labels(\.p\d+)?|"

@@ -29,8 +29,10 @@ from pathlib import Path
 import yaml
 
 from . import provision
-from .deployment import COMMON_VARIABLES, CONTEXTS, DATABASES, ROUTES, Process, database_variable, processes
-from .gateway import BODY_LIMIT_DIRECTIVES, PROXY_DIRECTIVES
+from .deployment import (
+    COMMON_VARIABLES, CONTEXTS, DATABASES, REPLICAS_VARIABLE, ROUTES, Process, database_variable, processes,
+)
+from .gateway import BODY_LIMIT_DIRECTIVES, NEXT_UPSTREAM_DIRECTIVES, PROXY_DIRECTIVES
 from .stack import REPO, Stack
 from .supervision import RESTART
 
@@ -172,6 +174,9 @@ def _process_service(process: Process) -> dict:
     if process.kind == "sandbox":  # the payment provider's stand-in: no database, no broker
         return _app(process.command, process_environment(process), healthcheck=_process_health(process),
                     volumes=["payment-sandbox-data:/app/var/payment-sandbox"], restart=RESTART.compose)
+    # Replicas: one service, run N times (each container its own hostname, so Celery node
+    # names and metrics stay apart); the gateway balances a web service's replicas.
+    replicas = {"deploy": {"replicas": process.replicas}} if process.replicas > 1 else {}
     return _app(
         process.command, process_environment(process) | METRICS_ENVIRONMENT,
         expose=[METRICS_PORT],
@@ -181,6 +186,7 @@ def _process_service(process: Process) -> dict:
         restart=RESTART.compose,
         # The relay's clean stop may take 20 s (Runtime.stop); Docker's default is 10 s.
         stop_grace_period="30s",
+        **replicas,
     )
 
 
@@ -193,7 +199,8 @@ def _setup_environment() -> dict[str, str]:
 
 
 def services() -> dict:
-    deployment = processes(host="0.0.0.0")
+    # One service per process of the deployment, whatever its replicas (the first stands for them).
+    deployment = [p for p in processes(host="0.0.0.0", replicas=os.environ.get(REPLICAS_VARIABLE, "")) if p.replica == 1]
     return {
         "postgres": {
             "image": "postgres:15",
@@ -286,7 +293,11 @@ def nginx_conf() -> str:
     """The routing of launcher.gateway (deployment.ROUTES, WebSockets, the rest to the
     shell), with Docker's service names. Names are resolved per request through Docker's
     DNS: nginx starts even while a service is down, and follows a recreated container to
-    its new address (a plain `upstream` would keep the address it saw at start)."""
+    its new address (a plain `upstream` would keep the address it saw at start). A service
+    with replicas resolves to each of their addresses: nginx takes them in turn and, as
+    launcher.gateway, goes on to the next one when a replica refuses the connection. (The
+    memory of a failed replica, upstream ``max_fails``, needs ``server ... resolve``, which
+    only nginx 1.27.3+ has; the gateway's configuration is tested with Debian's.)"""
     locations = "\n".join(
         f"""        location {prefix} {{
             set $service {upstream_of(context)};
@@ -306,6 +317,7 @@ http {{
     server {{
         listen 80;
 {PROXY_DIRECTIVES}
+{NEXT_UPSTREAM_DIRECTIVES}
 {BODY_LIMIT_DIRECTIVES}
 {locations}
     }}

@@ -11,11 +11,17 @@ starve the rest) gets a worker of its own, ``<context>-<consumer>-worker``. Besi
 ``waybill.translator``), ``shell-web`` (the shell page, sign-in, admin, API docs: every context's models, each
 through its own database role), ``payment-sandbox`` (the external payment provider
 stand-in, no context's) and the gateway.
+
+Any of them but the sandbox may run several times: replicas, counted by the context's
+manifest (``Context.replicas``) or by ``WAYBILL_REPLICAS`` (``orders-web=2,inventory-worker=3``),
+which wins. Replica 1 keeps the plain name; replica k is ``<name>-k``. Compose runs the
+same count of one service (``deploy.replicas``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from waybill import manifest
 
@@ -63,6 +69,22 @@ MANAGEMENT_VARIABLE = "WAYBILL_BROKER_MANAGEMENT_URL"
 METRICS_VARIABLE = "WAYBILL_METRICS_ADDR"
 
 
+# Replica counts by process name, beside the manifests' (see the module's docstring): read
+# by the launcher, not by the processes.
+REPLICAS_VARIABLE = "WAYBILL_REPLICAS"
+
+
+def parse_replicas(value: str) -> dict[str, int]:
+    """``WAYBILL_REPLICAS``'s value -> {process name: count}; a clear error for anything else."""
+    counts = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, equals, count = item.partition("=")
+        if not equals or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"{REPLICAS_VARIABLE}: {item!r} is not <process>=<count of at least 1>")
+        counts[name.strip()] = int(count)
+    return counts
+
+
 def database_variable(alias: str) -> str:
     return f"WAYBILL_{alias.upper()}_DATABASE_URL"
 
@@ -76,6 +98,14 @@ class Process:
     variables: tuple[str, ...] = field(default=())
     # Variables whose value is part of the process's identity, the same everywhere.
     fixed: tuple[tuple[str, str], ...] = field(default=())
+    # Which of its service's ``replicas`` this one is (1..replicas).
+    replica: int = 1
+    replicas: int = 1
+
+    @property
+    def service(self) -> str:
+        """The name every replica shares (compose's service, the gateway's upstream)."""
+        return self.name.removesuffix(f"-{self.replica}") if self.replica > 1 else self.name
 
     @property
     def is_web(self) -> bool:
@@ -121,36 +151,60 @@ def lagging_contexts(lagging: str) -> set[str]:
     return {owners[name] for name in named}
 
 
-def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None, lagging: str = "") -> list[Process]:
-    """Every process of the deployment. ``port_of`` maps a listening process's name to its
-    port (the launcher picks free ports on loopback; compose uses 8000 in every container);
-    ``lagging``: the value of ``WAYBILL_LAGGING``, if any consumer lags."""
+def processes(*, host: str = "127.0.0.1", port_of: dict[str, str] | None = None, lagging: str = "",
+              replicas: str = "") -> list[Process]:
+    """Every process of the deployment, each replica its own. ``port_of`` maps a listening
+    process's name to its port (the launcher picks free ports on loopback; compose uses 8000
+    in every container); ``lagging``: the value of ``WAYBILL_LAGGING``, if any consumer lags;
+    ``replicas``: that of ``WAYBILL_REPLICAS``."""
     port_of = port_of or {}
     translated = lagging_contexts(lagging)
-    result = []
+    # Each service: its process, the count its manifest declares, and its command for a
+    # replica's name and number (a web replica listens on its own port, a worker replica is a
+    # Celery node of its own).
+    services: list[tuple[Process, int, Callable[[str, int], tuple[str, ...]]]] = []
+
+    def web(name: str, replica: int) -> tuple[str, ...]:
+        return web_command(host, port_of.get(name, "8000"))
+
     for context in MANIFESTS.values():
         variables = (*COMMON_VARIABLES, database_variable(context.database), *context.variables)
-        name = f"{context.name}-web"
         if context.serves_web:
-            result.append(Process(name, context.name, "web", web_command(host, port_of.get(name, "8000")),
-                                  (*variables, "WAYBILL_DB_POOL")))
+            services.append((Process(f"{context.name}-web", context.name, "web", (), (*variables, "WAYBILL_DB_POOL")),
+                             context.replicas.get("web", 1), web))
         for worker, consumers in context.workers.items():
             node = consumers[0].name if consumers[0].bulkhead else context.name
             hosted = ",".join(consumer.name for consumer in consumers)
-            result.append(Process(worker, context.name, "worker", worker_command(context.name, node),
-                                  (*variables, "WAYBILL_CONSUMERS"), fixed=(("WAYBILL_CONSUMERS", hosted),)))
-        result.append(Process(f"{context.name}-relay", context.name, "relay", ("python", "manage.py", "runrelay"),
-                              variables))
+            services.append((Process(worker, context.name, "worker", (), (*variables, "WAYBILL_CONSUMERS"),
+                                     fixed=(("WAYBILL_CONSUMERS", hosted),)),
+                             context.replicas.get(worker.removeprefix(f"{context.name}-"), 1),
+                             lambda name, replica, context=context.name, node=node: worker_command(
+                                 context, node if replica == 1 else f"{node}-{replica}")))
+        relay = ("python", "manage.py", "runrelay")
+        services.append((Process(f"{context.name}-relay", context.name, "relay", relay, variables),
+                         context.replicas.get("relay", 1), lambda name, replica, relay=relay: relay))
         if context.name in translated:
             # Under the context's broker user, which may read its translator queues and publish
             # to its own queues alone (launcher.provision); it never opens the database.
-            result.append(Process(f"{context.name}-translator", context.name, "translator",
-                                  ("python", "manage.py", "runtranslator"), (*variables, LAGGING_VARIABLE)))
+            translator = ("python", "manage.py", "runtranslator")
+            services.append((Process(f"{context.name}-translator", context.name, "translator", translator,
+                                     (*variables, LAGGING_VARIABLE)),
+                             context.replicas.get("translator", 1), lambda name, replica, t=translator: t))
     shell_variables = (*COMMON_VARIABLES, *(database_variable(alias) for alias in DATABASES[1:]))
-    result.append(Process("shell-web", None, "web", web_command(host, port_of.get("shell-web", "8000")),
-                          (*shell_variables, "WAYBILL_DB_POOL", MANAGEMENT_VARIABLE)))
+    services.append((Process("shell-web", None, "web", (), (*shell_variables, "WAYBILL_DB_POOL", MANAGEMENT_VARIABLE)),
+                     1, web))
+    counts = parse_replicas(replicas)
+    if unknown := sorted(set(counts) - {process.name for process, _, _ in services}):
+        raise ValueError(f"{REPLICAS_VARIABLE} names processes the deployment does not run: {unknown}")
+    result = []
+    for service, declared, command in services:
+        count = counts.get(service.name, declared)
+        for replica in range(1, count + 1):
+            name = service.name if replica == 1 else f"{service.name}-{replica}"
+            result.append(replace(service, name=name, replica=replica, replicas=count, command=command(name, replica)))
     result.append(Process("payment-sandbox", None, "sandbox", (
         "python", "-m", "paymentsandbox", "--host", host, "--port", port_of.get("payment-sandbox", "8000"),
         "--data-dir", "var/payment-sandbox",
     ), ("PYTHONPATH", "WAYBILL_PAYMENT_API_KEY")))
     return result
+

@@ -44,9 +44,26 @@ BODY_LIMIT_DIRECTIVES = f"""\
         }}"""
 
 
-def nginx_conf(*, listen: str, upstreams: dict[str, str], workdir: Path) -> str:
-    """``upstreams`` maps each context that serves web requests, and "shell", to host:port."""
-    blocks = "\n".join(f"    upstream {name} {{ server {address}; }}" for name, address in upstreams.items())
+# Passive health checks, here and in compose's nginx.conf: a replica that refuses or drops a
+# connection, or times out, is taken out of its upstream for FAIL_TIMEOUT, then tried again
+# with one request (put back if it answers). The request that found it down goes on to the
+# next replica, unless it was a POST already sent (nginx never repeats a non-idempotent
+# request that may have reached a server): a connection refused was not sent, so an order
+# placed while a replica dies is not lost to it. With one replica nothing is ever taken out.
+FAIL_TIMEOUT = "5s"
+SERVER_PARAMETERS = f"max_fails=1 fail_timeout={FAIL_TIMEOUT}"
+NEXT_UPSTREAM_DIRECTIVES = """\
+        proxy_next_upstream error timeout;
+        proxy_next_upstream_tries 3;
+        proxy_connect_timeout 5s;"""
+
+
+def nginx_conf(*, listen: str, upstreams: dict[str, list[str]], workdir: Path) -> str:
+    """``upstreams`` maps each context that serves web requests, and "shell", to the
+    host:port of each of its web replicas."""
+    blocks = "\n".join(
+        f"    upstream {name} {{ {' '.join(f'server {address} {SERVER_PARAMETERS};' for address in addresses)} }}"
+        for name, addresses in upstreams.items())
     locations = "\n".join(
         f"""        location {prefix} {{
             proxy_pass http://{service};
@@ -71,6 +88,7 @@ http {{
     server {{
         listen {listen};
 {PROXY_DIRECTIVES}
+{NEXT_UPSTREAM_DIRECTIVES}
 {BODY_LIMIT_DIRECTIVES}
 {locations}
         location / {{
@@ -81,16 +99,20 @@ http {{
 """
 
 
-def upstreams(processes, port_of: dict[str, str]) -> dict[str, str]:
+def upstreams(processes, port_of: dict[str, str]) -> dict[str, list[str]]:
     """Where the gateway sends each service's paths (a context's, or "shell"): its web
-    process on loopback, at the port the launcher picked for it."""
-    return {(p.context or "shell"): f"127.0.0.1:{port_of[p.name]}" for p in processes if p.is_web}
+    replicas on loopback, at the ports the launcher picked for them."""
+    result: dict[str, list[str]] = {}
+    for p in processes:
+        if p.is_web:
+            result.setdefault(p.context or "shell", []).append(f"127.0.0.1:{port_of[p.name]}")
+    return result
 
 
 class Gateway:
     """The gateway's configuration and command; the supervisor runs it (launcher.supervision)."""
 
-    def __init__(self, workdir: Path, *, port: int, upstreams: dict[str, str]):
+    def __init__(self, workdir: Path, *, port: int, upstreams: dict[str, list[str]]):
         self.workdir, self.port, self.upstreams = Path(workdir), port, upstreams
 
     @property

@@ -85,14 +85,15 @@ class Running:
 class ServicesDeployment(DemoApiClients):
     name = "services"
 
-    def __init__(self, stack: Stack, workdir: Path):
+    def __init__(self, stack: Stack, workdir: Path, *, replicas: str = ""):
+        """``replicas``: as ``WAYBILL_REPLICAS`` (``orders-web=2,...``), beside the manifests'."""
         super().__init__()
         self.stack = stack
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.port_of = {p.name: str(free_port()) for p in processes() if p.listens}
-        self.specs = {p.name: p for p in processes(port_of=self.port_of)}
+        self.port_of = {p.name: str(free_port()) for p in processes(replicas=replicas) if p.listens}
+        self.specs = {p.name: p for p in processes(port_of=self.port_of, replicas=replicas)}
         self.supervisor = Supervisor(workdir / "supervisor", logs=self.logs)
         stack.payment_gateway_url = self.payment_sandbox_url
         stack.supervisor_url = self.supervisor.url
@@ -188,6 +189,10 @@ class ServicesDeployment(DemoApiClients):
     def remove(self, name: str) -> None:
         """Stop an extra process (``start_process(as_name=...)``) and forget it."""
         self.supervisor.remove(name)
+
+    def replicas(self, service: str) -> list[str]:
+        """The names of ``service``'s replicas (``orders-web``, ``orders-web-2``, ...)."""
+        return [name for name, spec in self.specs.items() if spec.service == service]
 
     def wait_ready(self, name: str) -> None:
         url = f"http://127.0.0.1:{self.port_of[name]}{self.specs[name].ready_path}"

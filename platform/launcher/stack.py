@@ -47,8 +47,10 @@ class Stack:
     metrics_addresses: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
-    def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str) -> dict[str, str]:
-        """The environment of a process hosting ``contexts``, talking to the broker as ``broker``."""
+    def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str, instance: str = "") -> dict[str, str]:
+        """The environment of a process hosting ``contexts``, talking to the broker as
+        ``broker``; ``instance``: the replica's own name, when not its service's."""
+        instance = instance or service_name
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
         env.update({
             "DJANGO_SETTINGS_MODULE": self.settings_module,
@@ -63,7 +65,10 @@ class Stack:
             "WAYBILL_SERVICE_NAME": f"waybill-{service_name}",
             "WAYBILL_OTEL_EXPORTER": self.otel_exporter,
             "WAYBILL_TRUSTED_PROXIES": "1",  # the gateway
-            "WAYBILL_DATA_DIR": str(self.workdir / service_name),
+            "WAYBILL_DATA_DIR": str(self.workdir / instance),
+            # Replicas trace as one service, told apart by their instance (OpenTelemetry's
+            # resource detector reads this variable).
+            "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
         })
         if self.supervisor_url:
             env[SUPERVISOR_VARIABLE] = self.supervisor_url
@@ -87,11 +92,12 @@ class Stack:
             base = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
             return {**base, "PYTHONPATH": str(REPO / "platform"), "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         if process.context is None:  # the shell: every context's models, no broker user of its own
-            env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.name)
+            env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.service, instance=process.name)
             if self.broker_management_url:
                 env[MANAGEMENT_VARIABLE] = self.broker_management_url
         else:
-            env = self.env(contexts=(process.context,), broker=process.context, service_name=process.name)
+            env = self.env(contexts=(process.context,), broker=process.context, service_name=process.service,
+                           instance=process.name)
         if process.is_web:
             # Under ASGI persistent connections are not reused (see config/settings/contexts.py).
             env["WAYBILL_DB_POOL"] = "true"

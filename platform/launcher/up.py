@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from . import provision
-from .deployment import LAGGING_VARIABLE, processes
+from .deployment import LAGGING_VARIABLE, REPLICAS_VARIABLE, processes
 from .gateway import Gateway, upstreams
 from .polling import wait_for
 from .servers import (PostgresServer, RabbitMQServer, RedisServer, free_port, kill_group, missing_packages,
@@ -214,8 +214,9 @@ def run() -> int:
             server.start()
             pids.add(**{server.name: server.pid})
         lagging = os.environ.get(LAGGING_VARIABLE, "")
-        port_of = {p.name: str(free_port()) for p in processes() if p.listens}
-        deployment = processes(port_of=port_of, lagging=lagging)
+        replicas = os.environ.get(REPLICAS_VARIABLE, "")
+        port_of = {p.name: str(free_port()) for p in processes(replicas=replicas) if p.listens}
+        deployment = processes(port_of=port_of, lagging=lagging, replicas=replicas)
         metrics = metrics_addresses(deployment)
         (workdir / PROMETHEUS_FILE).write_text(prometheus_config(metrics))
         secrets = workdir / "secrets"

@@ -124,9 +124,19 @@ class Context:
     # collectors: ``describe()`` and ``collect()``), measured at scrape time in every
     # process that hosts the context (``waybill.metrics``): orders' sagas by state, say.
     metrics: str = ""
+    # How many of each of its processes services mode runs, by the process's name without
+    # the context's ("web", "worker", "payments-worker", "relay", "translator"); one of each
+    # unless said here or in ``WAYBILL_REPLICAS`` (launcher.deployment). Web replicas share
+    # the gateway's traffic; worker replicas compete for their queues (a partition queue
+    # has one active consumer, the others stand by); relays share the outbox.
+    replicas: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api", MappingProxyType(dict(self.api)))
+        object.__setattr__(self, "replicas", MappingProxyType(dict(self.replicas)))
+        for role, count in self.replicas.items():
+            if not (isinstance(count, int) and count >= 1):
+                raise ValueError(f"context {self.name!r}: replicas of {role!r} must be a whole number >= 1, not {count!r}")
         if not self.database:
             object.__setattr__(self, "database", self.name)
         if not self.title:
@@ -143,6 +153,9 @@ class Context:
         for job in self.jobs:
             if job.consumer is not None and job.consumer not in names:
                 raise ValueError(f"job {job.run} of {self.name!r} names no consumer of it: {job.consumer!r}")
+        if unknown := sorted(set(self.replicas) - set(self.roles)):
+            raise ValueError(f"context {self.name!r} has replicas of processes it does not run: {unknown} "
+                             f"(it runs {list(self.roles)})")
 
     # --- what the platform derives -------------------------------------------------------
     @property
@@ -183,6 +196,13 @@ class Context:
     @property
     def serves_web(self) -> bool:
         return bool(self.routes)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Its services-mode processes, by name without the context's (what ``replicas`` keys)."""
+        prefix = f"{self.name}-"
+        return (*(("web",) if self.serves_web else ()), *(w.removeprefix(prefix) for w in self.workers),
+                "relay", "translator")
 
 
 def packages() -> tuple[str, ...]:

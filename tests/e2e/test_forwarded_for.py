@@ -51,7 +51,7 @@ def gateway_in_front_of_a_web_process(demo_data_template, tmp_path):
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
     gateway = Gateway(tmp_path / "gateway", port=free_port(),
-                      upstreams=dict.fromkeys((*set(ROUTES.values()), "shell"), address))
+                      upstreams=dict.fromkeys((*set(ROUTES.values()), "shell"), [address]))
     try:
         wait_for(lambda: httpx.get(f"http://{address}/healthz", timeout=2).status_code == 200, READY_TIMEOUT,
                  "the web process to answer /healthz", ignore=(httpx.TransportError,),

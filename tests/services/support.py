@@ -12,10 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psycopg
 from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.polling import wait_for
 
 FLOW_TIMEOUT = 90.0
+
+
+def metric(address: str, name: str, **labels: str) -> float:
+    """The sum of sample ``name`` with ``labels`` that the process at ``address`` serves."""
+    text = httpx.get(f"http://{address}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def consumers(deployment, queue: str) -> int:

@@ -13,13 +13,12 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import make_conninfo
 
 from launcher.deployment import CONTEXTS, DATABASES, MANAGEMENT_VARIABLE, METRICS_VARIABLE, database_variable
 from launcher.polling import wait_for
 
-from .support import FLOW_TIMEOUT, client, consumers, place, product, query, wait_confirmed
+from .support import FLOW_TIMEOUT, client, consumers, metric, place, product, query, wait_confirmed
 
 pytestmark = pytest.mark.xdist_group("services")
 
@@ -100,13 +99,6 @@ def test_the_consumers_page_has_the_brokers_figures_from_the_management_api(depl
     # Equal once the API's statistics are fresh: a worker's consumers attach at its start.
     wait_for(lambda: not disagreements(), FIGURES_TIMEOUT, "the console's queue figures to be the broker's",
              describe=lambda: "\n".join(disagreements()))
-
-
-def metric(address: str, name: str, **labels: str) -> float:
-    """The sum of sample ``name`` with ``labels`` that the process at ``address`` serves."""
-    text = httpx.get(f"http://{address}/metrics", timeout=10).text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def test_one_order_in_the_flow_across_every_contexts_database_and_in_the_metrics(deployment, tokens, console):

@@ -1,0 +1,84 @@
+"""Replica counts: from a context's manifest or ``WAYBILL_REPLICAS``, each replica a process
+of its own (its own port, Celery node and data folder), one compose service run N times,
+and the gateway's upstream holding every web replica with its passive health check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher import compose
+from launcher.deployment import parse_replicas, processes
+from launcher.gateway import nginx_conf, upstreams
+from launcher.stack import Stack
+from waybill.manifest import Context, Consumer
+
+
+def test_replicas_are_named_after_their_service_and_each_is_a_process_of_its_own():
+    port_of = {"orders-web": "9001", "orders-web-2": "9002"}
+    deployment = {p.name: p for p in processes(port_of=port_of, replicas="orders-web=2,orders-payments-worker=2")}
+    first, second = deployment["orders-web"], deployment["orders-web-2"]
+    assert (first.service, first.replica, second.service, second.replica) == ("orders-web", 1, "orders-web", 2)
+    assert "9001" in first.command and "9002" in second.command
+    nodes = [deployment[name].command[deployment[name].command.index("-n") + 1]
+             for name in ("orders-payments-worker", "orders-payments-worker-2")]
+    assert nodes == ["payments@%h", "payments-2@%h"]
+    assert deployment["orders-relay"].replicas == 1 and "orders-relay-2" not in deployment
+
+
+def test_each_replica_keeps_its_own_data_folder_but_traces_as_its_service(tmp_path):
+    stack = Stack(workdir=tmp_path, database_urls=dict.fromkeys(
+        ("default", "orders", "inventory", "readmodels", "webhooks"), "postgresql://x"),
+        broker_urls=dict.fromkeys(("admin", "orders", "inventory", "readmodels", "webhooks"), "amqp://x"),
+        redis_url="redis://x")
+    second = {p.name: p for p in processes(replicas="inventory-worker=2")}["inventory-worker-2"]
+    env = stack.process_env(second)
+    assert env["WAYBILL_SERVICE_NAME"] == "waybill-inventory-worker"
+    assert env["WAYBILL_DATA_DIR"] == str(tmp_path / "inventory-worker-2")
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=inventory-worker-2"
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("orders-web", "is not <process>=<count"), ("orders-web=0", "is not <process>=<count"),
+    ("orders-web=two", "is not <process>=<count"), ("warehouse-web=2", "does not run: ['warehouse-web']"),
+    ("payment-sandbox=2", "does not run: ['payment-sandbox']"),
+])
+def test_a_count_that_means_nothing_is_refused_with_its_reason(value, reason):
+    with pytest.raises(ValueError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        processes(replicas=value)
+
+
+def test_the_environment_wins_over_the_manifest():
+    assert parse_replicas(" orders-web=3, readmodels-web=2 ") == {"orders-web": 3, "readmodels-web": 2}
+
+
+def test_a_manifest_counts_only_processes_its_context_runs():
+    with pytest.raises(ValueError, match="replicas of processes it does not run"):
+        Context(name="parcels", consumers=(Consumer("parcels", handlers="x:y"),), replicas={"payments-worker": 2})
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        Context(name="parcels", consumers=(Consumer("parcels", handlers="x:y"),), replicas={"worker": 0})
+
+
+def test_compose_runs_one_service_per_process_with_its_replica_count(monkeypatch):
+    monkeypatch.setenv("WAYBILL_REPLICAS", "orders-web=3")
+    services = compose.services()
+    assert services["orders-web"]["deploy"] == {"replicas": 3}
+    assert "orders-web-2" not in services and "deploy" not in services["inventory-web"]
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")), reason="nginx is not installed")
+def test_the_gateway_holds_every_web_replica_with_a_passive_health_check(tmp_path: Path):
+    port_of = {p.name: str(9000 + i) for i, p in enumerate(processes(replicas="orders-web=2")) if p.listens}
+    routes = upstreams(processes(port_of=port_of, replicas="orders-web=2"), port_of)
+    assert routes["orders"] == [f"127.0.0.1:{port_of['orders-web']}", f"127.0.0.1:{port_of['orders-web-2']}"]
+    conf = nginx_conf(listen="127.0.0.1:8999", upstreams=routes, workdir=tmp_path)
+    assert (f"upstream orders {{ server 127.0.0.1:{port_of['orders-web']} max_fails=1 fail_timeout=5s; "
+            f"server 127.0.0.1:{port_of['orders-web-2']} max_fails=1 fail_timeout=5s; }}") in conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    result = subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-p", str(tmp_path), "-c",
+                             str(tmp_path / "nginx.conf")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
