@@ -20,6 +20,7 @@ from launcher.deployment import processes
 from launcher.provision import provision_postgres, provision_rabbitmq
 from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
 from launcher.stack import Stack, metrics_addresses
+from launcher.topology import Servers, Topology
 
 from launcher.services import ServicesDeployment
 
@@ -87,6 +88,14 @@ def broker_urls(rabbitmq) -> dict[str, str]:
 SERVICES_REPLICAS = "readmodels-web=2"
 
 
+# These tests stop relays, workers and the broker on purpose: with the default deadlines a
+# slow machine would see sagas compensate (correctly) instead of the deliveries they check.
+# Deadlines have their own tests (tests/flows/test_saga.py, tests/e2e/test_payments.py).
+RELAXED = {"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
+           "WAYBILL_SAGA_RESERVE_SECONDS": "900", "WAYBILL_SAGA_PAYMENT_SECONDS": "900",
+           "WAYBILL_SAGA_RELEASE_SECONDS": "900"}
+
+
 @pytest.fixture(scope="session")
 def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory):
     """Every context as its own processes, on its own database and broker user, behind
@@ -95,14 +104,35 @@ def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory)
     stack = Stack(workdir=tmp_path_factory.mktemp("services"), database_urls=pg_urls,
                   broker_urls=broker_urls, redis_url=redis.url, broker_management_url=rabbitmq.management_url,
                   metrics_addresses=metrics_addresses(processes(replicas=SERVICES_REPLICAS)),
-                  extra={"WAYBILL_THROTTLE_ORDERS": "100000/minute", "WAYBILL_THROTTLE_AUTH": "100000/minute",
-                         # These tests stop relays, workers and the broker on purpose: with
-                         # the default deadlines a slow machine would see sagas compensate
-                         # (correctly) instead of the deliveries they check. Deadlines have
-                         # their own tests (tests/flows/test_saga.py, tests/e2e/test_payments.py).
-                         "WAYBILL_SAGA_RESERVE_SECONDS": "900", "WAYBILL_SAGA_PAYMENT_SECONDS": "900",
-                         "WAYBILL_SAGA_RELEASE_SECONDS": "900"})
+                  extra=RELAXED)
     stack.prepare()
     deployment = ServicesDeployment(stack, stack.workdir, replicas=SERVICES_REPLICAS).start()
+    yield deployment
+    deployment.stop()
+
+
+# The deployment laid out as at scale (README, "Running at scale"): a three-node RabbitMQ
+# cluster, inventory's database on a PostgreSQL server of its own, and replicas of a web
+# process, a worker and a relay. Its own servers and group (tests/services/test_at_scale.py
+# kills its broker nodes), so it runs beside the shared one.
+SCALED = Topology(broker_nodes=3, database_servers={"inventory": "inventory"},
+                  replicas="orders-web=2,inventory-worker=2,orders-relay=2")
+
+
+@pytest.fixture(scope="session")
+def scaled_servers(tmp_path_factory):
+    _require_servers()
+    with Servers(tmp_path_factory.mktemp("scaled"), SCALED) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def scaled_deployment(scaled_servers, tmp_path_factory):
+    stack = Stack(workdir=tmp_path_factory.mktemp("scaled-services"), database_urls=scaled_servers.database_urls(),
+                  broker_urls=scaled_servers.broker_urls(), redis_url=scaled_servers.redis.url,
+                  broker_management_url=scaled_servers.broker.management_url,
+                  metrics_addresses=metrics_addresses(processes(replicas=SCALED.replicas)), extra=RELAXED)
+    stack.prepare()
+    deployment = ServicesDeployment(stack, stack.workdir, replicas=SCALED.replicas).start()
     yield deployment
     deployment.stop()

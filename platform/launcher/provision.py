@@ -32,9 +32,10 @@ def _password() -> str:
 
 
 def provision_postgres(server: PostgresServer, *, aliases: Iterable[str] = DATABASES[1:],
-                       identity: str = "default") -> dict[str, str]:
+                       identity: str | None = "default") -> dict[str, str]:
     """Create ``waybill_<alias>`` database + role for the identity store and each context's
-    database alias (its manifest's, its name by default).
+    database alias (its manifest's, its name by default). ``identity=None``: a server of
+    some contexts' databases alone (``launcher.topology``), the identity store is elsewhere.
 
     Returns ``{"default": url, "<alias>": url, ...}``. A role owns its database and the
     public schema in it, and can connect to nothing else: CONNECT is revoked from PUBLIC
@@ -42,7 +43,7 @@ def provision_postgres(server: PostgresServer, *, aliases: Iterable[str] = DATAB
     create databases or roles either, so Django's test runner cannot make ``test_*``
     databases with them: tests use the provisioned databases themselves.
     """
-    names = {"default": f"waybill_{identity}"} | {alias: f"waybill_{alias}" for alias in aliases}
+    names = ({"default": f"waybill_{identity}"} if identity else {}) | {alias: f"waybill_{alias}" for alias in aliases}
     urls = {}
     with connect(server.superuser_url, autocommit=True) as admin:  # DDL outside a tx
         for maintenance_db in ("postgres", "template1"):

@@ -23,6 +23,7 @@ folder is started again.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -131,6 +132,7 @@ class _Server:
         self.port = port or free_port()
         self.startup_seconds: float | None = None  # how long the last start() took
         self._proc: subprocess.Popen | None = None
+        self._began = 0.0
 
     # -- hooks ---------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -177,7 +179,13 @@ class _Server:
         """Start the server and return self once it accepts connections."""
         if self.running:
             return self
-        began = time.monotonic()
+        return self.spawn().ready(timeout)
+
+    def spawn(self) -> Self:
+        """Start the server's process and return at once (``ready`` waits for it): a
+        cluster's nodes start side by side, each from the caller's thread (see the
+        module's docstring: the parent-death signal follows the thread that started it)."""
+        self._began = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._prepare()
@@ -191,12 +199,29 @@ class _Server:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # own process group: killpg reaches every child
                 )
-            self._wait_ready(began + timeout, timeout)
         except BaseException:
             self.stop()  # even on Ctrl-C: never leave a half-started server behind
             raise
-        self.startup_seconds = time.monotonic() - began
         return self
+
+    def ready(self, timeout: float = 60.0) -> Self:
+        """Return self once the spawned server accepts connections (or stop it and raise)."""
+        try:
+            self._wait_ready(time.monotonic() + timeout, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - self._began
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group, as a crash of its machine would: no
+        clean shutdown, nothing flushed that was not already. ``start`` brings it back."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            kill_group(proc.pid)
+            proc.wait()
+        self._after_stop()
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
         last_error: Exception | None = None
@@ -419,19 +444,27 @@ class RabbitMQServer(_Server):
     admin_user = "waybill_admin"
 
     def __init__(self, data_dir: Path | str, port: int | None = None, *, plugins: Iterable[str] = (),
-                 node: str | None = None):
+                 node: str | None = None, cluster: RabbitMQCluster | None = None):
         super().__init__(data_dir, port)
         self.plugins = list(plugins)
         self.node = node or f"waybill-{self.port}@localhost"
+        # A node of ``cluster`` shares its epmd (nodes find each other there), its Erlang
+        # cookie and its admin, and knows its peers (classic config peer discovery).
+        self.cluster = cluster
         self.dist_port = free_port()
-        self.epmd_port = free_port()
+        self.epmd_port = cluster.epmd_port if cluster else free_port()
         self.stomp_port = free_port() if "rabbitmq_stomp" in self.plugins else None
         self.management_port = free_port() if "rabbitmq_management" in self.plugins else None
         self._epmd: subprocess.Popen | None = None
 
     @property
+    def secrets_dir(self) -> Path:
+        """Where the admin password and the Erlang cookie are kept: a cluster's are its own."""
+        return self.cluster.data_dir if self.cluster else self.data_dir
+
+    @property
     def admin_password(self) -> str:
-        return stored_secret(self.data_dir / "admin.password")
+        return stored_secret(self.secrets_dir / "admin.password")
 
     @property
     def admin_url(self) -> str:
@@ -477,7 +510,13 @@ class RabbitMQServer(_Server):
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             raise ServerError("RabbitMQ is not installed: apt-get install -y rabbitmq-server")
         d = self.data_dir
-        stored_secret(d / ".erlang.cookie", mode=0o400)  # Erlang insists on 0400
+        # Erlang reads the cookie from HOME and insists on mode 0400; a cluster's nodes share one.
+        if self.cluster is None:
+            stored_secret(d / ".erlang.cookie", mode=0o400)
+        elif not (d / ".erlang.cookie").exists():
+            cookie = stored_secret(self.cluster.data_dir / "erlang.cookie")
+            with os.fdopen(os.open(d / ".erlang.cookie", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as f:
+                f.write(cookie)
         (d / "rabbitmq-env.conf").touch()
         (d / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         config = [
@@ -492,16 +531,17 @@ class RabbitMQServer(_Server):
         if self.management_port:
             # Loopback only: the API acts with whatever account signs in, the admin's too.
             config += [f"management.tcp.ip = {HOST}", f"management.tcp.port = {self.management_port}"]
+        if self.cluster:
+            # A new node joins the first of its peers that answers (RabbitMQ's own clustering:
+            # the same as `rabbitmqctl join_cluster`, done at first boot); one that was a
+            # member finds its cluster again from its data.
+            config += ["cluster_formation.peer_discovery_backend = classic_config",
+                       *(f"cluster_formation.classic_config.nodes.{i} = {peer}"
+                         for i, peer in enumerate(self.cluster.node_names, 1))]
         (d / "rabbitmq.conf").write_text("\n".join(config) + "\n")
         os.chmod(d / "rabbitmq.conf", 0o600)  # it holds the admin password
-        # Our own epmd, in the foreground, as our child: we know which one to stop, and
-        # it listens on loopback only.
-        self._epmd = subprocess.Popen(
-            _setpriv(signal.SIGTERM) + [
-                _which("epmd") or "epmd", "-port", str(self.epmd_port), "-address", HOST],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=d, start_new_session=True,
-        )
+        if self.cluster is None:
+            self._epmd = start_epmd(self.epmd_port, cwd=d)
 
     def _command(self) -> list[str]:
         # The script stays in the foreground and turns SIGTERM into a graceful stop.
@@ -542,3 +582,112 @@ class RabbitMQServer(_Server):
 
     def _log_files(self) -> list[Path]:
         return [self.log_path, self.data_dir / "log" / f"{self.node}.log"]
+
+
+def start_epmd(port: int, *, cwd: Path) -> subprocess.Popen:
+    """Erlang's port mapper, our own, in the foreground, as our child: we know which one to
+    stop, and it listens on loopback only."""
+    return subprocess.Popen(
+        _setpriv(signal.SIGTERM) + [_which("epmd") or "epmd", "-port", str(port), "-address", HOST],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cwd, start_new_session=True,
+    )
+
+
+class RabbitMQCluster:
+    """Three (``size``) RabbitMQ nodes on loopback clustered the way RabbitMQ clusters:
+    node names ``<prefix>-1@localhost``..., each with its own ports and data folder
+    (``data_dir/node-<i>``), one Erlang cookie, one epmd, one admin. Quorum queues and
+    streams declared once every node is up are replicated on all of them.
+
+    It answers as one server where the launcher provisions and connects (``url`` and
+    ``admin_url`` list every node, ``;``-separated, Kombu's and Celery's failover form;
+    ``rabbitmqctl`` asks a running node), and each of ``nodes`` can be killed and started
+    again on its own. ``start`` starts a new cluster's first node, then the others, which
+    join it; a cluster that ran before starts every node at once, since each waits for
+    the others' copies of the metadata (the last to stop holds the newest)."""
+
+    name = "RabbitMQ cluster"
+
+    def __init__(self, data_dir: Path | str, *, size: int = 3, plugins: Iterable[str] = (),
+                 prefix: str = "waybill"):
+        self.data_dir = Path(data_dir).resolve()
+        self.epmd_port = free_port()
+        self.node_names = tuple(f"{prefix}-{i}@localhost" for i in range(1, size + 1))
+        self._epmd: subprocess.Popen | None = None
+        self.nodes = [RabbitMQServer(self.data_dir / f"node-{i}", plugins=plugins, node=name, cluster=self)
+                      for i, name in enumerate(self.node_names, 1)]
+
+    admin_user = RabbitMQServer.admin_user
+
+    @property
+    def admin_password(self) -> str:
+        return stored_secret(self.data_dir / "admin.password")
+
+    @property
+    def admin_url(self) -> str:
+        return self.url(self.admin_user, self.admin_password, vhost="")
+
+    def url(self, user: str, password: str, vhost: str) -> str:
+        return ";".join(node.url(user, password, vhost) for node in self.nodes)
+
+    @property
+    def management_url(self) -> str:
+        """The first node's management API: it answers for the whole cluster."""
+        return self.nodes[0].management_url
+
+    @property
+    def running(self) -> bool:
+        return any(node.running for node in self.nodes)
+
+    @property
+    def pid(self) -> int | None:
+        return self.nodes[0].pid
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        node = next((node for node in self.nodes if node.running), self.nodes[0])
+        return node.rabbitmqctl(*args, timeout=timeout)
+
+    def members(self) -> set[str]:
+        """The nodes running in the cluster, as RabbitMQ's own status says."""
+        status = json.loads(self.rabbitmqctl("cluster_status", "--formatter", "json"))
+        return set(status["running_nodes"])
+
+    def start(self, timeout: float = 120.0) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._epmd is None:
+            self._epmd = start_epmd(self.epmd_port, cwd=self.data_dir)
+        try:
+            stopped = [node for node in self.nodes if not node.running]
+            new = not (self.nodes[0].data_dir / "mnesia").exists()
+            if new and stopped and stopped[0] is self.nodes[0]:
+                self.nodes[0].start(timeout)  # the others join it
+                stopped = stopped[1:]
+            for node in stopped:
+                node.spawn()
+            for node in stopped:
+                node.ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for node in reversed(self.nodes):
+            node.stop(timeout)
+        epmd, self._epmd = self._epmd, None
+        if epmd is not None:
+            epmd.kill()
+            epmd.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(node.log_tail(lines) for node in self.nodes)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<RabbitMQCluster {', '.join(self.node_names)} dir={self.data_dir}>"

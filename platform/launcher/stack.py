@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from waybill import historylimits
 
 from .deployment import (
-    CONTEXTS, DATABASES, LAGGING_VARIABLE, MANAGEMENT_VARIABLE, MANIFESTS, METRICS_VARIABLE, SUPERVISOR_VARIABLE,
+    CONTEXTS, LAGGING_VARIABLE, MANAGEMENT_VARIABLE, MANIFESTS, METRICS_VARIABLE, SUPERVISOR_VARIABLE,
     Process, database_variable,
 )
 from .servers import HOST, free_port
@@ -59,7 +60,7 @@ class Stack:
             "WAYBILL_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "WAYBILL_CONTEXTS": ",".join(contexts),
             "WAYBILL_DEFAULT_DATABASE_URL": self.database_urls["default"],
-            "WAYBILL_BROKER_URL": self.broker_urls[broker],
+            "WAYBILL_BROKER_URL": spread(self.broker_urls[broker], instance),
             "WAYBILL_BROKER_DECLARE": "false",
             "WAYBILL_REDIS_URL": self.redis_url,
             "WAYBILL_SERVICE_NAME": f"waybill-{service_name}",
@@ -137,6 +138,15 @@ class Stack:
         self.manage("declare_topology", env=everything)
         if demo:
             self.manage("load_demo", env=self.env(contexts=("inventory",), broker="inventory", service_name="demo"))
+
+
+def spread(broker_url: str, instance: str) -> str:
+    """A cluster's URL lists every node (``;``, Kombu's and Celery's failover list, tried in
+    order); each process starts its list at another node, the same at every start, so
+    connections spread over the nodes and a node's loss moves only its share."""
+    nodes = broker_url.split(";")
+    first = zlib.crc32(instance.encode()) % len(nodes)
+    return ";".join(nodes[first:] + nodes[:first])
 
 
 def metrics_addresses(processes: Iterable[Process]) -> dict[str, str]:

@@ -14,6 +14,11 @@ is given up on and reported, and the others keep running. Every process's log is
 here with its name in front. Each Waybill process serves its metrics on a loopback port of
 its own, listed in ``prometheus.yml`` in the folder (a scrape configuration) and by ``status``.
 
+How big it runs is read from the environment (``launcher.topology``): replicas of any
+process (``WAYBILL_REPLICAS=orders-web=2,...``), a RabbitMQ cluster
+(``WAYBILL_BROKER_NODES=3``, its data in ``rabbitmq-cluster/``, apart from a single node's),
+contexts' databases on PostgreSQL servers of their own (``WAYBILL_DATABASE_SERVERS=separate``).
+
 The folder outlives the processes: the databases (PostgreSQL with fsync on), the broker's
 data (a fixed node name, so RabbitMQ finds its queues again on new ports), Redis's
 append-only file, the payment sandbox's data and the secrets that sessions, tokens and
@@ -34,19 +39,16 @@ from pathlib import Path
 
 import yaml
 
-from . import provision
-from .deployment import LAGGING_VARIABLE, REPLICAS_VARIABLE, processes
+from .deployment import LAGGING_VARIABLE, processes
 from .gateway import Gateway, upstreams
 from .polling import wait_for
-from .servers import (PostgresServer, RabbitMQServer, RedisServer, free_port, kill_group, missing_packages,
-                      stored_secret)
+from .servers import free_port, kill_group, missing_packages, stored_secret
 from .services import answers
 from .stack import REPO, Stack, metrics_addresses, prometheus_config
 from .supervision import Supervisor, control_socket, gateway_program, process_program, rpc
+from .topology import Servers, Topology
 
 SERVICES_DIR_VARIABLE = "WAYBILL_SERVICES_DIR"
-# RabbitMQ keeps its data under its node's name: the same at every start.
-RABBITMQ_NODE = "waybill@localhost"
 # Every process's metrics address, for an operator's Prometheus (and for `make status`).
 PROMETHEUS_FILE = "prometheus.yml"
 # How long a start waits for what an earlier, killed run left stopping (its servers and
@@ -200,32 +202,25 @@ def run() -> int:
     pids.add(launcher=os.getpid())
     signal.signal(signal.SIGTERM, _terminate)
 
-    # Every worker and relay thread keeps its connections (CONN_MAX_AGE): room for them all.
-    # The management plugin: the console's queue figures (unacknowledged counts), ~0.5 s more to start.
-    servers = [PostgresServer(workdir / "postgres", fast=False, settings={"max_connections": "300"}),
-               RabbitMQServer(workdir / "rabbitmq", node=RABBITMQ_NODE, plugins=("rabbitmq_management",)),
-               RedisServer(workdir / "redis", persistent=True)]
-    postgres, rabbitmq, redis = servers
+    topology = Topology.from_environment()
+    servers = Servers(workdir, topology, persistent=True)
     supervisor = Supervisor(workdir / "supervisor", logs=workdir / "logs")
     began = time.monotonic()
     try:
-        for server in servers:
-            print(f"starting {type(server).__name__} ...", flush=True)
-            server.start()
-            pids.add(**{server.name: server.pid})
+        servers.start(announce=lambda server: print(f"starting {server!r} ...", flush=True))
+        pids.add(**{server.data_dir.name: server.pid for server in servers.processes})
         lagging = os.environ.get(LAGGING_VARIABLE, "")
-        replicas = os.environ.get(REPLICAS_VARIABLE, "")
-        port_of = {p.name: str(free_port()) for p in processes(replicas=replicas) if p.listens}
-        deployment = processes(port_of=port_of, lagging=lagging, replicas=replicas)
+        port_of = {p.name: str(free_port()) for p in processes(replicas=topology.replicas) if p.listens}
+        deployment = processes(port_of=port_of, lagging=lagging, replicas=topology.replicas)
         metrics = metrics_addresses(deployment)
         (workdir / PROMETHEUS_FILE).write_text(prometheus_config(metrics))
         secrets = workdir / "secrets"
         secrets.mkdir(mode=0o700, exist_ok=True)
         stack = Stack(
             workdir=workdir,
-            database_urls=provision.provision_postgres(postgres),
-            broker_urls=provision.provision_rabbitmq(rabbitmq),
-            redis_url=redis.url,
+            database_urls=servers.database_urls(),
+            broker_urls=servers.broker_urls(),
+            redis_url=servers.redis.url,
             # Kept: sessions are signed with the key, and the sandbox knows orders by the API key.
             secret_key=stored_secret(secrets / "secret-key", nbytes=40),
             payment_api_key=stored_secret(secrets / "payment-api-key", nbytes=24),
@@ -233,7 +228,7 @@ def run() -> int:
             otel_exporter=os.environ.get("WAYBILL_OTEL_EXPORTER", "none"),
             supervisor_url=supervisor.url,
             lagging=lagging,
-            broker_management_url=rabbitmq.management_url,
+            broker_management_url=servers.broker.management_url,
             metrics_addresses=metrics,
         )
         print("migrating, declaring the bus topology, loading demo data ...", flush=True)
@@ -265,8 +260,7 @@ def run() -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
         supervisor.stop()
-        for server in reversed(servers):
-            server.stop()
+        servers.stop()
         pids.clear()
         print(f"stopped; the data stays in {workdir}", flush=True)
 

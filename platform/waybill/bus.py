@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 
 from . import contexts
@@ -83,6 +84,37 @@ def consuming() -> Iterator[Connection]:
         yield connection
 
 
+def _declare_replicated(connection: Connection, queue: Queue) -> None:
+    """Declare ``queue``, a quorum queue. Deployments before the cluster declared it classic,
+    and a queue's type cannot change: an empty classic one is deleted and declared again; one
+    that holds messages is kept (deleting it would lose them) and said, for an operator to
+    drain it (``rabbitmqctl`` or the management UI) and deploy again."""
+    if connection.transport.driver_type != "amqp":  # no queue types (the in-memory transport)
+        queue(connection.default_channel).declare()
+        return
+    probe = connection.channel()  # a refused declare closes its channel: not the default one
+    try:
+        queue(probe).declare()
+        return
+    except PreconditionFailed:  # "inequivalent arg 'x-queue-type'": the classic one is there
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+    deleting = connection.channel()
+    try:
+        deleting.queue_delete(queue.name, if_empty=True)
+    except PreconditionFailed:  # not empty
+        log.warning("%s is a classic queue with messages in it, on one node of the cluster: kept. Move its "
+                    "messages away and deploy again, for it to be declared replicated", queue.name)
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            deleting.close()
+    log.info("%s was a classic queue, empty: declared again as a quorum queue", queue.name)
+    queue(connection.default_channel).declare()
+
+
 def partitions() -> range:
     return range(settings.WAYBILL_PARTITIONS)
 
@@ -101,7 +133,9 @@ def queue_name(context_name: str, partition: int = 0) -> str:
 
 
 DEAD = Exchange("waybill.dead", type="fanout", durable=True)
-DEAD_QUEUE = Queue("waybill.dead", DEAD, durable=True)
+# Replicated like every queue of the topology: what RabbitMQ dead-letters there must not
+# live on one node of a cluster (``_declare_replicated``).
+DEAD_QUEUE = Queue("waybill.dead", DEAD, durable=True, queue_arguments={"x-queue-type": "quorum"})
 # A message redelivered this often without an ack (its consumer keeps dying on it) is
 # moved to waybill.dead by RabbitMQ instead of crash-looping the consumers.
 DELIVERY_LIMIT = 5
@@ -190,7 +224,10 @@ def declare(connection: Connection) -> None:
     channel = connection.default_channel
     for exchange in (EVENTS, COMMANDS, TRANSLATED, DEAD):
         exchange(channel).declare()
-    DEAD_QUEUE(channel).declare()
+    # The broker's dead-letter queue, and the contexts' Celery task queues (declared by
+    # their workers too, with the same arguments), where an older deployment made them classic.
+    for queue in (DEAD_QUEUE, *settings.CELERY_TASK_QUEUES):
+        _declare_replicated(connection, queue)
     if settings.WAYBILL_HISTORY == "stream":
         # Bound before any consumer's queue, so that it holds all any of them was sent.
         history_queue()(channel).declare()

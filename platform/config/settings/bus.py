@@ -110,10 +110,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Each context's task queue has an exchange of the same name, so its broker user needs
-# rights on its own names only (never the shared default exchange).
+# rights on its own names only (never the shared default exchange). A quorum queue, as the
+# event queues are: a classic queue lives on one node of a cluster, and while that node is
+# down the worker's Celery cannot declare it and exits (Celery sees the type and turns off
+# the global QoS quorum queues refuse). The topology step replaces an older classic one.
 CELERY_TASK_QUEUES = [
     Queue(f"waybill.tasks.{context}", Exchange(f"waybill.tasks.{context}", type="direct"),
-          routing_key=f"waybill.tasks.{context}", durable=True)
+          routing_key=f"waybill.tasks.{context}", durable=True, queue_arguments={"x-queue-type": "quorum"})
     for context in WAYBILL_CONTEXTS
 ]
 CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"

@@ -1,0 +1,142 @@
+"""How a services deployment is laid out beyond one process of each kind on one server of
+each: replicas (``launcher.deployment``), a RabbitMQ cluster instead of one node, and
+contexts' databases on PostgreSQL servers of their own. ``make up`` reads it from the
+environment; the tests and the chaos run build one.
+
+    WAYBILL_REPLICAS=orders-web=2,inventory-worker=2    # see launcher.deployment
+    WAYBILL_BROKER_NODES=3                               # a three-node RabbitMQ cluster
+    WAYBILL_DATABASE_SERVERS=separate                    # every context's database on its own server
+    WAYBILL_DATABASE_SERVERS=orders=east,inventory=west  # or by name; the rest stay on "main"
+
+``Servers`` starts what a topology needs, on loopback in a folder, and provisions it: the
+identity store (``default``) always lives on the ``main`` PostgreSQL server, with every
+database no other server was given. Each database still has its own role, wherever it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from . import provision
+from .deployment import DATABASES, REPLICAS_VARIABLE, parse_replicas
+from .servers import PostgresServer, RabbitMQCluster, RabbitMQServer, RedisServer
+
+BROKER_NODES_VARIABLE = "WAYBILL_BROKER_NODES"
+DATABASE_SERVERS_VARIABLE = "WAYBILL_DATABASE_SERVERS"
+MAIN = "main"  # the PostgreSQL server of the identity store
+# A single broker keeps its data under its node's name: the same at every start.
+RABBITMQ_NODE = "waybill@localhost"
+
+
+@dataclass(frozen=True)
+class Topology:
+    broker_nodes: int = 1  # 1: one node; more: a cluster of that many
+    # Database alias -> the name of the PostgreSQL server it lives on; the others live on MAIN.
+    database_servers: Mapping[str, str] = field(default_factory=dict)
+    replicas: str = ""  # as WAYBILL_REPLICAS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "database_servers", MappingProxyType(dict(self.database_servers)))
+        if self.broker_nodes < 1:
+            raise ValueError(f"{BROKER_NODES_VARIABLE}: at least one node, not {self.broker_nodes}")
+        if unknown := sorted(set(self.database_servers) - set(DATABASES[1:])):
+            raise ValueError(f"{DATABASE_SERVERS_VARIABLE} names databases no context has: {unknown} "
+                             f"(they are {list(DATABASES[1:])}; the identity store stays on {MAIN!r})")
+        parse_replicas(self.replicas)  # a clear error now rather than when the processes start
+
+    def server_of(self, alias: str) -> str:
+        return self.database_servers.get(alias, MAIN)
+
+    @property
+    def database_server_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((MAIN, *self.database_servers.values())))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Topology:
+        value = environ.get(DATABASE_SERVERS_VARIABLE, "").strip()
+        if value == "separate":
+            servers = {alias: alias for alias in DATABASES[1:]}
+        else:
+            servers = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                alias, equals, server = item.partition("=")
+                if not equals or not server.strip():
+                    raise ValueError(f"{DATABASE_SERVERS_VARIABLE}: {item!r} is not <database>=<server name>")
+                servers[alias.strip()] = server.strip()
+        nodes = environ.get(BROKER_NODES_VARIABLE, "1").strip() or "1"
+        if not nodes.isdigit():
+            raise ValueError(f"{BROKER_NODES_VARIABLE}: a number of nodes, not {nodes!r}")
+        return cls(broker_nodes=int(nodes), database_servers=servers, replicas=environ.get(REPLICAS_VARIABLE, ""))
+
+
+class Servers:
+    """The PostgreSQL servers, the broker (one node or a cluster) and Redis of a topology,
+    in ``workdir``. ``persistent`` (``make up``): fsync on, Redis's append-only file, and
+    fixed RabbitMQ node names, so a folder started again finds its data; otherwise fast
+    throw-away servers, as the tests run them."""
+
+    def __init__(self, workdir: Path, topology: Topology = Topology(), *, persistent: bool = False,
+                 max_connections: int = 300):
+        self.topology = topology
+        # Every worker and relay thread keeps its connections (CONN_MAX_AGE): room for them all.
+        settings = {"max_connections": str(max_connections)}
+        self.postgres = {name: PostgresServer(workdir / ("postgres" if name == MAIN else f"postgres-{name}"),
+                                              fast=not persistent, settings=settings)
+                         for name in topology.database_server_names}
+        # The management plugin: the console's queue figures (unacknowledged counts).
+        plugins = ("rabbitmq_management",)
+        self.broker: RabbitMQServer | RabbitMQCluster = (
+            RabbitMQCluster(workdir / "rabbitmq-cluster", size=topology.broker_nodes, plugins=plugins)
+            if topology.broker_nodes > 1 else
+            RabbitMQServer(workdir / "rabbitmq", node=RABBITMQ_NODE if persistent else None, plugins=plugins))
+        self.redis = RedisServer(workdir / "redis", persistent=persistent)
+
+    @property
+    def broker_nodes(self) -> list[RabbitMQServer]:
+        """Each node on its own (to kill one, say): the cluster's, or the one."""
+        return self.broker.nodes if isinstance(self.broker, RabbitMQCluster) else [self.broker]
+
+    @property
+    def processes(self) -> list:
+        """Every server process on its own (each PostgreSQL server, broker node, Redis)."""
+        return [*self.postgres.values(), *self.broker_nodes, self.redis]
+
+    @property
+    def all(self) -> list:
+        return [*self.postgres.values(), self.broker, self.redis]
+
+    def start(self, announce=lambda server: None) -> Servers:
+        try:
+            for server in self.all:
+                announce(server)
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in reversed(self.all):
+            server.stop()
+
+    def __enter__(self) -> Servers:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def database_urls(self) -> dict[str, str]:
+        """Alias -> URL of its own role, each on its server (provisioned now)."""
+        urls = {}
+        for name, server in self.postgres.items():
+            aliases = [alias for alias in DATABASES[1:] if self.topology.server_of(alias) == name]
+            urls |= provision.provision_postgres(server, aliases=aliases, identity="default" if name == MAIN else None)
+        return urls
+
+    def broker_urls(self) -> dict[str, str]:
+        """"admin" and each context -> URL of its own broker user, listing every node."""
+        return provision.provision_rabbitmq(self.broker)
