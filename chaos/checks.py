@@ -312,28 +312,40 @@ def webhooks_delivered(topology: Topology, receiver: Receiver, since: float, tim
 # --- figures: the broker's redeliveries, dead letters --------------------------------------------
 class BrokerFigures:
     """The management API's per-queue redelivery counts, sampled every ``interval`` s on a
-    thread. A node's counters start again from 0 when it restarts, so the run adds up the
-    rises between samples (what a node counted after its last sample before a kill is not
-    seen: the figure is a lower bound)."""
+    thread, from the first node of ``management_urls`` that answers (any node answers for
+    the cluster). The counters start again from 0 when a node restarts (or a queue's
+    leader moves), so the run adds up the rises between samples (what was counted after
+    the last sample before a kill is not seen: the figure is a lower bound)."""
 
-    def __init__(self, management_url: str, vhost: str = "waybill", interval: float = 2.0):
-        parts = urlsplit(management_url)
-        self.base = f"{parts.scheme}://{parts.hostname}:{parts.port}"
-        self.auth = (parts.username or "", parts.password or "")
+    def __init__(self, management_urls: list[str], vhost: str = "waybill", interval: float = 2.0):
+        self.nodes = []
+        for url in filter(None, management_urls):
+            parts = urlsplit(url)
+            self.nodes.append((f"{parts.scheme}://{parts.hostname}:{parts.port}",
+                               (parts.username or "", parts.password or "")))
         self.vhost, self.interval = vhost, interval
         self.redelivered = 0
         self.dead_queue = 0
+        self.unanswered = 0  # samples no node answered
         self._last: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-broker-figures", daemon=True)
 
+    def _queues(self) -> list | None:
+        for base, auth in self.nodes:
+            try:
+                queues = httpx.get(f"{base}/api/queues/{self.vhost}", auth=auth, timeout=5,
+                                   params={"columns": "name,messages,message_stats.redeliver"}).json()
+            except (httpx.HTTPError, ValueError):
+                continue  # that node is down: ask the next
+            if isinstance(queues, list):
+                return queues
+        return None
+
     def sample(self) -> None:
-        try:
-            queues = httpx.get(f"{self.base}/api/queues/{self.vhost}", auth=self.auth, timeout=5,
-                               params={"columns": "name,messages,message_stats.redeliver"}).json()
-        except (httpx.HTTPError, ValueError):
-            return  # the node is down: the next sample will do
-        if not isinstance(queues, list):
+        queues = self._queues()
+        if queues is None:
+            self.unanswered += 1
             return
         for queue in queues:
             count = (queue.get("message_stats") or {}).get("redeliver", 0)

@@ -22,7 +22,6 @@ place in the topology's lists):
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import threading
@@ -165,30 +164,27 @@ class Injector:
 
     _relay_kill = _worker_kill = _web_kill = _kill
 
-    def _down(self, servers: list, duration_s: float) -> None:
-        """SIGKILL each server's whole process group, keep it down, start it again."""
-        for server in servers:
-            os.killpg(server.pid, signal.SIGKILL)
-        for server in servers:
-            deadline = time.monotonic() + 30
-            while server.running and time.monotonic() < deadline:
-                time.sleep(0.05)  # until the kernel has reaped it: then stop() tidies up (epmd)
-            server.stop()
+    def _down(self, nodes: list, duration_s: float, *, start) -> None:
+        """SIGKILL each node's whole process group (``kill``: nothing flushed that was not
+        already), keep them down, then ``start`` them again on a starter thread."""
+        for node in nodes:
+            node.kill()
         self._stop.wait(duration_s)
-        # Every node of a cluster at once: each waits for the others to come back.
-        for started in [self.starters.submit(server.start, timeout=120) for server in servers]:
-            started.exception()  # waited for; a node that did not start is reported below
-        if not all(server.running for server in servers):
+        self.starters.submit(start, timeout=180).result()
+        if not all(node.running for node in nodes):
             raise RuntimeError("a broker node did not start again: " + "; ".join(
-                server.log_tail(10) for server in servers if not server.running))
+                node.log_tail(10) for node in nodes if not node.running))
 
     def _broker_node_kill(self, fault: Fault) -> str:
-        self._down([self.topology.broker_nodes[_index(fault.target)]], fault.duration_s)
-        return "killed and started again"
+        node = self.topology.broker_nodes[_index(fault.target)]
+        self._down([node], fault.duration_s, start=node.start)
+        return f"{node.node} killed and started again"
 
     def _broker_kill(self, fault: Fault) -> str:
-        self._down(list(self.topology.broker_nodes), fault.duration_s)
-        return f"{len(self.topology.broker_nodes)} node(s) killed and started again"
+        # The whole cluster at once: it starts its nodes side by side, since each waits
+        # for the others' copies of the metadata.
+        self._down(list(self.topology.broker_nodes), fault.duration_s, start=self.topology.broker.start)
+        return f"all {len(self.topology.broker_nodes)} node(s) killed and started again"
 
     def _postgres_restart(self, fault: Fault) -> str:
         server = self.topology.postgres[_index(fault.target)]

@@ -177,7 +177,7 @@ async def _attack(plan: Plan, topology: Topology, customers: list[Customer], loa
     await population.start()
     since = time.time()
     tracker = Tracker(topology.stack.database_urls["orders"]).start()
-    broker = checks.BrokerFigures(topology.management_url).start()
+    broker = checks.BrokerFigures([node.management_url for node in topology.broker_nodes]).start()
 
     def drop_sockets(share: float) -> str:
         return f"{run_coroutine(loop, population.drop(share, drop_rng))} WebSocket clients dropped"
@@ -208,6 +208,7 @@ async def _attack(plan: Plan, topology: Topology, customers: list[Customer], loa
         await population.stop()
     results["figures"]["messages_redelivered_by_the_broker"] = broker.redelivered
     results["figures"]["broker_dead_letter_queue"] = broker.dead_queue
+    results["figures"]["broker_samples_unanswered"] = broker.unanswered
     results["invariants"]["dead_letters"] += broker.dead_queue
     results["passed"] = all(v == 0 for v in results["invariants"].values())
     results.update({k: results["invariants"][k] for k in INVARIANT_KEYS})
@@ -296,8 +297,7 @@ def _check(plan, topology, customers, load, tracker, faults, products, receiver,
         "invariants": invariants, "figures": figures, "faults": timeline, "details": details,
         "plan": asdict(plan), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "topology": {"postgres_servers": len(topology.postgres), "broker_nodes": len(topology.broker_nodes),
-                     "processes": topology.kinds, "startup_s": topology.startup_s},
+        "topology": topology.describe(),
     }
 
 
