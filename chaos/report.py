@@ -91,7 +91,9 @@ def markdown(results: dict, *, chart: str | None) -> str:
         "- messages redelivered by the broker (sampled, a lower bound): "
         f"{f.get('messages_redelivered_by_the_broker')}; "
         f"consumer retries (inbox): {f['inbox_retries']}; dead letters: {inv['dead_letters']}",
-        f"- every saga terminal {f['all_sagas_terminal_after_last_fault_s']} s after the last fault ended",
+        f"- every saga terminal; the last saga change (a cancellation's, maybe) came "
+        f"{f['last_saga_change_after_last_fault_s']} s after the last fault ended (the limit: 60 s after the last "
+        "fault or order)",
         f"- HTTP retries with the same Idempotency-Key: {f['http_retries'] or 'none'}",
         f"- cancellations: {f['cancel_requests']}; cancelled orders that had been charged "
         f"{f['refunds']['cancelled_orders_charged']}, refunds of them {f['refunds']['refunds_of_cancelled_orders']}",

@@ -67,7 +67,10 @@ class Plan:
         if quick:
             return cls(orders=orders or 300, rate=rate or 3.0, seed=seed, quick=True, customers=6,
                        sockets_per_customer=2, faults=None)
-        orders, rate = orders or 10_000, rate or 8.0
+        # 6/s: tried at 8/s beside other test runs (load average 15-22), the three-node
+        # deployment reached outcomes at about 5.5/s and fell behind; a run that falls behind
+        # measures its backlog, not the faults.
+        orders, rate = orders or 10_000, rate or 6.0
         # About one fault every 45 s of load, each kind at least once.
         return cls(orders=orders, rate=rate, seed=seed, quick=False, customers=12, sockets_per_customer=3,
                    faults=max(9, int(orders / rate / 45)))
@@ -184,6 +187,15 @@ async def _attack(plan: Plan, topology: Topology, customers: list[Customer], loa
 
     injector = Injector(topology, faults, drop_sockets, starters, log=log)
     t0 = time.time() + 1.0
+
+    async def progress(every_s: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            offered = sum(1 for p in load.placed if p.t_send)
+            log(f"chaos: {offered} orders offered, {len(tracker.final)} reached their outcome, "
+                f"{tracker.pending()} pending")
+
+    reporter = asyncio.create_task(progress())
     try:
         injector.start(t0)
         log(f"chaos: load started; {len(population.clients)} WebSocket clients connected")
@@ -202,6 +214,7 @@ async def _attack(plan: Plan, topology: Topology, customers: list[Customer], loa
             sagas, replay_differs, last_fault, t0)
         results["figures"]["websockets"] = population.figures()  # before they are closed
     finally:
+        reporter.cancel()
         injector.stop()
         tracker.stop()
         broker.stop()
@@ -269,7 +282,7 @@ def _check(plan, topology, customers, load, tracker, faults, products, receiver,
         "placed_without_an_answer": counted["placed_without_an_answer"],
         "inbox_retries": checks.inbox_retries(topology),
         "dead_letters": dead,
-        "all_sagas_terminal_after_last_fault_s": round(all_settled - last_fault, 1) if all_settled else None,
+        "last_saga_change_after_last_fault_s": round(all_settled - last_fault, 1) if all_settled else None,
         "rebuild_s": rebuild.get("seconds"),
         "webhooks": {k: webhooks[k] for k in ("events", "requests", "redelivered_requests")},
         "refunds": {"cancelled_orders_charged": money["cancelled_orders_charged"],
