@@ -1,12 +1,14 @@
 """The deployment a chaos run attacks, built in one place (``deployed``): the launcher's
 own topology (``launcher.topology``), as `make up` lays it out at scale.
 
-``LAYOUT``: a three-node RabbitMQ cluster (quorum queues and the history stream on every
-node, every client given every node), inventory's database on a PostgreSQL server of its
-own beside the main one (the identity store, orders, the read side, webhooks), and two
-replicas of the web processes customers hit hardest (placing orders, the WebSockets), so
-that a web kill is also the gateway's passive health check at work; one of everything
-else. Redis, the payment sandbox and the nginx gateway as always. The faults see the
+``LAYOUT``: the launcher's ``AT_SCALE``, as the tests run it: a three-node RabbitMQ cluster
+(quorum queues and the history stream on every node, every client given every node),
+inventory's database on a PostgreSQL server of its own beside the main one (the identity
+store, orders, the read side, webhooks), and two replicas of the web processes customers
+hit hardest (placing orders, the WebSockets), so that a web kill is also the gateway's
+passive health check at work, of inventory's worker (competing for its queue) and of
+orders' relay (sharing its outbox); one of everything else. Redis, the payment sandbox
+and the nginx gateway as always. The faults see the
 servers as lists (``postgres``, ``broker_nodes``): a node kill picks one, "the whole
 broker" is ``broker`` (every node), so another layout needs no change in ``chaos.faults``.
 """
@@ -24,11 +26,10 @@ from launcher.deployment import processes
 from launcher.servers import PostgresServer, RabbitMQCluster, RabbitMQServer, RedisServer
 from launcher.services import ServicesDeployment
 from launcher.stack import Stack, metrics_addresses
-from launcher.topology import Servers
+from launcher.topology import AT_SCALE, Servers
 from launcher.topology import Topology as Layout
 
-LAYOUT = Layout(broker_nodes=3, database_servers={"inventory": "inventory"},
-                replicas="orders-web=2,readmodels-web=2")
+LAYOUT = AT_SCALE
 
 
 @dataclass

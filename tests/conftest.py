@@ -20,7 +20,7 @@ from launcher.deployment import processes
 from launcher.provision import provision_postgres, provision_rabbitmq
 from launcher.servers import PostgresServer, RabbitMQServer, RedisServer, missing_packages
 from launcher.stack import Stack, metrics_addresses
-from launcher.topology import Servers, Topology
+from launcher.topology import AT_SCALE, Servers
 
 from launcher.services import ServicesDeployment
 
@@ -111,18 +111,13 @@ def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory)
     deployment.stop()
 
 
-# The deployment laid out as at scale (README, "Running at scale"): a three-node RabbitMQ
-# cluster, inventory's database on a PostgreSQL server of its own, and replicas of a web
-# process, a worker and a relay. Its own servers and group (tests/services/test_at_scale.py
-# kills its broker nodes), so it runs beside the shared one.
-SCALED = Topology(broker_nodes=3, database_servers={"inventory": "inventory"},
-                  replicas="orders-web=2,inventory-worker=2,orders-relay=2")
-
-
+# The deployment laid out as at scale (launcher.topology.AT_SCALE; README, "Running at
+# scale"). Its own servers and group (tests/services/test_at_scale.py kills its broker
+# nodes), so it runs beside the shared one.
 @pytest.fixture(scope="session")
 def scaled_servers(tmp_path_factory):
     _require_servers()
-    with Servers(tmp_path_factory.mktemp("scaled"), SCALED) as servers:
+    with Servers(tmp_path_factory.mktemp("scaled"), AT_SCALE) as servers:
         yield servers
 
 
@@ -131,8 +126,8 @@ def scaled_deployment(scaled_servers, tmp_path_factory):
     stack = Stack(workdir=tmp_path_factory.mktemp("scaled-services"), database_urls=scaled_servers.database_urls(),
                   broker_urls=scaled_servers.broker_urls(), redis_url=scaled_servers.redis.url,
                   broker_management_url=scaled_servers.broker.management_url,
-                  metrics_addresses=metrics_addresses(processes(replicas=SCALED.replicas)), extra=RELAXED)
+                  metrics_addresses=metrics_addresses(processes(replicas=AT_SCALE.replicas)), extra=RELAXED)
     stack.prepare()
-    deployment = ServicesDeployment(stack, stack.workdir, replicas=SCALED.replicas).start()
+    deployment = ServicesDeployment(stack, stack.workdir, replicas=AT_SCALE.replicas).start()
     yield deployment
     deployment.stop()

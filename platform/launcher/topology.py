@@ -73,6 +73,14 @@ class Topology:
         return cls(broker_nodes=int(nodes), database_servers=servers, replicas=environ.get(REPLICAS_VARIABLE, ""))
 
 
+# The layout at scale that the tests (tests/services/test_at_scale.py), the chaos run and
+# the soak run: a three-node cluster, inventory's database on a server of its own beside
+# the main one, and two of the web processes customers hit hardest (orders, the read side's
+# WebSockets), of a worker (inventory's) and of a relay (orders'). One of everything else.
+AT_SCALE = Topology(broker_nodes=3, database_servers={"inventory": "inventory"},
+                    replicas="orders-web=2,readmodels-web=2,inventory-worker=2,orders-relay=2")
+
+
 class Servers:
     """The PostgreSQL servers, the broker (one node or a cluster) and Redis of a topology,
     in ``workdir``. ``persistent`` (``make up``): fsync on, Redis's append-only file, and

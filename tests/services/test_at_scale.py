@@ -1,7 +1,7 @@
-"""The deployment laid out as at scale (tests/conftest.py, ``SCALED``): a three-node
+"""The deployment laid out as at scale (``launcher.topology.AT_SCALE``): a three-node
 RabbitMQ cluster with every quorum queue and the history stream on all three nodes,
-inventory's database on a PostgreSQL server of its own, replicas of orders' web process and
-relay and of inventory's worker. A broker node dies under a burst of orders: every process
+inventory's database on a PostgreSQL server of its own, replicas of orders' and the read
+side's web processes, of orders' relay and of inventory's worker. A broker node dies under a burst of orders: every process
 fails over to the others and no order is lost or applied twice."""
 
 from __future__ import annotations
