@@ -15,6 +15,10 @@ from .api import BoundedJSONParser
 class TokenObtainView(ObtainAuthToken):
     # DRF's view names its own parsers, JSONParser among them: the bounded one instead.
     parser_classes = (FormParser, MultiPartParser, BoundedJSONParser)
+    # Signing in takes a username and password, never a token or a session: none is read
+    # (a stale token would otherwise be a 401 before the password is looked at), and the
+    # schema says the operation needs no credentials.
+    authentication_classes = ()
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 

@@ -102,7 +102,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["config.api.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus each operation's refusals and their bodies (config/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.ApiSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     # The address a throttle counts against is the one the trusted proxies saw (limits).
     "NUM_PROXIES": WAYBILL_TRUSTED_PROXIES,
