@@ -15,6 +15,7 @@ a context's messages without the context calling it; an import-linter contract
 """
 
 from . import jsonlimits
+from .apifields import StrictCharField, single_valued
 from .admin import DeadLetterAdmin, InboxAdmin, OutboxAdmin, ReadOnlyAdmin, RebuildAdmin
 from .backoff import backoff_delay
 from .batchend import at_batch_end, gathered_at_batch_end
@@ -58,4 +59,7 @@ __all__ = [
     "flow_notes", "FlowNote", "console_link", "flow_link", "flow_url", "audit_record",
     # Small tools: bounded JSON decoding, retry delays, giving memory back.
     "jsonlimits", "backoff_delay", "memory_release",
+    # API input as the schema states it: a string field that takes a JSON string only, and
+    # query parameters given once each.
+    "StrictCharField", "single_valued",
 ]

@@ -1,11 +1,13 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from waybill.api import StrictCharField
+
 
 # Shapes only: whether a SKU is sold, and named once, is the service's decision
 # (services.order_place), answered as the same 400 field errors.
 class LineInput(serializers.Serializer):
-    sku = serializers.CharField(max_length=64, help_text="A SKU from the catalog; each SKU on one line only.")
+    sku = StrictCharField(max_length=64, help_text="A SKU from the catalog; each SKU on one line only.")
     quantity = serializers.IntegerField(min_value=1, max_value=settings.WAYBILL_ORDER_MAX_QUANTITY)
 
 

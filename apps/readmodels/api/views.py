@@ -10,6 +10,8 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from waybill.api import single_valued
+
 from .. import selectors
 from ..documents import catalog_item_document, order_document, stock_item_document
 from .serializers import (
@@ -74,7 +76,7 @@ class SalesApi(APIView):
     @extend_schema(parameters=[SalesQuery], responses={200: SalesDayOutput(many=True), 403: STAFF_ONLY},
                    summary="Sales per product per day (staff)")
     def get(self, request):
-        query = SalesQuery(data=request.query_params)
+        query = SalesQuery(data=single_valued(request.query_params))
         query.is_valid(raise_exception=True)
         return Response(SalesDayOutput(selectors.sales_by_day(days=query.validated_data["days"]), many=True).data)
 

@@ -176,7 +176,8 @@ class StreamsSocket(AsyncJsonWebsocketConsumer):
             await self._unsubscribe(name)
             return
         after = content.get("after")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)
+                                  or not 0 <= after <= streams.MAX_POSITION):
             await self.send_json({"type": "error", "stream": name, "reason": "after must be a position (int >= 0) or null"})
             return
         await self._subscribe(name, after)

@@ -49,6 +49,8 @@ from rest_framework.exceptions import ParseError, PermissionDenied, Throttled
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
+from waybill.api import single_valued
+
 from . import changelog, connections, streams
 
 RETRY_MILLISECONDS = 2000
@@ -58,6 +60,20 @@ def heartbeat_seconds() -> float:
     # Proxies close idle connections (nginx after proxy_read_timeout); a comment keeps it
     # busy and lets the server notice a client that is gone.
     return getattr(settings, "WAYBILL_SSE_HEARTBEAT_SECONDS", 15.0)
+
+
+POSITION = {"type": "integer", "format": "int64", "minimum": 0, "maximum": streams.MAX_POSITION}
+# One event of the stream, as a client's SSE parser hands it over (the `retry:` line and
+# the keep-alive comments are no events).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": r"^\d+$", "description": "The stream position"},
+        "event": {"type": "string", "description": "`snapshot`, `subscribed` or the changed document's kind"},
+        "data": {"type": "string", "description": "The frame, as JSON"},
+    },
+    "required": ["event", "data"],
+}
 
 
 class _JsonWhateverIsAccepted(BaseContentNegotiation):
@@ -79,16 +95,16 @@ class EventsApi(APIView):
         summary="Follow a read-model stream as Server-Sent Events",
         description=__doc__.partition("(Everything above")[0],
         parameters=[
-            OpenApiParameter("stream", OpenApiTypes.STR, required=True,
+            OpenApiParameter("stream", OpenApiTypes.STR, required=True, pattern=streams.NAME_PATTERN,
                              description="orders | order:<uuid> | catalog | stock (staff) | dashboard (staff)"),
-            OpenApiParameter("after", OpenApiTypes.INT, required=False,
+            OpenApiParameter("after", POSITION, required=False,
                              description="Resume after this position (when Last-Event-ID cannot be sent)"),
-            OpenApiParameter("Last-Event-ID", OpenApiTypes.INT, OpenApiParameter.HEADER, required=False,
+            OpenApiParameter("Last-Event-ID", POSITION, OpenApiParameter.HEADER, required=False,
                              description="Resume after this position (EventSource sends it on reconnect)"),
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR,
+                response=EVENT_SCHEMA,
                 description="An endless event stream: `id:` = position, `event:` = kind, `snapshot` or "
                             "`subscribed`, `data:` = JSON (see the description)"),
             400: OpenApiResponse(description="No stream, or a position that is not an integer >= 0"),
@@ -99,12 +115,15 @@ class EventsApi(APIView):
         },
     )
     def get(self, request):
-        name = request.query_params.get("stream")
+        query = single_valued(request.query_params)
+        name = query.get("stream")
         if not name:
             raise ParseError("Give the stream to follow: ?stream=<name>.")
-        after = _position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
-        if after is None:
-            after = _position(request.query_params.get("after"), "after")
+        # Both are read, so a malformed one is refused even where the other is given.
+        after = _position(query.get("after"), "after")
+        resume = _position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+        if resume is not None:
+            after = resume
         try:
             subscription = streams.authorise(request.user, name)
         except streams.Refused as refused:
@@ -127,8 +146,8 @@ def _position(value: str | None, what: str) -> int | None:
         position = int(value)
     except ValueError:
         position = -1
-    if position < 0:
-        raise ParseError(f"{what} must be a stream position (an integer >= 0).")
+    if not 0 <= position <= streams.MAX_POSITION:
+        raise ParseError(f"{what} must be a stream position (an integer from 0 to {streams.MAX_POSITION}).")
     return position
 
 

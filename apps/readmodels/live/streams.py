@@ -30,6 +30,16 @@ class Subscription:
     key: str | None = None  # only this row's changes (``order:<uuid>``)
 
 
+# A stream position is a 64-bit integer in every database; a client's ``after`` above it
+# is refused before a query is made of it (SQLite cannot even bind it).
+MAX_POSITION = 2**63 - 1
+
+# The names ``authorise`` knows, as the API schema states them (``order:`` with its UUID in
+# canonical form; ``authorise`` reads any form ``UUID`` does).
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+NAME_PATTERN = rf"^(orders|catalog|stock|dashboard|order:{_UUID})$"
+
+
 def authorise(user, name: str) -> Subscription:
     """The subscription ``user`` asked for as ``name``, or ``Refused``."""
     if user is None or not user.is_authenticated:
