@@ -40,7 +40,8 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 SCHEMA_PATH = "/api/schema/?format=json"
 SEED = 16
 # Per operation and phase; with the coverage phase's own cases and the stateful phase's
-# steps, one run is a few thousand requests, about a minute per identity on two cores.
+# steps, one run is about 850 requests and about 12 s of CPU (the wall time is that on an
+# idle core; on this shared 2-core machine under load it was 1.5 to 3 minutes).
 EXAMPLES = 10
 # Each is an operation whose refusals of schema-valid data depend on what is stored or who
 # asks, which no schema can say; positive_data_acceptance takes a 400 there (and only there,
