@@ -7,14 +7,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from launcher import compose
-from launcher.deployment import parse_replicas, processes
+from launcher.deployment import MANIFESTS, parse_replicas, processes
 from launcher.gateway import nginx_conf, upstreams
-from launcher.stack import Stack
+from launcher.stack import Stack, spread
+from launcher.topology import Topology
 from waybill.manifest import Context, Consumer
 
 
@@ -52,8 +54,57 @@ def test_a_count_that_means_nothing_is_refused_with_its_reason(value, reason):
         processes(replicas=value)
 
 
-def test_the_environment_wins_over_the_manifest():
+def test_the_environment_wins_over_the_manifest(monkeypatch):
     assert parse_replicas(" orders-web=3, readmodels-web=2 ") == {"orders-web": 3, "readmodels-web": 2}
+    orders = MANIFESTS["orders"]
+    monkeypatch.setitem(MANIFESTS, "orders", replace(orders, replicas={"web": 2, "relay": 3}))
+    counts = {p.service: p.replicas for p in processes(replicas="orders-web=4")}
+    assert (counts["orders-web"], counts["orders-relay"]) == (4, 3)
+
+
+def test_a_services_replicas_start_their_failover_lists_at_different_nodes():
+    cluster = "amqp://a;amqp://b;amqp://c"
+    firsts = [spread(cluster, "readmodels-web", replica).split(";")[0] for replica in (1, 2, 3)]
+    assert sorted(firsts) == ["amqp://a", "amqp://b", "amqp://c"]
+    assert sorted(spread(cluster, "orders-web").split(";")) == ["amqp://a", "amqp://b", "amqp://c"]
+    assert spread("amqp://only", "orders-web", 2) == "amqp://only"
+
+
+@pytest.mark.parametrize("environ, layout", [
+    ({}, {"broker_nodes": 1, "servers": {"orders": "main", "inventory": "main"}}),
+    ({"WAYBILL_BROKER_NODES": "3", "WAYBILL_DATABASE_SERVERS": "separate"},
+     {"broker_nodes": 3, "servers": {"orders": "orders", "inventory": "inventory"}}),
+    ({"WAYBILL_DATABASE_SERVERS": "orders=east, inventory=east"},
+     {"broker_nodes": 1, "servers": {"orders": "east", "inventory": "east"}}),
+])
+def test_the_layout_is_read_from_the_environment(environ, layout):
+    topology = Topology.from_environment(environ)
+    assert topology.broker_nodes == layout["broker_nodes"]
+    assert {alias: topology.server_of(alias) for alias in ("orders", "inventory")} == layout["servers"]
+    assert topology.server_of("readmodels") == ("readmodels" if "separate" in environ.values() else "main")
+
+
+@pytest.mark.parametrize("environ, reason", [
+    ({"WAYBILL_BROKER_NODES": "2"}, "an odd number of at least 3"),
+    ({"WAYBILL_BROKER_NODES": "three"}, "a number of nodes"),
+    ({"WAYBILL_DATABASE_SERVERS": "warehouse=east"}, "databases no context has"),
+    ({"WAYBILL_DATABASE_SERVERS": "orders"}, "is not <database>=<server name>"),
+])
+def test_a_layout_that_means_nothing_is_refused_with_its_reason(environ, reason):
+    with pytest.raises(ValueError, match=reason):
+        Topology.from_environment(environ)
+
+
+def test_a_folder_runs_only_the_layout_its_data_was_made_with(tmp_path):
+    separate = Topology.from_environment({"WAYBILL_DATABASE_SERVERS": "separate"})
+    assert separate.refuses_layout_of(tmp_path) is None  # first start: recorded
+    assert separate.refuses_layout_of(tmp_path) is None
+    assert "make reset" in Topology(broker_nodes=3, database_servers=dict(separate.database_servers)
+                                    ).refuses_layout_of(tmp_path)
+    older = tmp_path / "older"
+    (older / "postgres" / "pgdata").mkdir(parents=True)  # a folder from before layouts were recorded
+    assert Topology().refuses_layout_of(older) is None
+    assert "make reset" in Topology(broker_nodes=3).refuses_layout_of(older)
 
 
 def test_a_manifest_counts_only_processes_its_context_runs():
@@ -76,8 +127,8 @@ def test_the_gateway_holds_every_web_replica_with_a_passive_health_check(tmp_pat
     routes = upstreams(processes(port_of=port_of, replicas="orders-web=2"), port_of)
     assert routes["orders"] == [f"127.0.0.1:{port_of['orders-web']}", f"127.0.0.1:{port_of['orders-web-2']}"]
     conf = nginx_conf(listen="127.0.0.1:8999", upstreams=routes, workdir=tmp_path)
-    assert (f"upstream orders {{ server 127.0.0.1:{port_of['orders-web']} max_fails=1 fail_timeout=5s; "
-            f"server 127.0.0.1:{port_of['orders-web-2']} max_fails=1 fail_timeout=5s; }}") in conf
+    assert (f"upstream orders {{ server 127.0.0.1:{port_of['orders-web']} max_fails=2 fail_timeout=5s; "
+            f"server 127.0.0.1:{port_of['orders-web-2']} max_fails=2 fail_timeout=5s; }}") in conf
     (tmp_path / "nginx.conf").write_text(conf)
     result = subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-p", str(tmp_path), "-c",
                              str(tmp_path / "nginx.conf")], capture_output=True, text=True)

@@ -44,14 +44,16 @@ BODY_LIMIT_DIRECTIVES = f"""\
         }}"""
 
 
-# Passive health checks, here and in compose's nginx.conf: a replica that refuses or drops a
-# connection, or times out, is taken out of its upstream for FAIL_TIMEOUT, then tried again
-# with one request (put back if it answers). The request that found it down goes on to the
+# Passive health checks, here and in compose's nginx.conf: a replica that refuses or drops
+# connections, or times out, twice within FAIL_TIMEOUT is taken out of its upstream for
+# FAIL_TIMEOUT, then tried again with one request (put back if it answers). Twice, not once:
+# with once, one stray failure on each replica (a burst overflowing their backlogs) would
+# take them all out and answer 502 for five seconds. The request that found it down goes on to the
 # next replica, unless it was a POST already sent (nginx never repeats a non-idempotent
 # request that may have reached a server): a connection refused was not sent, so an order
 # placed while a replica dies is not lost to it. With one replica nothing is ever taken out.
 FAIL_TIMEOUT = "5s"
-SERVER_PARAMETERS = f"max_fails=1 fail_timeout={FAIL_TIMEOUT}"
+SERVER_PARAMETERS = f"max_fails=2 fail_timeout={FAIL_TIMEOUT}"
 NEXT_UPSTREAM_DIRECTIVES = """\
         proxy_next_upstream error timeout;
         proxy_next_upstream_tries 3;

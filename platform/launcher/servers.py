@@ -640,10 +640,6 @@ class RabbitMQCluster:
     def running(self) -> bool:
         return any(node.running for node in self.nodes)
 
-    @property
-    def pid(self) -> int | None:
-        return self.nodes[0].pid
-
     def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
         node = next((node for node in self.nodes if node.running), self.nodes[0])
         return node.rabbitmqctl(*args, timeout=timeout)
@@ -659,14 +655,19 @@ class RabbitMQCluster:
             self._epmd = start_epmd(self.epmd_port, cwd=self.data_dir)
         try:
             stopped = [node for node in self.nodes if not node.running]
-            new = not (self.nodes[0].data_dir / "mnesia").exists()
-            if new and stopped and stopped[0] is self.nodes[0]:
-                self.nodes[0].start(timeout)  # the others join it
-                stopped = stopped[1:]
-            for node in stopped:
-                node.spawn()
-            for node in stopped:
-                node.ready(timeout)
+            # A node that ran before waits for its peers' metadata: those start side by side.
+            # A blank one (a new cluster, or a node whose data was lost) joins a running
+            # peer, so it starts after them; a new cluster's first node starts alone.
+            known = [node for node in stopped if (node.data_dir / "mnesia").exists()]
+            blank = [node for node in stopped if node not in known]
+            if blank and not known and not self.running:
+                blank[0].start(timeout)
+                blank = blank[1:]
+            for group in (known, blank):
+                for node in group:
+                    node.spawn()
+                for node in group:
+                    node.ready(timeout)
         except BaseException:
             self.stop()
             raise

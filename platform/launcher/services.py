@@ -190,7 +190,7 @@ class ServicesDeployment(DemoApiClients):
         """Stop an extra process (``start_process(as_name=...)``) and forget it."""
         self.supervisor.remove(name)
 
-    def replicas(self, service: str) -> list[str]:
+    def replica_names(self, service: str) -> list[str]:
         """The names of ``service``'s replicas (``orders-web``, ``orders-web-2``, ...)."""
         return [name for name, spec in self.specs.items() if spec.service == service]
 

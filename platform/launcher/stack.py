@@ -48,9 +48,11 @@ class Stack:
     metrics_addresses: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # e.g. tests tightening a deadline
 
-    def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str, instance: str = "") -> dict[str, str]:
+    def env(self, *, contexts: tuple[str, ...], broker: str, service_name: str, instance: str = "",
+            replica: int = 1) -> dict[str, str]:
         """The environment of a process hosting ``contexts``, talking to the broker as
-        ``broker``; ``instance``: the replica's own name, when not its service's."""
+        ``broker``; ``instance``: the replica's own name, when not its service's, and
+        ``replica`` its number."""
         instance = instance or service_name
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
         env.update({
@@ -60,17 +62,18 @@ class Stack:
             "WAYBILL_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "WAYBILL_CONTEXTS": ",".join(contexts),
             "WAYBILL_DEFAULT_DATABASE_URL": self.database_urls["default"],
-            "WAYBILL_BROKER_URL": spread(self.broker_urls[broker], instance),
+            "WAYBILL_BROKER_URL": spread(self.broker_urls[broker], service_name, replica),
             "WAYBILL_BROKER_DECLARE": "false",
             "WAYBILL_REDIS_URL": self.redis_url,
             "WAYBILL_SERVICE_NAME": f"waybill-{service_name}",
             "WAYBILL_OTEL_EXPORTER": self.otel_exporter,
             "WAYBILL_TRUSTED_PROXIES": "1",  # the gateway
             "WAYBILL_DATA_DIR": str(self.workdir / instance),
-            # Replicas trace as one service, told apart by their instance (OpenTelemetry's
-            # resource detector reads this variable).
-            "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
         })
+        # Replicas trace as one service, told apart by their instance (OpenTelemetry's
+        # resource detector reads this variable), beside what the operator set in it.
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(filter(None, (
+            os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""), f"service.instance.id={instance}")))
         if self.supervisor_url:
             env[SUPERVISOR_VARIABLE] = self.supervisor_url
         if self.lagging:
@@ -93,12 +96,13 @@ class Stack:
             base = {k: v for k, v in os.environ.items() if not k.startswith(("WAYBILL_", "DJANGO_"))}
             return {**base, "PYTHONPATH": str(REPO / "platform"), "WAYBILL_PAYMENT_API_KEY": self.payment_api_key}
         if process.context is None:  # the shell: every context's models, no broker user of its own
-            env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.service, instance=process.name)
+            env = self.env(contexts=CONTEXTS, broker="admin", service_name=process.service, instance=process.name,
+                           replica=process.replica)
             if self.broker_management_url:
                 env[MANAGEMENT_VARIABLE] = self.broker_management_url
         else:
             env = self.env(contexts=(process.context,), broker=process.context, service_name=process.service,
-                           instance=process.name)
+                           instance=process.name, replica=process.replica)
         if process.is_web:
             # Under ASGI persistent connections are not reused (see config/settings/contexts.py).
             env["WAYBILL_DB_POOL"] = "true"
@@ -140,12 +144,13 @@ class Stack:
             self.manage("load_demo", env=self.env(contexts=("inventory",), broker="inventory", service_name="demo"))
 
 
-def spread(broker_url: str, instance: str) -> str:
+def spread(broker_url: str, service: str, replica: int = 1) -> str:
     """A cluster's URL lists every node (``;``, Kombu's and Celery's failover list, tried in
     order); each process starts its list at another node, the same at every start, so
-    connections spread over the nodes and a node's loss moves only its share."""
+    connections spread over the nodes and a node's loss moves only its share; a service's
+    replicas start at consecutive nodes, never all at one."""
     nodes = broker_url.split(";")
-    first = zlib.crc32(instance.encode()) % len(nodes)
+    first = (zlib.crc32(service.encode()) + replica - 1) % len(nodes)
     return ";".join(nodes[first:] + nodes[:first])
 
 

@@ -15,6 +15,7 @@ database no other server was given. Each database still has its own role, wherev
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .servers import PostgresServer, RabbitMQCluster, RabbitMQServer, RedisServe
 BROKER_NODES_VARIABLE = "WAYBILL_BROKER_NODES"
 DATABASE_SERVERS_VARIABLE = "WAYBILL_DATABASE_SERVERS"
 MAIN = "main"  # the PostgreSQL server of the identity store
+LAYOUT_FILE = "layout.json"  # in a `make up` folder: the layout its data was made with
 # A single broker keeps its data under its node's name: the same at every start.
 RABBITMQ_NODE = "waybill@localhost"
 
@@ -41,8 +43,11 @@ class Topology:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_servers", MappingProxyType(dict(self.database_servers)))
-        if self.broker_nodes < 1:
-            raise ValueError(f"{BROKER_NODES_VARIABLE}: at least one node, not {self.broker_nodes}")
+        if self.broker_nodes != 1 and (self.broker_nodes < 3 or self.broker_nodes % 2 == 0):
+            # A quorum of two nodes cannot lose either: a cluster only survives losing a
+            # minority, so an odd number of at least three.
+            raise ValueError(f"{BROKER_NODES_VARIABLE}: 1, or an odd number of at least 3 nodes, "
+                             f"not {self.broker_nodes}")
         if unknown := sorted(set(self.database_servers) - set(DATABASES[1:])):
             raise ValueError(f"{DATABASE_SERVERS_VARIABLE} names databases no context has: {unknown} "
                              f"(they are {list(DATABASES[1:])}; the identity store stays on {MAIN!r})")
@@ -54,6 +59,32 @@ class Topology:
     @property
     def database_server_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((MAIN, *self.database_servers.values())))
+
+    @property
+    def layout(self) -> dict:
+        """What a folder's data is laid out by (replicas are not: they hold no data)."""
+        return {"broker_nodes": self.broker_nodes,
+                "database_servers": {alias: self.server_of(alias) for alias in DATABASES[1:]}}
+
+    def refuses_layout_of(self, workdir: Path) -> str | None:
+        """Why ``workdir`` cannot run this layout (its data was laid out otherwise: another
+        broker or other database servers would start empty beside the data, and sagas would
+        wait for messages stranded on the old broker), or None, recording it the first time."""
+        path = workdir / LAYOUT_FILE
+        try:
+            before = json.loads(path.read_text())
+        except FileNotFoundError:
+            if (workdir / "postgres" / "pgdata").exists():
+                before = Topology().layout  # a folder from before layouts were recorded
+            else:
+                path.write_text(json.dumps(self.layout, indent=2))
+                return None
+        if before == self.layout:
+            path.write_text(json.dumps(self.layout, indent=2))
+            return None
+        return (f"{workdir} holds data laid out as {json.dumps(before)}, not {json.dumps(self.layout)} "
+                f"({BROKER_NODES_VARIABLE}, {DATABASE_SERVERS_VARIABLE}): start it as it was, or `make reset` "
+                f"to start over (its orders, messages and history go with it)")
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Topology:
@@ -109,7 +140,7 @@ class Servers:
         return self.broker.nodes if isinstance(self.broker, RabbitMQCluster) else [self.broker]
 
     @property
-    def processes(self) -> list:
+    def server_processes(self) -> list:
         """Every server process on its own (each PostgreSQL server, broker node, Redis)."""
         return [*self.postgres.values(), *self.broker_nodes, self.redis]
 
@@ -117,11 +148,14 @@ class Servers:
     def all(self) -> list:
         return [*self.postgres.values(), self.broker, self.redis]
 
-    def start(self, announce=lambda server: None) -> Servers:
+    def start(self, announce=lambda server: None, started=lambda server: None) -> Servers:
+        """Start every server in turn; ``announce`` is told of each before, ``started`` after
+        (``make up`` records its pids there, so a killed start is waited for next time)."""
         try:
             for server in self.all:
                 announce(server)
                 server.start()
+                started(server)
         except BaseException:
             self.stop()
             raise

@@ -203,14 +203,20 @@ def run() -> int:
     signal.signal(signal.SIGTERM, _terminate)
 
     topology = Topology.from_environment()
+    if refusal := topology.refuses_layout_of(workdir):
+        print(refusal, file=sys.stderr)
+        pids.clear()
+        return 1
     servers = Servers(workdir, topology, persistent=True)
     supervisor = Supervisor(workdir / "supervisor", logs=workdir / "logs")
     began = time.monotonic()
     try:
-        servers.start(announce=lambda server: print(f"starting {server!r} ...", flush=True))
-        pids.add(**{server.data_dir.name: server.pid for server in servers.processes})
+        servers.start(announce=lambda server: print(f"starting {server!r} ...", flush=True),
+                      started=lambda server: pids.add(**{node.data_dir.name: node.pid for node in servers.server_processes
+                                                         if node.pid}))
         lagging = os.environ.get(LAGGING_VARIABLE, "")
-        port_of = {p.name: str(free_port()) for p in processes(replicas=topology.replicas) if p.listens}
+        port_of = {p.name: str(free_port()) for p in processes(lagging=lagging, replicas=topology.replicas)
+                   if p.listens}
         deployment = processes(port_of=port_of, lagging=lagging, replicas=topology.replicas)
         metrics = metrics_addresses(deployment)
         (workdir / PROMETHEUS_FILE).write_text(prometheus_config(metrics))

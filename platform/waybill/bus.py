@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 
 from . import contexts
@@ -86,33 +86,49 @@ def consuming() -> Iterator[Connection]:
 
 def _declare_replicated(connection: Connection, queue: Queue) -> None:
     """Declare ``queue``, a quorum queue. Deployments before the cluster declared it classic,
-    and a queue's type cannot change: an empty classic one is deleted and declared again; one
-    that holds messages is kept (deleting it would lose them) and said, for an operator to
-    drain it (``rabbitmqctl`` or the management UI) and deploy again."""
+    and a queue's type cannot change: the classic one is replaced, its messages (dead letters,
+    say) moved to a quorum queue ``<name>.moving`` and back, with publisher confirms, so a
+    crash halfway leaves them there and the next declare finishes the move. Refused while
+    anything consumes the classic one (its workers must stop first, as a deploy does)."""
     if connection.transport.driver_type != "amqp":  # no queue types (the in-memory transport)
         queue(connection.default_channel).declare()
         return
-    probe = connection.channel()  # a refused declare closes its channel: not the default one
-    try:
-        queue(probe).declare()
-        return
-    except PreconditionFailed:  # "inequivalent arg 'x-queue-type'": the classic one is there
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
-    deleting = connection.channel()
-    try:
-        deleting.queue_delete(queue.name, if_empty=True)
-    except PreconditionFailed:  # not empty
-        log.warning("%s is a classic queue with messages in it, on one node of the cluster: kept. Move its "
-                    "messages away and deploy again, for it to be declared replicated", queue.name)
-        return
-    finally:
-        with contextlib.suppress(Exception):
-            deleting.close()
-    log.info("%s was a classic queue, empty: declared again as a quorum queue", queue.name)
-    queue(connection.default_channel).declare()
+    holding = Queue(f"{queue.name}.moving", durable=True, queue_arguments={"x-queue-type": "quorum"})
+    with connection.channel() as probe:  # a refused declare closes its channel: never the default one
+        try:
+            queue(probe).declare()
+            replaced = False
+        except PreconditionFailed as refused:
+            if "x-queue-type" not in str(refused):
+                raise  # another difference of arguments: not ours to settle
+            replaced = True
+    with connection.channel() as channel:
+        if replaced:
+            holding(channel).declare()
+            moved = _move(channel, queue.name, holding.name)
+            channel.queue_delete(queue.name, if_unused=True)  # refused while a consumer holds it
+            queue(channel).declare()
+            log.info("%s was a classic queue (on one node of a cluster): declared again as a quorum queue, "
+                     "its %d messages moved", queue.name, moved)
+        try:
+            channel.queue_declare(holding.name, passive=True)
+        except NotFound:
+            return
+    with connection.channel() as channel:  # the failed passive declare closed the other one
+        _move(channel, holding.name, queue.name)
+        channel.queue_delete(holding.name)  # emptied; a quorum queue takes no if_empty
+
+
+def _move(channel, source: str, target: str) -> int:
+    """Every message of queue ``source`` into queue ``target``, as it was (body, properties,
+    headers), each acknowledged only once the broker confirmed the copy: at least once."""
+    channel.confirm_select()
+    moved = 0
+    while (message := channel.basic_get(source, no_ack=False)) is not None:
+        channel.basic_publish_confirm(message, exchange="", routing_key=target, mandatory=True)
+        channel.basic_ack(message.delivery_tag)
+        moved += 1
+    return moved
 
 
 def partitions() -> range:

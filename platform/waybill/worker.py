@@ -18,6 +18,7 @@ import threading
 import time
 
 from celery import Celery, bootsteps
+from celery.worker.consumer import Consumer as CeleryConsumer
 from django.conf import settings
 
 from . import contexts
@@ -61,6 +62,19 @@ class ContextConsumers(bootsteps.StartStopStep):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     terminate = stop  # a cold shutdown: the same, the joins are bounded
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer (``CELERY_WORKER_CONSUMER``) without native delayed delivery, which
+    Celery turns on by itself once a task queue is a quorum queue (ours are: a classic one
+    lives on one node of a cluster). It declares ``celery_delayed_*`` exchanges and queues on
+    every broker node, which a context's broker user may not (its own task queue alone), so
+    every start and every failover logged ACCESS_REFUSED and a CRITICAL; and nothing here
+    sends a task with a countdown or an ETA, which is all it is for."""
+
+    class Blueprint(CeleryConsumer.Blueprint):
+        default_steps = [step for step in CeleryConsumer.Blueprint.default_steps
+                         if not step.endswith(":DelayedDelivery")]
 
 
 def install(app: Celery) -> None:

@@ -45,7 +45,7 @@ def _pushed_until(socket, order_id: str, status: str) -> None:
 
 
 def test_the_gateway_spreads_sockets_over_the_replicas_takes_a_dead_one_out_and_puts_it_back(deployment, tokens):
-    first, second = deployment.replicas(SERVICE)
+    first, second = deployment.replica_names(SERVICE)
     cookie = deployment.session_cookie("alice")
     with _sockets(deployment, cookie):
         wait_for(lambda: _live(deployment, first) >= 1 and _live(deployment, second) >= 1, FLOW_TIMEOUT,
@@ -57,6 +57,11 @@ def test_the_gateway_spreads_sockets_over_the_replicas_takes_a_dead_one_out_and_
         with client(deployment, tokens, "alice") as alice:
             statuses = [alice.get("/api/v1/read/orders/").status_code for _ in range(SOCKETS * 2)]
         assert statuses == [200] * len(statuses)
+        # ...because the gateway took the dead one out, not only because it tried the next.
+        second_port = deployment.port_of[second]
+        wait_for(lambda: any("upstream server temporarily disabled" in line and f":{second_port}" in line
+                             for line in (deployment.gateway.workdir / "error.log").read_text().splitlines()),
+                 FLOW_TIMEOUT, f"the gateway to take {second} out")
         sku = product(deployment, tokens, on_hand=10)
         with _sockets(deployment, cookie) as sockets:
             assert _live(deployment, first) >= SOCKETS
@@ -76,11 +81,11 @@ def test_the_gateway_spreads_sockets_over_the_replicas_takes_a_dead_one_out_and_
 
 
 def test_every_web_replica_is_ready_on_a_port_of_its_own(deployment):
-    replicas = deployment.replicas(SERVICE)
+    replicas = deployment.replica_names(SERVICE)
     assert replicas == [SERVICE, f"{SERVICE}-2"]
     ports = {deployment.port_of[name] for name in replicas}
     assert len(ports) == 2
     for name in replicas:
         assert httpx.get(f"http://127.0.0.1:{deployment.port_of[name]}/readyz", timeout=10).status_code == 200
     conf = (deployment.gateway.workdir / "nginx.conf").read_text()
-    assert all(f"127.0.0.1:{port} max_fails=1" in conf for port in ports)
+    assert all(f"127.0.0.1:{port} max_fails=2" in conf for port in ports)

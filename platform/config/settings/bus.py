@@ -119,4 +119,6 @@ CELERY_TASK_QUEUES = [
           routing_key=f"waybill.tasks.{context}", durable=True, queue_arguments={"x-queue-type": "quorum"})
     for context in WAYBILL_CONTEXTS
 ]
+# Without Celery's native delayed delivery (see waybill.worker.Consumer).
+CELERY_WORKER_CONSUMER = "waybill.worker:Consumer"
 CELERY_TASK_DEFAULT_QUEUE = f"waybill.tasks.{WAYBILL_CONTEXTS[0]}" if WAYBILL_CONTEXTS else "waybill.tasks"
