@@ -218,6 +218,39 @@ class Sampler:
             counts[connection.get("user", "?")] = counts.get(connection.get("user", "?"), 0) + 1
         return dict(sorted(counts.items()))
 
+    def _broker_memory(self) -> dict:
+        """What the broker's memory is (per category, MiB, every node summed: the management
+        API's memory breakdown) and what its queues hold (messages, and memory, of the five
+        largest): where a broker that grows keeps it."""
+        import httpx
+        from urllib.parse import urlsplit
+
+        url = self.topology.management_url
+        if not url:
+            return {}
+        parts = urlsplit(url)
+        base, auth = f"{parts.scheme}://{parts.hostname}:{parts.port}/api", (parts.username or "", parts.password or "")
+        try:
+            nodes = [n["name"] for n in httpx.get(f"{base}/nodes", params={"columns": "name"}, auth=auth,
+                                                   timeout=5).json()]
+            breakdown: dict[str, float] = {}
+            for node in nodes:
+                memory = httpx.get(f"{base}/nodes/{node}/memory", auth=auth, timeout=5).json().get("memory", {})
+                for category, value in memory.items():
+                    if isinstance(value, int | float) and category != "total":
+                        breakdown[category] = breakdown.get(category, 0.0) + value / MIB
+            queues = httpx.get(f"{base}/queues", params={"columns": "name,messages,memory"}, auth=auth,
+                               timeout=5).json()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            self._error("broker memory")
+            return {}
+        largest = sorted(queues, key=lambda q: -(q.get("memory") or 0))[:5]
+        return {"breakdown_mib": {k: round(v, 2) for k, v in sorted(breakdown.items()) if v >= 0.5},
+                "messages": sum(q.get("messages") or 0 for q in queues),
+                "largest_queues": {q["name"]: {"messages": q.get("messages"),
+                                               "memory_mib": round((q.get("memory") or 0) / MIB, 2)}
+                                   for q in largest}}
+
     def sample(self) -> dict:
         deployment = self.topology.deployment
         row = {"t": round(time.time() - self.t0, 1), "load": round(os.getloadavg()[0], 2), "pending": self.pending(),
@@ -240,6 +273,7 @@ class Sampler:
                 row["servers"][name] = figures
         row["database_connections"] = self._database_connections()
         row["broker_connections"] = self._broker_connections()
+        row["broker_memory"] = self._broker_memory()
         self.rows.append(row)
         return row
 
@@ -480,6 +514,7 @@ def run(plan: Plan, *, workdir: Path, log=print) -> dict:
         "method": method(plan),
         "samples": rows,
     }
+    results["broker_memory"] = broker_memory_change(results)
     log(f"soak: done in {results['duration_s']} s: max growth {results['max_growth_pct']}% "
         f"({results['max_growth_process']}); goal {'met' if verdict['met'] else 'MISSED'}")
     return results
@@ -603,8 +638,40 @@ def markdown(results: dict, *, chart: str | None) -> str:
               "|---|---:|---:|---:|---|"]
     for name, d in results["database_connections"].items():
         lines.append(f"| {name} | {d['baseline']} | {d['peak']} | {d['end']} | {'yes' if d['flat'] else '**no**'} |")
+    lines += _broker_section(results)
     lines += ["", "## Method", "", results["method"], ""]
     return "\n".join(lines)
+
+
+def broker_memory_change(results: dict) -> dict:
+    """The broker's memory categories and queued messages at the sample nearest the
+    baseline and at the last one, largest rise first."""
+    rows = [row for row in results["samples"] if row.get("broker_memory")]
+    if not rows:
+        return {}
+    baseline_s = results["plan"]["baseline_minutes"] * 60
+    first = min(rows, key=lambda row: abs(row["t"] - baseline_s))["broker_memory"]
+    last = rows[-1]["broker_memory"]
+    categories = sorted(set(first["breakdown_mib"]) | set(last["breakdown_mib"]),
+                        key=lambda c: -(last["breakdown_mib"].get(c, 0) - first["breakdown_mib"].get(c, 0)))
+    return {"categories_mib": {c: [first["breakdown_mib"].get(c, 0.0), last["breakdown_mib"].get(c, 0.0)]
+                               for c in categories},
+            "messages": [first["messages"], last["messages"]], "largest_queues_at_end": last["largest_queues"]}
+
+
+def _broker_section(results: dict) -> list[str]:
+    change = broker_memory_change(results)
+    if not change:
+        return []
+    lines = ["", f"## The broker's memory, at minute {results['plan']['baseline_minutes']:g} and at the end", "",
+             f"Messages held (its queues and the history stream): {change['messages'][0]:,} then "
+             f"{change['messages'][1]:,}. By the management "
+             "API's memory breakdown (MiB, largest rise first):", "", "| category | baseline | end |",
+             "|---|---:|---:|"]
+    lines += [f"| {c} | {a:.1f} | {b:.1f} |" for c, (a, b) in list(change["categories_mib"].items())[:8]]
+    lines += ["", "Largest queues at the end: " + ", ".join(
+        f"{name} ({q['messages']} messages, {q['memory_mib']} MiB)" for name, q in change["largest_queues_at_end"].items())]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
