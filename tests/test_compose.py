@@ -21,7 +21,7 @@ import yaml
 
 from launcher import compose, provision
 from launcher.deployment import CONTEXTS, ROUTES, database_variable, processes
-from launcher.servers import PostgresServer, RabbitMQServer, missing_packages
+from launcher.servers import QUORUM_WAL_MAX_BYTES, PostgresServer, RabbitMQServer, missing_packages
 from launcher.stack import REPO
 
 DEPLOYMENT = processes(host="0.0.0.0")
@@ -303,3 +303,8 @@ def test_every_process_serves_its_metrics_on_the_compose_network_alone(process):
     host, port = resolve(service["environment"]["WAYBILL_METRICS_ADDR"]).rsplit(":", 1)
     assert (host, service["expose"]) == ("0.0.0.0", [port])
     assert "ports" not in service  # published to no host: the metrics server has no sign-in
+
+
+def test_compose_rabbitmq_bounds_the_quorum_log_in_memory_as_the_launcher_does():
+    conf = (REPO / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert f"raft.wal_max_size_bytes = {QUORUM_WAL_MAX_BYTES}" in conf.splitlines()

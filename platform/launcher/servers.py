@@ -424,6 +424,13 @@ class RedisServer(_Server):
                 raise ServerError("no PONG")
 
 
+# The quorum queues' write-ahead log (Ra) keeps every entry in memory until its file reaches
+# this size and is written out to segments; at RabbitMQ's default, 512 MiB, a soak's broker
+# grew a steady 5 MiB a minute for 30 minutes (docs/chaos/soak.md). 64 MiB bounds that,
+# here and in compose's deploy/rabbitmq/rabbitmq.conf (tests/test_compose.py holds them equal).
+QUORUM_WAL_MAX_BYTES = 64 * 1024 * 1024
+
+
 class RabbitMQServer(_Server):
     """A single RabbitMQ node whose every file (and Erlang's own epmd) is private.
 
@@ -525,6 +532,7 @@ class RabbitMQServer(_Server):
             f"default_pass = {self.admin_password}",
             "default_user_tags.administrator = true",
             "log.file.level = info",
+            f"raft.wal_max_size_bytes = {QUORUM_WAL_MAX_BYTES}",
         ]
         if self.stomp_port:
             config.append(f"stomp.listeners.tcp.1 = {HOST}:{self.stomp_port}")
