@@ -247,8 +247,10 @@ def rebuild_equals_live(topology: Topology, timeout: float = 600.0) -> dict:
     differing = []
     for table in COMPARED:
         if rebuilt[table] != live[table]:
-            only_live = set(live[table]) - set(rebuilt[table])
-            only_rebuilt = set(rebuilt[table]) - set(live[table])
+            # As text: a row may hold JSON (lists, objects), which a set cannot hold.
+            live_rows = {json.dumps(row, default=str) for row in live[table]}
+            rebuilt_rows = {json.dumps(row, default=str) for row in rebuilt[table]}
+            only_live, only_rebuilt = live_rows - rebuilt_rows, rebuilt_rows - live_rows
             differing.append({"table": table, "live_only": [str(r)[:300] for r in list(only_live)[:2]],
                               "rebuilt_only": [str(r)[:300] for r in list(only_rebuilt)[:2]],
                               "rows": len(live[table]) - len(rebuilt[table])})

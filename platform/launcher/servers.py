@@ -52,14 +52,51 @@ class ServerError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (the OS picks it).
+    """A TCP port that is free on 127.0.0.1 right now, for a server or process to bind soon.
 
-    Another process could take it before the server binds it; start() then fails with
-    the server's own "address in use" in its log tail. Good enough on a dev/CI machine.
+    Not one the OS would pick (``bind(0)``): that range is also where every outgoing
+    connection takes its source port, and where the next ``bind(0)`` of another process is
+    handed the port just released, so with several deployments starting side by side (the
+    test run's xdist workers) a port chosen a minute before its process binds it was found
+    taken. Instead, below the ephemeral range, in a slice of its own per test worker (or
+    per process), each port handed out once. Another process could still take it first;
+    the server then fails with "address in use" in its log tail.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    global _next_port
+    low, high = _port_slice()
+    if _next_port is None or not low <= _next_port < high:
+        _next_port = low + secrets.randbelow(high - low)
+    for _ in range(high - low):
+        port, _next_port = _next_port, low + (_next_port + 1 - low) % (high - low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise ServerError(f"no free port left in {low}-{high - 1}")
+
+
+_handed_out: set[int] = set()
+_next_port: int | None = None
+PORT_SLICES = 8
+
+
+def _port_slice() -> tuple[int, int]:
+    """[low, high) of this process's ports: from 10000 up to the ephemeral range's start,
+    cut in PORT_SLICES, the slice of this pytest-xdist worker (gw0, gw1, ...) or process."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    width = (ephemeral - 10000) // PORT_SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else os.getpid()
+    low = 10000 + (index % PORT_SLICES) * width
+    return low, low + width
 
 
 def _which(name: str) -> str | None:
@@ -675,11 +712,26 @@ class RabbitMQCluster:
                 for node in group:
                     node.spawn()
                 for node in group:
-                    node.ready(timeout)
+                    self._boot(node, timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    # RabbitMQ 3.10's nodes, started side by side after all were killed, sometimes refuse to
+    # boot ("incompatible_feature_flags": a peer's feature flags read while it is itself
+    # booting); the same node starts once its peers are up. Seen in the chaos run.
+    BOOT_ATTEMPTS = 3
+
+    def _boot(self, node: RabbitMQServer, timeout: float) -> None:
+        for attempt in range(1, self.BOOT_ATTEMPTS + 1):
+            try:
+                node.ready(timeout)
+                return
+            except ServerError:
+                if attempt == self.BOOT_ATTEMPTS:
+                    raise
+                node.spawn()  # ready() stopped what was left of it
 
     def stop(self, timeout: float = 20.0) -> None:
         for node in reversed(self.nodes):
