@@ -50,8 +50,9 @@ class Topology:
 
     @property
     def management_url(self) -> str:
-        """The management API (as the admin), which answers for the whole cluster."""
-        return self.broker.management_url
+        """The first node's management API (as the admin), which answers for the whole
+        cluster: the soak kills no node."""
+        return self.broker_nodes[0].management_url
 
     def of_kind(self, kind: str) -> list[str]:
         return sorted(name for name, k in self.kinds.items() if k == kind)

@@ -678,8 +678,9 @@ class RabbitMQCluster:
 
     @property
     def management_url(self) -> str:
-        """The first node's management API: it answers for the whole cluster."""
-        return self.nodes[0].management_url
+        """Every node's management API, ";"-separated: each answers for the whole cluster,
+        and the console asks the first that answers."""
+        return ";".join(filter(None, (node.management_url for node in self.nodes)))
 
     @property
     def running(self) -> bool:

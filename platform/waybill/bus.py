@@ -72,6 +72,13 @@ def connect(*, confirm_each_publish: bool = True, heartbeat: float = 0) -> Conne
     return Connection(settings.WAYBILL_BROKER_URL, transport_options=options, heartbeat=heartbeat)
 
 
+def retries_for_every_node(connection: Connection) -> int:
+    """``ensure_connection``'s ``max_retries`` that tries each node of the broker URL's
+    failover list once (kombu moves to the next node at each retry, without waiting until
+    it has tried them all), and one node twice as before."""
+    return max(len(connection.alt), 2) - 1
+
+
 @contextlib.contextmanager
 def consuming() -> Iterator[Connection]:
     """The connection of a long-running consumer of this process (a context's consumer, a

@@ -728,24 +728,30 @@ def queue_figures(names: list[str]) -> dict[str, QueueFigures]:
 
 
 def _management_figures(names: list[str]) -> dict[str, QueueFigures]:
-    # The credentials go as basic auth, never in the URL: an error's text (shown to whoever
-    # may look) would carry the URL, password and all.
-    parts = urlsplit(settings.WAYBILL_BROKER_MANAGEMENT_URL)
-    base = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""),
-                       parts.path.rstrip("/"), "", ""))
-    auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
     vhost = quote(Connection(settings.WAYBILL_BROKER_URL).virtual_host or "/", safe="")
     source = "management API"
-    try:
-        with httpx.Client(timeout=5, auth=auth) as client:
-            answer = client.get(f"{base}/api/queues/{vhost}",
-                                params={"columns": "name,messages_ready,messages_unacknowledged,consumers"})
-        if answer.status_code != 200:
-            raise ValueError(f"the management API answered {answer.status_code}")
-        known = {q["name"]: q for q in answer.json()}
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        log.warning("the console could not read the broker's management API: %s", type(exc).__name__)
-        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} (see the log)"
+    reason = "no management API answered"
+    # A cluster's nodes, ";"-separated as in the broker's URL: each answers for the whole
+    # cluster, so the first that answers is asked.
+    for url in filter(None, settings.WAYBILL_BROKER_MANAGEMENT_URL.split(";")):
+        # The credentials go as basic auth, never in the URL: an error's text (shown to
+        # whoever may look) would carry the URL, password and all.
+        parts = urlsplit(url)
+        base = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""),
+                           parts.path.rstrip("/"), "", ""))
+        auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
+        try:
+            with httpx.Client(timeout=5, auth=auth) as client:
+                answer = client.get(f"{base}/api/queues/{vhost}",
+                                    params={"columns": "name,messages_ready,messages_unacknowledged,consumers"})
+            if answer.status_code != 200:
+                raise ValueError(f"the management API answered {answer.status_code}")
+            known = {q["name"]: q for q in answer.json()}
+            break
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("the console could not read the broker's management API at %s: %s", base, type(exc).__name__)
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__} (see the log)"
+    else:
         return {name: QueueFigures(name, None, None, None, source, error=reason) for name in names}
     result = {}
     for name in names:

@@ -638,8 +638,8 @@ class ContextConsumer:
         resync = self._bindings_connection is None or now >= self._bindings_resync_due
         try:
             if self._bindings_connection is None:
-                self._bindings_connection = bus.connect()
-                self._bindings_connection.ensure_connection(max_retries=1)
+                connection = self._bindings_connection = bus.connect()
+                connection.ensure_connection(max_retries=bus.retries_for_every_node(connection))
             bound = bus.rebind(self._bindings_connection.default_channel, self.context, resync=resync)
         except Exception:
             self.close()

@@ -19,7 +19,8 @@ def healthz(request):
 
 def readyz(request):
     """Ready: this process's databases and the broker answer, and, under a supervisor, no
-    process of its contexts keeps crashing (``process:<name>``: BACKOFF, FATAL or CRASH_LOOP)."""
+    process of its contexts keeps crashing (``process:<name>``: BACKOFF, FATAL or CRASH_LOOP)
+    unless another replica of it runs and does its work."""
     checks: dict[str, str] = {}
     for alias in ("default", *settings.WAYBILL_CONTEXTS):
         try:
@@ -32,13 +33,14 @@ def readyz(request):
             checks[f"database:{alias}"] = "unavailable"
     try:
         with bus.connect() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
+            connection.ensure_connection(max_retries=bus.retries_for_every_node(connection), timeout=2)
         checks["broker"] = "ok"
     except Exception:
         log.exception("readyz: broker unavailable")
         checks["broker"] = "unavailable"
     try:
-        checks |= {f"process:{name}": state for name, state in supervisor.crashing(settings.WAYBILL_CONTEXTS).items()}
+        checks |= {f"process:{name}": state for name, state in supervisor.crashing(
+            settings.WAYBILL_CONTEXTS, unless_a_replica_runs=True).items()}
     except supervisor.SupervisorUnavailable:
         log.exception("readyz: supervisor unavailable")
         checks["supervisor"] = "unavailable"

@@ -284,7 +284,7 @@ class Relay:
     def _ensure_producer(self) -> Producer:
         if self._producer is None:
             self._connection = bus.connect(confirm_each_publish=False)
-            self._connection.ensure_connection(max_retries=1)
+            self._connection.ensure_connection(max_retries=bus.retries_for_every_node(self._connection))
             if settings.WAYBILL_BROKER_DECLARE:
                 bus.declare(self._connection)
             channel = self._connection.default_channel

@@ -3,14 +3,16 @@ where supervisord runs them: see launcher.supervision). /readyz and the operatio
 name those that keep crashing, so an operator sees them without reading the supervisor.
 
 Processes are named ``<context>-<role>`` (launcher.deployment), which is how a context
-finds its own. The control interface is XML-RPC over a Unix socket; the client here is the
-standard library's with a timeout, so a readiness probe can never hang on the supervisor.
+finds its own; replica k of one (k > 1) is ``<context>-<role>-k``. The control interface
+is XML-RPC over a Unix socket; the client here is the standard library's with a timeout, so
+a readiness probe can never hang on the supervisor.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import time
 import xmlrpc.client  # nosec B411 - defused below, before any answer is parsed
@@ -65,10 +67,12 @@ def supervised() -> bool:
     return bool(settings.WAYBILL_SUPERVISOR_URL)
 
 
-def crashing(contexts: Iterable[str]) -> dict[str, str]:
+def crashing(contexts: Iterable[str], *, unless_a_replica_runs: bool = False) -> dict[str, str]:
     """The processes of ``contexts`` that keep crashing -> their state ("BACKOFF", "FATAL"
     or "CRASH_LOOP"); empty when unsupervised. Raises SupervisorUnavailable if it does not
-    answer."""
+    answer. ``unless_a_replica_runs``: leave out a crashing replica while another replica of
+    its service runs without crashing (what readiness asks: the context still does that
+    work; the operations report names every one)."""
     url = settings.WAYBILL_SUPERVISOR_URL
     if not url:
         return {}
@@ -80,7 +84,7 @@ def crashing(contexts: Iterable[str]) -> dict[str, str]:
     except (OSError, xmlrpc.client.Error, http.client.HTTPException, ExpatError) as exc:  # a garbled answer too
         raise SupervisorUnavailable(str(exc)) from exc
     loops = _crash_loops(path.parent / CRASH_LOOPS_FILE)
-    found = {}
+    found, running = {}, set()
     for process in processes:
         name, state = process["name"], process["statename"]
         if not name.startswith(prefixes):
@@ -89,7 +93,16 @@ def crashing(contexts: Iterable[str]) -> dict[str, str]:
             found[name] = state
         elif state in ("STARTING", "RUNNING", "EXITED") and name in loops:  # stopped on purpose: not crashing
             found[name] = CRASH_LOOP
+        elif state == "RUNNING":
+            running.add(_service(name))
+    if unless_a_replica_runs:
+        found = {name: state for name, state in found.items() if _service(name) not in running}
     return found
+
+
+def _service(name: str) -> str:
+    """The service a replica belongs to: its name without the replica's number."""
+    return re.sub(r"-\d+$", "", name)
 
 
 def _crash_loops(path: Path) -> set[str]:

@@ -71,6 +71,20 @@ def test_readyz_names_the_processes_of_its_contexts_that_keep_crashing(client, s
     assert supervisor.crashing(["orders", "inventory"]) == {}
 
 
+def test_a_crashing_replica_keeps_its_context_unready_only_while_no_other_replica_runs(client, stand_in):
+    stand_in.states = {"orders-web": "RUNNING", "orders-web-2": "BACKOFF", "orders-worker": "RUNNING",
+                       "orders-worker-2": "FATAL", "orders-worker-3": "RUNNING"}
+    assert client.get("/readyz").status_code == 200  # each service still has a replica doing its work
+    # The operations report still names every one.
+    assert supervisor.crashing(["orders"]) == {"orders-web-2": "BACKOFF", "orders-worker-2": "FATAL"}
+
+    stand_in.states |= {"orders-worker": "FATAL", "orders-worker-3": "STARTING"}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert {k: v for k, v in response.json()["checks"].items() if k.startswith("process:")} == {
+        "process:orders-worker": "FATAL", "process:orders-worker-2": "FATAL"}
+
+
 def test_a_process_the_crash_reporter_saw_crash_again_and_again_counts_until_its_window_ends(stand_in, tmp_path):
     stand_in.states = {"orders-relay": "RUNNING", "orders-worker": "RUNNING", "orders-beat": "STOPPED"}
     now = time.time()

@@ -20,6 +20,7 @@ WAYBILL_BROKER_TRANSPORT_OPTIONS = {
 # RabbitMQ's management API (http://user:password@host:15672), for the operations console:
 # the only place that counts a queue's unacknowledged messages. Without it the console
 # asks the broker itself (ready messages and consumers). The shell gets the admin account's.
+# A cluster's nodes are ";"-separated, as in the broker's URL; the first that answers is asked.
 WAYBILL_BROKER_MANAGEMENT_URL = env.str("WAYBILL_BROKER_MANAGEMENT_URL", default="")
 # Partitions per consumer queue (see waybill.bus): 1 = one queue that competing workers
 # share; N > 1 = N queues with a single active consumer each, for strict per-aggregate order.
