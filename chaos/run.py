@@ -130,6 +130,19 @@ def _timeline(placed: list[Placed], final: dict[str, tuple[str, float]], t0: flo
             "offered_per_s": [round(n / bucket_s, 2) for n in sent]}
 
 
+def drawn(plan: Plan, rng: random.Random, topology: Topology, customers: list[Customer],
+          base_url: str) -> tuple[SteadyLoad, list[Fault]]:
+    """What a run does, drawn from ``rng`` (seeded with ``plan.seed``) alone: the orders,
+    then the fault schedule, in that order, so that a seed repeats both
+    (tests/test_chaos_seed.py holds the committed run to it)."""
+    skus = [Stocked(sku, name, price, weight) for sku, name, price, weight, _ in SHOP]
+    load = SteadyLoad(base_url, customers, skus, rng, rate=plan.rate, count=plan.orders,
+                      cancel_share=plan.cancel_share)
+    faults = schedule(rng, load_s=plan.load_s, topology=topology, count=plan.faults,
+                      every_kind_once=plan.faults is None)
+    return load, faults
+
+
 def run(plan: Plan, *, workdir: Path, log=print) -> dict:
     """The whole run; returns the results (invariants, figures, the fault timeline)."""
     rng = random.Random(plan.seed)
@@ -148,14 +161,10 @@ def run(plan: Plan, *, workdir: Path, log=print) -> dict:
         deployment = topology.deployment
         log(f"chaos: deployment ready in {topology.startup_s} s; logs in {deployment.logs}")
         customers = _customers(topology, plan.customers)
-        # The orders first (from the seed), then stock sized against what they ask for.
-        skus = [Stocked(sku, name, price, weight) for sku, name, price, weight, _ in SHOP]
-        load = SteadyLoad(deployment.base_url, customers, skus, rng, rate=plan.rate, count=plan.orders,
-                          cancel_share=plan.cancel_share)
+        load, faults = drawn(plan, rng, topology, customers, deployment.base_url)
+        # Stock sized against what the orders ask for.
         products = _shop(load.expected_units())
         create_products(deployment, [Product(p.sku, p.name, p.price, p.on_hand) for p in products])
-        faults = schedule(rng, load_s=plan.load_s, topology=topology, count=plan.faults,
-                          every_kind_once=plan.faults is None)
         log("chaos: fault schedule (from the seed):\n  " + "\n  ".join(f.describe() for f in faults))
         receiver = Receiver().start()
         try:
