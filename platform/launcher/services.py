@@ -20,13 +20,19 @@ from launcher.servers import free_port
 from launcher.stack import Stack
 from launcher.supervision import ALIVE, RESTART, Supervisor, gateway_program, process_program
 
-READY_TIMEOUT = 60.0
+# The deployment's processes boot at once, each a Django process of ~2.5 s of CPU: fifteen
+# of them were all ready in 17 s on an idle 2-core machine, but took over 60 s on a contended
+# CI machine running the rest of the suite beside them. The bound only matters when one never
+# becomes ready, so it is generous.
+READY_TIMEOUT = 180.0
+# One readiness probe: /readyz asks every database, the broker (2 s at most) and the supervisor.
+PROBE_TIMEOUT = 5.0
 DEMO_PASSWORD = "waybill-demo"
 
 
 def answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=PROBE_TIMEOUT).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -46,7 +52,8 @@ class DemoApiClients:
     def token(self, username: str) -> str:
         if username not in self._tokens:
             response = httpx.post(f"{self.base_url}/api/v1/auth/token/",
-                                  json={"username": username, "password": self.demo_password}, timeout=10)
+                                  json={"username": username, "password": self.demo_password},
+                                  timeout=self.client_timeout)
             assert response.status_code == 200, f"login of {username}: {response.status_code} {response.text}"
             self._tokens[username] = response.json()["token"]
         return self._tokens[username]
