@@ -18,7 +18,7 @@ from .telemetry import *  # noqa: F403
 from .webhooks import *  # noqa: F403
 from .contexts import CONTEXT_APPS
 from .environment import DATA_DIR, WAYBILL_REDIS_URL, env
-from .limits import WAYBILL_THROTTLE_RATES, WAYBILL_TRUSTED_PROXIES
+from .limits import WAYBILL_THROTTLE_RATES, WAYBILL_TRUSTED_PROXIES, throttle_cache
 
 DEBUG = False
 SECRET_KEY = env.str("WAYBILL_SECRET_KEY", default="")
@@ -138,12 +138,4 @@ LOGGING = {
     },
 }
 
-# --- Cache (throttle counters): Redis when configured, so
-# every process of a service counts together; this process's memory otherwise.
-CACHES = {
-    "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": WAYBILL_REDIS_URL}
-        if WAYBILL_REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
-}
+CACHES = throttle_cache(WAYBILL_REDIS_URL)

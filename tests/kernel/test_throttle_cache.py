@@ -1,0 +1,58 @@
+"""The throttles' counters in Redis cost a process one pool of connections, not one
+connection per request: under ASGI each request gets cache objects of its own
+(django.core.cache.caches is per request context), so a pool kept per cache object opened
+a connection per request that only garbage collection closed (Django ticket #35651). The
+soak run saw it as the gateway-facing web's and Redis's open files rising and falling."""
+
+import asyncio
+
+import httpx
+import pytest
+import redis as redis_py
+from django.core.asgi import get_asgi_application
+from django.core.signals import request_finished
+from django.db import close_old_connections
+from django.test import override_settings
+from rest_framework.throttling import ScopedRateThrottle
+
+from config.settings.limits import throttle_cache
+
+pytestmark = pytest.mark.django_db(databases=["default"])
+
+SIGN_INS = 20
+
+
+def _connections_received(url: str) -> int:
+    with redis_py.Redis.from_url(url) as client:
+        return client.info("stats")["total_connections_received"]
+
+
+@pytest.fixture
+def test_transaction_kept_open():
+    # Django's ASGI handler closes the database connection after each request, which would end
+    # the test's transaction; Django's own test client disconnects the same signal.
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_finished.connect(close_old_connections)
+
+
+def test_requests_of_one_process_share_its_redis_connections(redis, monkeypatch, test_transaction_kept_open):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": f"{SIGN_INS * 10}/minute"})
+
+    async def sign_ins() -> list[int]:
+        # Django's ASGI handler, each request in a task of its own, as uvicorn runs them: the
+        # cache objects a request makes live in its task's context and go with it.
+        transport = httpx.ASGITransport(app=get_asgi_application())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            sign_in = {"username": "nobody", "password": "wrong"}
+            return [(await asyncio.create_task(client.post("/api/v1/auth/token/", json=sign_in))).status_code
+                    for _ in range(SIGN_INS)]
+
+    with override_settings(CACHES=throttle_cache(redis.url)):
+        before = _connections_received(redis.url)
+        statuses = asyncio.run(sign_ins())
+        opened = _connections_received(redis.url) - before - 1  # less this test's own INFO
+    assert statuses == [400] * SIGN_INS, "each sign-in was refused for its password, not throttled"
+    with redis_py.Redis.from_url(redis.url) as client:
+        assert client.keys("*throttle_auth*"), "the throttle counted in Redis"
+    assert opened <= 2, f"{SIGN_INS} requests opened {opened} Redis connections"
