@@ -42,6 +42,19 @@ def _require_servers(packages: tuple[str, ...] = SERVICE_PACKAGES) -> None:
     pytest.fail(message, pytrace=False)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which appends each test's group to its id
+def pytest_collection_modifyitems(config, items):
+    """Refuse a ``--dist loadgroup`` run whose groups were lost: pytest-xdist carries a
+    test's group to its scheduler in the test's id (``...@services``), and a pytest that
+    drops it (9.2 with xdist 3.8: pytest-dev/pytest-xdist#1386) spreads each group over
+    every worker without a word, where every worker then starts its own deployments."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    if lost := [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]:
+        raise pytest.UsageError(f"--dist loadgroup lost the xdist_group of {len(lost)} tests, e.g. {lost[0]}: "
+                                "pytest-xdist cannot group them under this pytest (requirements-test.txt)")
+
+
 @pytest.fixture
 def launcher_packages() -> None:
     """What `make up` runs: the servers and nginx (tests of launcher.up itself)."""
