@@ -42,17 +42,18 @@ def _require_servers(packages: tuple[str, ...] = SERVICE_PACKAGES) -> None:
     pytest.fail(message, pytrace=False)
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which appends each test's group to its id
-def pytest_collection_modifyitems(config, items):
-    """Refuse a ``--dist loadgroup`` run whose groups were lost: pytest-xdist carries a
-    test's group to its scheduler in the test's id (``...@services``), and a pytest that
-    drops it (9.2 with xdist 3.8: pytest-dev/pytest-xdist#1386) spreads each group over
-    every worker without a word, where every worker then starts its own deployments."""
-    if not getattr(config.option, "loadgroup", False):
-        return
-    if lost := [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]:
-        raise pytest.UsageError(f"--dist loadgroup lost the xdist_group of {len(lost)} tests, e.g. {lost[0]}: "
-                                "pytest-xdist cannot group them under this pytest (requirements-test.txt)")
+def pytest_runtest_setup(item):
+    """Refuse a test of a ``--dist loadgroup`` run whose group was lost: pytest-xdist carries
+    a test's group to its scheduler in the test's id (``...@services``, found as xdist's own
+    scheduler finds it), and a pytest that drops it (9.2 with xdist 3.8:
+    pytest-dev/pytest-xdist#1386) spreads each group over every worker without a word, where
+    every worker then starts deployments of its own. Checked here, as the test starts, because
+    a collection hook's error never reaches xdist's controller."""
+    nodeid = item.nodeid
+    if (getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group")
+            and nodeid.rfind("@") <= nodeid.rfind("]")):
+        pytest.fail("--dist loadgroup lost this test's xdist_group: pytest-xdist cannot group tests under "
+                    "this pytest (requirements-test.txt)", pytrace=False)
 
 
 @pytest.fixture
