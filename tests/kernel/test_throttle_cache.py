@@ -10,12 +10,11 @@ import httpx
 import pytest
 import redis as redis_py
 from django.core.asgi import get_asgi_application
-from django.core.signals import request_finished
-from django.db import close_old_connections
 from django.test import override_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from config.settings.limits import throttle_cache
+from launcher.servers import RedisServer
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -28,15 +27,13 @@ def _connections_received(url: str) -> int:
 
 
 @pytest.fixture
-def test_transaction_kept_open():
-    # Django's ASGI handler closes the database connection after each request, which would end
-    # the test's transaction; Django's own test client disconnects the same signal.
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_finished.connect(close_old_connections)
+def private_redis(tmp_path):
+    # Its own server: the shared one's connections also count the services deployment's.
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
 
 
-def test_requests_of_one_process_share_its_redis_connections(redis, monkeypatch, test_transaction_kept_open):
+def test_requests_of_one_process_share_its_redis_connections(private_redis, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": f"{SIGN_INS * 10}/minute"})
 
     async def sign_ins() -> list[int]:
@@ -48,11 +45,11 @@ def test_requests_of_one_process_share_its_redis_connections(redis, monkeypatch,
             return [(await asyncio.create_task(client.post("/api/v1/auth/token/", json=sign_in))).status_code
                     for _ in range(SIGN_INS)]
 
-    with override_settings(CACHES=throttle_cache(redis.url)):
-        before = _connections_received(redis.url)
+    with override_settings(CACHES=throttle_cache(private_redis.url)):
+        before = _connections_received(private_redis.url)
         statuses = asyncio.run(sign_ins())
-        opened = _connections_received(redis.url) - before - 1  # less this test's own INFO
+        opened = _connections_received(private_redis.url) - before - 1  # less this test's own INFO
     assert statuses == [400] * SIGN_INS, "each sign-in was refused for its password, not throttled"
-    with redis_py.Redis.from_url(redis.url) as client:
+    with redis_py.Redis.from_url(private_redis.url) as client:
         assert client.keys("*throttle_auth*"), "the throttle counted in Redis"
-    assert opened <= 2, f"{SIGN_INS} requests opened {opened} Redis connections"
+    assert 1 <= opened <= 2, f"{SIGN_INS} requests opened {opened} Redis connections"
