@@ -25,7 +25,8 @@ from launcher.supervision import ALIVE, RESTART, Supervisor, gateway_program, pr
 # CI machine running the rest of the suite beside them. The bound only matters when one never
 # becomes ready, so it is generous.
 READY_TIMEOUT = 180.0
-# One readiness probe: /readyz asks every database, the broker (2 s at most) and the supervisor.
+# One readiness probe: /readyz asks every database, the broker and the supervisor; a probe
+# that takes longer (a broker node not answering) counts as not ready, and the next one asks again.
 PROBE_TIMEOUT = 5.0
 DEMO_PASSWORD = "waybill-demo"
 

@@ -13,13 +13,12 @@ another."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import pytest
 
-from chaos.report import write
+from chaos.report import markdown, write
 from chaos.run import INVARIANT_KEYS, Plan, run
 
 pytestmark = pytest.mark.xdist_group("chaos")
@@ -39,9 +38,10 @@ def test_a_small_chaos_run_loses_nothing_duplicates_nothing_and_converges(launch
     path = write(results, tmp_path / "results")
     print(f"chaos results: {path} ({time.monotonic() - began:.0f} s)")
     failed = {name: value for name, value in results["invariants"].items() if value}
-    assert not failed, f"invariants failed: {failed}\n{what_the_run_saw(results)}\n" + json.dumps(
-        results["details"], indent=1, default=str)[:6000]
-    assert results["passed"] and all(results[key] == 0 for key in INVARIANT_KEYS)
+    # The report first, its circumstances (load, figures, each fault and its backlog) ahead of
+    # what failed: CI's excerpt of the output is short.
+    assert not failed, f"invariants failed: {failed}\n{markdown(results, chart=None)}"
+    assert results["passed"] and all(results[key] == 0 for key in INVARIANT_KEYS), markdown(results, chart=None)
 
     # The run did what makes its checks mean something: every fault happened, some orders
     # were rejected (stock ran out, a payment was declined), some cancelled and refunded,
@@ -56,17 +56,3 @@ def test_a_small_chaos_run_loses_nothing_duplicates_nothing_and_converges(launch
     assert sockets["connects"] > sockets["clients"] and sockets["connected_at_end"] == sockets["clients"], sockets
     assert results["figures"]["webhooks"]["events"] >= results["accepted"]
 
-
-def what_the_run_saw(results: dict) -> str:
-    """A failed run's circumstances, short enough to come first in CI's excerpt of the
-    output: the machine's load, each fault and how long its backlog took to clear, the HTTP
-    troubles the clients retried through, and the outcomes reached per 5 s of the run."""
-    figures = results["figures"]
-    faults = [{key: fault.get(key) for key in ("kind", "target", "began_s", "ended_s", "error", "next_outcome_s",
-                                              "backlog_cleared_s")} for fault in results["faults"]]
-    seen = {"load_average": results["load_average"], "startup_s": results["topology"].get("startup_s"),
-            "faults": faults, "http_retries": figures["http_retries"],
-            "placed_without_an_answer": figures["placed_without_an_answer"],
-            "last_saga_change_after_last_fault_s": figures["last_saga_change_after_last_fault_s"],
-            "outcomes_per_s": figures["timeline"]["outcomes_per_s"], "offered_per_s": figures["timeline"]["offered_per_s"]}
-    return json.dumps(seen, default=str)

@@ -20,7 +20,6 @@ WAYBILL_THROTTLE_RATES = {
 }
 
 
-
 def throttle_cache(redis_url: str) -> dict:
     """CACHES, which hold the throttles' counters: in Redis when configured, so every process
     of a service counts together; in this process's memory otherwise.
