@@ -127,15 +127,17 @@ def services_deployment(pg_urls, broker_urls, rabbitmq, redis, tmp_path_factory)
 
 # The deployment laid out as at scale (launcher.topology.AT_SCALE; README, "Running at
 # scale"). Its own servers and group (tests/services/test_at_scale.py kills its broker
-# nodes), so it runs beside the shared one.
-@pytest.fixture(scope="session")
+# nodes), so it runs beside the shared one. Module scope: its one module's tests done, its
+# three broker nodes, two PostgreSQL servers and processes stop, rather than idling beside
+# the rest of the worker's tests.
+@pytest.fixture(scope="module")
 def scaled_servers(tmp_path_factory):
     _require_servers()
     with Servers(tmp_path_factory.mktemp("scaled"), AT_SCALE) as servers:
         yield servers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scaled_deployment(scaled_servers, tmp_path_factory):
     stack = Stack(workdir=tmp_path_factory.mktemp("scaled-services"), database_urls=scaled_servers.database_urls(),
                   broker_urls=scaled_servers.broker_urls(), redis_url=scaled_servers.redis.url,
