@@ -95,6 +95,7 @@ def markdown(results: dict, *, chart: str | None) -> str:
         f"{f['last_saga_change_after_last_fault_s']} s after the last fault ended (the limit: 60 s after the last "
         "fault or order)",
         f"- HTTP retries with the same Idempotency-Key: {f['http_retries'] or 'none'}",
+        f"- reservations refused for want of stock: {f.get('reservations_refused_for_stock', '-')}",
         f"- cancellations: {f['cancel_requests']}; cancelled orders that had been charged "
         f"{f['refunds']['cancelled_orders_charged']}, refunds of them {f['refunds']['refunds_of_cancelled_orders']}",
         f"- webhooks: {f['webhooks']['events']} events owed, {f['webhooks']['requests']} requests received "

@@ -298,6 +298,7 @@ def _check(plan, topology, customers, load, tracker, faults, products, receiver,
                     "refunds_of_cancelled_orders": money["refunds_of_cancelled_orders"]},
         "sandbox": money["sandbox_stats"],
         "stock": stock["products"],
+        "reservations_refused_for_stock": stock["refused_for_stock"],
         "tracker_failed_polls": tracker.failed_polls,
         "timeline": _timeline(load.placed, final, t0),
     }

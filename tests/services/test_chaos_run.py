@@ -51,7 +51,9 @@ def test_a_small_chaos_run_loses_nothing_duplicates_nothing_and_converges(launch
     outcomes = results["figures"]["outcomes"]
     assert outcomes.get("CONFIRMED", 0) > ORDERS / 2 and outcomes.get("REJECTED", 0) > 0, outcomes
     assert outcomes.get("CANCELLED", 0) > 0 and results["figures"]["refunds"]["refunds_of_cancelled_orders"] > 0
-    assert any(product["sold_out"] for product in results["figures"]["stock"].values()), results["figures"]["stock"]
+    # Stock ran short: reservations were refused (whatever later released units back; a
+    # product sold out at the end depended on how many deadlines the machine's speed let pass).
+    assert results["figures"]["reservations_refused_for_stock"] > 0, results["figures"]["stock"]
     sockets = results["figures"]["websockets"]
     assert sockets["connects"] > sockets["clients"] and sockets["connected_at_end"] == sockets["clients"], sockets
     assert results["figures"]["webhooks"]["events"] >= results["accepted"]
