@@ -200,8 +200,9 @@ def stock(topology: Topology, orders: dict[str, dict], initial: dict[str, int]) 
                                    "WHERE order_id = ANY(%s::uuid[])", (list(orders),)))
     wrong = [(oid, o["status"], reservations.get(oid)) for oid, o in orders.items()
              if (o["status"] == "CONFIRMED") != (reservations.get(oid) == "reserved")]
-    # Inventory refuses a reservation only when a line's stock is short: the run raced for the
-    # last units, which is what makes "oversold" mean something.
+    # Inventory refuses a reservation for an unknown SKU or a line whose stock is short; every
+    # SKU of the run exists, so a refusal means the run raced for the last units, which is what
+    # makes "oversold" mean something.
     refused = sum(1 for status in reservations.values() if status == "rejected")
     return {"oversold": oversold, "mismatches": _found(mismatched + [{"order": w} for w in wrong]),
             "products": per_product, "refused_for_stock": refused}
