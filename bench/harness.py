@@ -59,6 +59,19 @@ def repeat(run: Run, measure: Callable[[], float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
+def source() -> dict:
+    """The commit measured, and whether the tree had changes to it outside docs/ (where the
+    runs write their results) when it was measured."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"))}
+
+
 def machine() -> dict:
     def first_line(command: list[str]) -> str:
         try:
@@ -73,6 +86,7 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {
+        **source(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -82,6 +96,14 @@ def machine() -> dict:
         "rabbitmq": "3.10 (Debian 12)",
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def described(m: dict) -> str:
+    """A ``machine()`` record in words, for a report's first line."""
+    commit = m.get("commit", "unknown")[:12]
+    changes = " with uncommitted changes" if m.get("uncommitted_changes") else ""
+    return (f"{m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, Python "
+            f"{m.get('python')}, {m.get('postgresql')}, RabbitMQ {m.get('rabbitmq')}, at commit {commit}{changes}")
 
 
 def write_results(results: dict, *, quick: bool) -> Path:

@@ -21,7 +21,7 @@ import psycopg
 
 from launcher.stack import REPO
 
-from .load import FINAL, Placed, Tracker
+from .load import FINAL, Placed
 from .topology import Topology
 from .webhooks import ORDER_EVENTS, Receiver
 
@@ -35,6 +35,7 @@ COMPARED = {"readmodels_ordersummary": "order_id", "readmodels_catalogitem": "sk
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:
+    """Rows of ``sql`` on the database at ``url`` (none for a statement without rows)."""
     with psycopg.connect(url, connect_timeout=10) as connection:
         cursor = connection.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
@@ -196,14 +197,15 @@ def stock(topology: Topology, orders: dict[str, dict], initial: dict[str, int]) 
                                "confirmed_units": confirmed[sku], "ledger_fold": folded.get(sku)})
         per_product[sku] = {"on_hand": on_hand, "reserved": reserved, "confirmed_units": confirmed[sku],
                             "sold_out": reserved == on_hand}
-    reservations = dict(query(url, "SELECT order_id::text, status FROM inventory_reservation "
-                                   "WHERE order_id = ANY(%s::uuid[])", (list(orders),)))
+    rows = query(url, "SELECT order_id::text, status, reason FROM inventory_reservation "
+                      "WHERE order_id = ANY(%s::uuid[])", (list(orders),))
+    reservations = {order_id: status for order_id, status, _ in rows}
     wrong = [(oid, o["status"], reservations.get(oid)) for oid, o in orders.items()
              if (o["status"] == "CONFIRMED") != (reservations.get(oid) == "reserved")]
-    # Inventory refuses a reservation for an unknown SKU or a line whose stock is short; every
-    # SKU of the run exists, so a refusal means the run raced for the last units, which is what
+    # Refusals for short stock (inventory words them "Not enough stock for ..."; an unknown SKU
+    # is refused too, in other words) show the run raced for the last units, which is what
     # makes "oversold" mean something.
-    refused = sum(1 for status in reservations.values() if status == "rejected")
+    refused = sum(1 for _, status, reason in rows if status == "rejected" and reason.startswith("Not enough stock"))
     return {"oversold": oversold, "mismatches": _found(mismatched + [{"order": w} for w in wrong]),
             "products": per_product, "refused_for_stock": refused}
 
@@ -411,11 +413,3 @@ def inbox_retries(topology: Topology) -> int:
 def customer_ids(topology: Topology, usernames: list[str]) -> dict[str, int]:
     return dict(query(topology.stack.database_urls["default"],
                       "SELECT username, id FROM auth_user WHERE username = ANY(%s)", (usernames,)))
-
-
-def tracker_figures(tracker: Tracker) -> dict:
-    return {"failed_polls": tracker.failed_polls}
-
-
-def as_json(value) -> str:
-    return json.dumps(value, default=str)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.harness import REPO
+from bench.harness import REPO, described
 
 RESULTS_DIR = REPO / "docs" / "chaos"
 QUICK_DIR = REPO / "var" / "chaos"  # a quick run never writes over the committed full results
@@ -61,14 +61,21 @@ def _ms(value) -> str:
     return "-" if value is None or value != value else f"{value:,.0f}"
 
 
+def _sagas_line(not_terminal: int, last_change_s: float | None) -> str:
+    verdict = "every saga terminal" if not_terminal == 0 else f"{not_terminal} sagas not terminal in time"
+    if last_change_s is None:
+        return f"{verdict}; no saga changed after the last fault ended"
+    return (f"{verdict}; the last saga change came {last_change_s} s after the last fault ended (the limit: 60 s "
+            "after the last fault or order)")
+
+
 def markdown(results: dict, *, chart: str | None) -> str:
     m, f, inv = results["machine"], results["figures"], results["invariants"]
     latency = f["post_to_final_ms"]
     lines = [
         f"# Chaos run{' (quick)' if results['quick'] else ''}: {'passed' if results['passed'] else 'FAILED'}",
         "",
-        f"{results['date']} on {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, "
-        f"Python {m.get('python')}, {m.get('postgresql')}, RabbitMQ {m.get('rabbitmq')}; services mode with "
+        f"{results['date']} on {described(m)}; services mode with "
         f"{results['topology']['broker_nodes']} RabbitMQ node(s) and {results['topology']['postgres_servers']} "
         f"PostgreSQL server(s). Reproduce with `make chaos` "
         f"(`PYTHONPATH=platform:. .venv/bin/python -m chaos --orders {results['orders']} --rate {results['rate']} "
@@ -91,9 +98,7 @@ def markdown(results: dict, *, chart: str | None) -> str:
         "- messages redelivered by the broker (sampled, a lower bound): "
         f"{f.get('messages_redelivered_by_the_broker')}; "
         f"consumer retries (inbox): {f['inbox_retries']}; dead letters: {inv['dead_letters']}",
-        f"- every saga terminal; the last saga change (a cancellation's, maybe) came "
-        f"{f['last_saga_change_after_last_fault_s']} s after the last fault ended (the limit: 60 s after the last "
-        "fault or order)",
+        f"- {_sagas_line(inv['sagas_not_terminal'], f.get('last_saga_change_after_last_fault_s'))}",
         f"- HTTP retries with the same Idempotency-Key: {f['http_retries'] or 'none'}",
         f"- reservations refused for want of stock: {f.get('reservations_refused_for_stock', '-')}",
         f"- cancellations: {f['cancel_requests']}; cancelled orders that had been charged "

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.harness import REPO, latency_summary, machine
+from bench.harness import REPO, described, latency_summary, machine
 
 from . import growth
 
@@ -596,8 +596,7 @@ def markdown(results: dict, *, chart: str | None) -> str:
     lines = [
         f"# Soak{' (quick)' if results['quick'] else ''}: goal {'met' if results['goal_met'] else 'MISSED'}",
         "",
-        f"{results['date']} on {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, "
-        f"Python {m.get('python')}, {m.get('postgresql')}, RabbitMQ {m.get('rabbitmq')}; services mode with "
+        f"{results['date']} on {described(m)}; services mode with "
         f"{results['topology']['broker_nodes']} RabbitMQ node(s), {results['topology']['postgres_servers']} "
         f"PostgreSQL server(s), replicas `{results['topology']['replicas'] or 'none'}`. `make soak` runs it "
         f"(again at the same rate: `{command}`); the whole run took {results['duration_s']:.0f} s, load "

@@ -62,6 +62,14 @@ def launcher_packages() -> None:
     _require_servers(SERVICE_PACKAGES + ("nginx",))
 
 
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server for one test alone, for a test that counts what reaches it."""
+    _require_servers(("redis-server",))
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     _require_servers()

@@ -14,7 +14,6 @@ from django.test import override_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from config.settings.limits import throttle_cache
-from launcher.servers import RedisServer
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -26,14 +25,8 @@ def _connections_received(url: str) -> int:
         return client.info("stats")["total_connections_received"]
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    # Its own server: the shared one's connections also count the services deployment's.
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
 def test_requests_of_one_process_share_its_redis_connections(private_redis, monkeypatch):
+    # A Redis of its own (tests/conftest.py): the shared one's connections count the services deployment's too.
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": f"{SIGN_INS * 10}/minute"})
 
     async def sign_ins() -> list[int]:

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
 from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
+from chaos.checks import query  # noqa: F401  (re-exported: the services tests read databases as the chaos run does)
 from launcher.polling import wait_for
 
 FLOW_TIMEOUT = 90.0
@@ -46,13 +46,6 @@ def sign_in(deployment, users=("alice", "admin")) -> dict[str, str]:
 
 def client(deployment, tokens, user) -> httpx.Client:
     return httpx.Client(base_url=deployment.base_url, headers={"Authorization": f"Token {tokens[user]}"}, timeout=30)
-
-
-def query(url: str, sql: str, params=()) -> list[tuple]:
-    """Rows of ``sql`` on the database at ``url`` (none for a statement without rows)."""
-    with psycopg.connect(url) as connection:
-        cursor = connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def product(deployment, tokens, on_hand: int) -> str:
