@@ -16,7 +16,7 @@ from .run import Plan, run
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--orders", type=int, help="orders offered (full: 10000, quick: 300)")
-    parser.add_argument("--rate", type=float, help="orders per second (full: 6, quick: 3)")
+    parser.add_argument("--rate", type=float, help="orders per second (full: 4, quick: 3)")
     parser.add_argument("--seed", type=int, help="the fault schedule's and the orders' seed (default: a new one)")
     parser.add_argument("--quick", action="store_true", help="the small run: a few hundred orders, each fault once")
     args = parser.parse_args(argv)
