@@ -465,9 +465,9 @@ class RedisServer(_Server):
 # this size and is written out to segments; at RabbitMQ's default, 512 MiB, a soak's broker
 # grew a steady 5 MiB a minute for 30 minutes (docs/chaos/soak.md). At 64 MiB the next soak
 # saw a sawtooth of about 30 MiB between roll-overs; at 16 MiB the quorum tables' share fell
-# from 7.6 to 3.7 MiB over the third soak, rolling over four times as often (a file written out
-# in the background). The same here
-# and in compose's deploy/rabbitmq/rabbitmq.conf (tests/test_compose.py holds them equal).
+# from 7.6 to 3.7 MiB over the third soak, rolling over four times as often (a file written
+# out in the background). The same here and in compose's deploy/rabbitmq/rabbitmq.conf
+# (tests/test_compose.py holds them equal).
 QUORUM_WAL_MAX_BYTES = 16 * 1024 * 1024
 
 

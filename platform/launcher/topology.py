@@ -105,9 +105,10 @@ class Topology:
 
 
 # The layout at scale that the tests (tests/services/test_at_scale.py) and the chaos run use
-# (the soak too with --layout chaos; by default it runs `make up`'s): a three-node cluster, inventory's database on a server of its own beside
-# the main one, and two of the web processes customers hit hardest (orders, the read side's
-# WebSockets), of a worker (inventory's) and of a relay (orders'). One of everything else.
+# (the soak too with --layout chaos; by default it runs `make up`'s): a three-node cluster,
+# inventory's database on a server of its own beside the main one, and two of the web
+# processes customers hit hardest (orders, the read side's WebSockets), of a worker
+# (inventory's) and of a relay (orders'). One of everything else.
 AT_SCALE = Topology(broker_nodes=3, database_servers={"inventory": "inventory"},
                     replicas="orders-web=2,readmodels-web=2,inventory-worker=2,orders-relay=2")
 
